@@ -1,0 +1,51 @@
+# Every target sets up what it needs on a fresh machine (Python >= 3.10, root for apt).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test lint typecheck pytest bench clean
+
+help:
+	@echo "make demo   - create $(VENV), install, run the demo on the embedded SQLite store"
+	@echo "make test   - install everything the tests need, then lint, type-check and test"
+	@echo "make bench  - run the benchmarks in bench/ (installs the peers)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP)-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+$(STAMP)-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[fast,pandas]"
+	touch $@
+
+$(STAMP)-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $@
+
+install: $(STAMP)-test
+
+demo: $(STAMP)-demo
+	$(BIN)/python examples/chat_demo.py
+
+lint: $(STAMP)-test
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: $(STAMP)-test
+	$(BIN)/mypy
+
+pytest: $(STAMP)-test
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP)-bench
+	$(BIN)/python bench/trace_overhead.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

@@ -1,0 +1,81 @@
+"""sessiontrace: who did what, in which conversation.
+
+User- and session-aware tracing for LLM chat apps, MLflow-3-compatible metadata,
+recorded to an embedded SQLite store by default.
+
+>>> import sessiontrace
+>>> @sessiontrace.trace
+... def chat(message: str) -> str: ...
+>>> with sessiontrace.user_session(user_id="user-456", session_id="session-123"):
+...     chat("Hello")
+"""
+
+from ._config import Settings
+from ._context import (
+    ContextThreadPoolExecutor,
+    clear_user_session_context,
+    get_user_session_context,
+    run_with_context,
+    set_user_session_context,
+    user_session,
+    wrap_with_context,
+)
+from ._entities import (
+    Span,
+    SpanEvent,
+    SpanStatus,
+    SpanType,
+    Trace,
+    TraceData,
+    TraceInfo,
+    TraceState,
+)
+from ._runtime import configure, flush, get_stats, get_trace
+from ._store import SQLiteStore, TraceNotFoundError
+from ._tracing import (
+    LiveSpan,
+    delete_trace_tag,
+    get_current_active_span,
+    get_last_active_trace_id,
+    set_trace_tag,
+    start_span,
+    trace,
+    update_current_trace,
+    update_trace_user_session,
+)
+from ._version import __version__
+
+__all__ = [
+    "ContextThreadPoolExecutor",
+    "LiveSpan",
+    "SQLiteStore",
+    "Settings",
+    "Span",
+    "SpanEvent",
+    "SpanStatus",
+    "SpanType",
+    "Trace",
+    "TraceData",
+    "TraceInfo",
+    "TraceNotFoundError",
+    "TraceState",
+    "__version__",
+    "clear_user_session_context",
+    "configure",
+    "delete_trace_tag",
+    "flush",
+    "get_current_active_span",
+    "get_last_active_trace_id",
+    "get_stats",
+    "get_trace",
+    "get_user_session_context",
+    "run_with_context",
+    "set_trace_tag",
+    "set_user_session_context",
+    "start_span",
+    "trace",
+    "update_current_trace",
+    "update_trace_user_session",
+    "user_session",
+    "wrap_with_context",
+]

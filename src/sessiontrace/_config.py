@@ -1,0 +1,199 @@
+"""Settings: one table, precedence keyword > environment variable > default.
+
+Nothing here runs at import time; ``Settings.resolve`` is called on first use or by
+``sessiontrace.configure``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["ENV_VARS", "Settings", "parse_tracking_uri"]
+
+DEFAULT_TRACKING_URI = "sqlite:///sessiontrace.db"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Param:
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+# The one table of settings. ``configure(name=...)`` beats ``env``, which beats ``default``.
+PARAMS: dict[str, _Param] = {
+    "tracking_uri": _Param(
+        "SESSIONTRACE_TRACKING_URI",
+        DEFAULT_TRACKING_URI,
+        str,
+        "Where traces go: sqlite:///relative.db, sqlite:////absolute.db or a path.",
+    ),
+    "environment": _Param(
+        "SESSIONTRACE_ENVIRONMENT",
+        None,
+        str,
+        "Deployment environment; recorded as mlflow.source.type (e.g. PRODUCTION).",
+    ),
+    "app_version": _Param(
+        "SESSIONTRACE_APP_VERSION",
+        None,
+        str,
+        "Recorded as the app_version metadata key.",
+    ),
+    "deployment_id": _Param(
+        "SESSIONTRACE_DEPLOYMENT_ID",
+        None,
+        str,
+        "Recorded as the deployment_id metadata key.",
+    ),
+    "max_queue_size": _Param(
+        "SESSIONTRACE_MAX_QUEUE_SIZE",
+        100_000,
+        _positive_int,
+        "Finished traces held in memory for the writer before callers are slowed down.",
+    ),
+    "max_block_seconds": _Param(
+        "SESSIONTRACE_MAX_BLOCK_SECONDS",
+        5.0,
+        _non_negative_float,
+        "How long a caller waits for room in a full queue (healthy store) before the "
+        "trace is dropped and counted.",
+    ),
+    "batch_size": _Param(
+        "SESSIONTRACE_BATCH_SIZE",
+        2_000,
+        _positive_int,
+        "Most traces written in one transaction.",
+    ),
+    "flush_interval": _Param(
+        "SESSIONTRACE_FLUSH_INTERVAL",
+        0.2,
+        _positive_float,
+        "Seconds between writer wake-ups when the queue is not full.",
+    ),
+    "shutdown_timeout": _Param(
+        "SESSIONTRACE_SHUTDOWN_TIMEOUT",
+        10.0,
+        _non_negative_float,
+        "Seconds the exit hook waits for queued traces to be written.",
+    ),
+}
+
+ENV_VARS: dict[str, str] = {name: p.env for name, p in PARAMS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    tracking_uri: str
+    environment: str | None
+    app_version: str | None
+    deployment_id: str | None
+    max_queue_size: int
+    max_block_seconds: float
+    batch_size: int
+    flush_interval: float
+    shutdown_timeout: float
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def resolve(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings from keyword overrides, then the environment, then defaults."""
+        overrides = dict(overrides or {})
+        environ = os.environ if environ is None else environ
+        metadata = overrides.pop("metadata", None) or {}
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+        unknown = set(overrides) - set(PARAMS)
+        if unknown:
+            raise TypeError(f"configure() got unknown setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, param in PARAMS.items():
+            if overrides.get(name) is not None:
+                raw: Any = overrides[name]
+                if isinstance(raw, str) and param.parse is not str:
+                    raw = _parse(param, raw, name)
+                values[name] = raw
+            elif param.env in environ:
+                values[name] = _parse(param, environ[param.env], param.env)
+            else:
+                values[name] = param.default
+        settings = cls(**values, metadata={str(k): str(v) for k, v in metadata.items()})
+        parse_tracking_uri(settings.tracking_uri)  # fail at configure time, not at first trace
+        return settings
+
+
+def _parse(param: _Param, raw: str, where: str) -> Any:
+    try:
+        return param.parse(raw)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreLocation:
+    scheme: str  # "sqlite" for now; "http", "https", "postgresql" later
+    path: str  # absolute file path for sqlite
+
+
+def parse_tracking_uri(uri: str) -> StoreLocation:
+    """Parse a tracking URI the way MLflow and SQLAlchemy write them.
+
+    ``sqlite:///traces.db`` is relative to the working directory at configure time,
+    ``sqlite:////data/traces.db`` is absolute; a bare path means a SQLite file.
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise ValueError("tracking_uri must be a non-empty string")
+    uri = uri.strip()
+    if "://" not in uri:
+        if uri.startswith(("http:", "https:", "postgresql:", "postgres:", "sqlite:")):
+            raise ValueError(f"tracking_uri {uri!r} is not a valid URI (missing '//')")
+        return StoreLocation("sqlite", str(Path(uri).expanduser().resolve()))
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "sqlite":
+        rest = uri.split("://", 1)[1]
+        if not rest.startswith("/") or rest == "/":
+            raise ValueError(
+                f"tracking_uri {uri!r}: write sqlite:///relative.db or sqlite:////absolute.db"
+            )
+        path = rest[1:]
+        if path in ("", ":memory:"):
+            raise ValueError(
+                "an in-memory SQLite store cannot be shared with the writer thread; use a file path"
+            )
+        return StoreLocation("sqlite", str(Path(path).expanduser().resolve()))
+    if scheme in ("http", "https", "postgresql", "postgres"):
+        raise ValueError(
+            f"tracking_uri scheme {scheme!r} is not supported yet; use sqlite:///path.db"
+        )
+    raise ValueError(f"tracking_uri scheme {scheme!r} is not supported; use sqlite:///path.db")

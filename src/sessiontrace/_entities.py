@@ -1,0 +1,234 @@
+"""Read-side records: what ``get_trace`` and ``search_traces`` return.
+
+Shaped like MLflow 3's ``Trace`` / ``TraceInfo`` / ``TraceData`` / ``Span`` so that
+analysis code written against MLflow's documentation runs unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ._serialize import loads
+
+__all__ = [
+    "METADATA_SESSION",
+    "METADATA_USER",
+    "Span",
+    "SpanEvent",
+    "SpanStatus",
+    "SpanType",
+    "Trace",
+    "TraceData",
+    "TraceInfo",
+    "TraceState",
+]
+
+METADATA_USER = "mlflow.trace.user"
+METADATA_SESSION = "mlflow.trace.session"
+
+
+class TraceState:
+    """Trace states, as plain strings ("OK", "ERROR", "IN_PROGRESS")."""
+
+    OK = "OK"
+    ERROR = "ERROR"
+    IN_PROGRESS = "IN_PROGRESS"
+
+
+class SpanStatus:
+    """Span status codes, as plain strings."""
+
+    OK = "OK"
+    ERROR = "ERROR"
+    UNSET = "UNSET"
+
+
+class SpanType:
+    """The span types MLflow defines; any other string is accepted too."""
+
+    LLM = "LLM"
+    CHAT_MODEL = "CHAT_MODEL"
+    CHAIN = "CHAIN"
+    AGENT = "AGENT"
+    TOOL = "TOOL"
+    RETRIEVER = "RETRIEVER"
+    EMBEDDING = "EMBEDDING"
+    RERANKER = "RERANKER"
+    PARSER = "PARSER"
+    MEMORY = "MEMORY"
+    UNKNOWN = "UNKNOWN"
+    HTTP = "HTTP"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanEvent:
+    name: str
+    timestamp_ns: int
+    attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """A finished span. Times are nanoseconds since the epoch."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    span_type: str
+    start_time_ns: int
+    end_time_ns: int | None
+    status: str
+    status_message: str
+    inputs: Any
+    outputs: Any
+    attributes: dict[str, Any]
+    events: list[SpanEvent]
+
+    @property
+    def request_id(self) -> str:
+        return self.trace_id
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.end_time_ns is None:
+            return None
+        return (self.end_time_ns - self.start_time_ns) / 1e6
+
+    def get_attribute(self, key: str) -> Any:
+        return self.attributes.get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TraceInfo:
+    """A trace's summary row. ``request_time`` and ``execution_duration`` are ms."""
+
+    trace_id: str
+    request_time: int
+    execution_duration: int | None
+    state: str
+    trace_metadata: dict[str, str]
+    tags: dict[str, str]
+    client_request_id: str | None = None
+    request_preview: str | None = None
+    response_preview: str | None = None
+    name: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.trace_id
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self.request_time
+
+    @property
+    def execution_time_ms(self) -> int | None:
+        return self.execution_duration
+
+    @property
+    def status(self) -> str:
+        return self.state
+
+    @property
+    def user_id(self) -> str | None:
+        return self.trace_metadata.get(METADATA_USER)
+
+    @property
+    def session_id(self) -> str | None:
+        return self.trace_metadata.get(METADATA_SESSION)
+
+    @property
+    def request_metadata(self) -> dict[str, str]:
+        return self.trace_metadata
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TraceData:
+    spans: list[Span]
+
+    @property
+    def request(self) -> str | None:
+        root = _root(self.spans)
+        return None if root is None or root.inputs is None else _json_text(root.inputs)
+
+    @property
+    def response(self) -> str | None:
+        root = _root(self.spans)
+        return None if root is None or root.outputs is None else _json_text(root.outputs)
+
+
+@dataclasses.dataclass
+class Trace:
+    info: TraceInfo
+    data: TraceData
+
+    def search_spans(self, *, name: str | None = None, span_type: str | None = None) -> list[Span]:
+        return [
+            s
+            for s in self.data.spans
+            if (name is None or s.name == name) and (span_type is None or s.span_type == span_type)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "info": self.info.to_dict(),
+            "data": {"spans": [s.to_dict() for s in self.data.spans]},
+        }
+
+
+def _root(spans: list[Span]) -> Span | None:
+    for span in spans:
+        if span.parent_id is None:
+            return span
+    return None
+
+
+def _json_text(value: Any) -> str:
+    from ._serialize import dumps
+
+    return dumps(value)
+
+
+def span_from_row(row: tuple[Any, ...]) -> Span:
+    """Build a ``Span`` from a stored row (see the store's column order)."""
+    (
+        trace_id,
+        span_id,
+        parent_id,
+        name,
+        span_type,
+        start_ns,
+        end_ns,
+        status,
+        message,
+        inputs,
+        outputs,
+        attributes,
+        events,
+    ) = row
+    return Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_id=parent_id,
+        name=name,
+        span_type=span_type,
+        start_time_ns=start_ns,
+        end_time_ns=end_ns,
+        status=status,
+        status_message=message or "",
+        inputs=loads(inputs),
+        outputs=loads(outputs),
+        attributes=loads(attributes) or {},
+        events=[
+            SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {})
+            for e in (loads(events) or [])
+        ],
+    )

@@ -1,0 +1,234 @@
+"""Process-wide state: settings, the pipeline and the store, created on first use."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._config import ENV_VARS, Settings, parse_tracking_uri
+from ._metadata import SOURCE_TYPE, automatic_metadata
+from ._pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from ._entities import Trace
+    from ._store import SQLiteStore
+
+__all__ = [
+    "ENV_VARS",
+    "TagOp",
+    "base_metadata",
+    "configure",
+    "count_internal_error",
+    "flush",
+    "get_stats",
+    "get_store",
+    "get_trace",
+    "settings",
+    "submit",
+]
+
+
+class TagOp(NamedTuple):
+    """Set (``value`` a str) or delete (``value`` None) a tag on a logged trace."""
+
+    trace_id: str
+    key: str
+    value: str | None
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.settings: Settings | None = None
+        self.pipeline: Pipeline | None = None
+        self.store: SQLiteStore | None = None
+        self.base_metadata: dict[str, str] | None = None
+        self.internal_errors: dict[str, int] = {}
+        self.atexit_registered = False
+
+
+_state = _State()
+
+
+def settings() -> Settings:
+    current = _state.settings
+    if current is None:
+        with _state.lock:
+            if _state.settings is None:
+                _state.settings = Settings.resolve()
+            current = _state.settings
+    return current
+
+
+def configure(
+    *,
+    tracking_uri: str | None = None,
+    environment: str | None = None,
+    app_version: str | None = None,
+    deployment_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+    max_queue_size: int | None = None,
+    max_block_seconds: float | None = None,
+    batch_size: int | None = None,
+    flush_interval: float | None = None,
+    shutdown_timeout: float | None = None,
+) -> Settings:
+    """Set process-wide settings; an argument left out comes from the environment or default.
+
+    Traces queued so far are written to the previous store first. ``environment``,
+    ``app_version``, ``deployment_id`` and ``metadata`` become metadata on every
+    trace (``mlflow.source.type``, ``app_version``, ``deployment_id``, your keys);
+    any of them can still be overridden per trace.
+
+    >>> sessiontrace.configure(tracking_uri="sqlite:////data/traces.db", app_version="1.1.0")
+    """
+    new = Settings.resolve(
+        {
+            "tracking_uri": tracking_uri,
+            "environment": environment,
+            "app_version": app_version,
+            "deployment_id": deployment_id,
+            "metadata": metadata,
+            "max_queue_size": max_queue_size,
+            "max_block_seconds": max_block_seconds,
+            "batch_size": batch_size,
+            "flush_interval": flush_interval,
+            "shutdown_timeout": shutdown_timeout,
+        }
+    )
+    with _state.lock:
+        _close_pipeline()
+        _state.settings = new
+        _state.base_metadata = None
+    return new
+
+
+def base_metadata() -> dict[str, str]:
+    """Automatic metadata + configured defaults; computed once, copied per trace."""
+    md = _state.base_metadata
+    if md is None:
+        s = settings()
+        md = automatic_metadata()
+        if s.environment:
+            md[SOURCE_TYPE] = s.environment
+        if s.app_version:
+            md["app_version"] = s.app_version
+        if s.deployment_id:
+            md["deployment_id"] = s.deployment_id
+        md.update(s.metadata)
+        _state.base_metadata = md
+    return md
+
+
+def get_store() -> SQLiteStore:
+    store = _state.store
+    if store is None:
+        with _state.lock:
+            if _state.store is None:
+                from ._store import SQLiteStore
+
+                location = parse_tracking_uri(settings().tracking_uri)
+                _state.store = SQLiteStore(location.path)
+            store = _state.store
+    return store
+
+
+def _pipeline() -> Pipeline:
+    pipeline = _state.pipeline
+    if pipeline is None:
+        with _state.lock:
+            if _state.pipeline is None:
+                s = settings()
+                _state.pipeline = Pipeline(
+                    get_store(),
+                    max_queue_size=s.max_queue_size,
+                    batch_size=s.batch_size,
+                    flush_interval=s.flush_interval,
+                    max_block_seconds=s.max_block_seconds,
+                )
+                if not _state.atexit_registered:
+                    atexit.register(_at_exit)
+                    _state.atexit_registered = True
+            pipeline = _state.pipeline
+    return pipeline
+
+
+def submit(item: Any) -> None:
+    pipeline = _state.pipeline
+    if pipeline is None:
+        pipeline = _pipeline()
+    pipeline.submit(item)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Block until every trace finished so far is in the store; ``False`` on timeout."""
+    pipeline = _state.pipeline
+    return True if pipeline is None else pipeline.flush(timeout)
+
+
+def _close_pipeline() -> None:
+    pipeline, _state.pipeline = _state.pipeline, None
+    store, _state.store = _state.store, None
+    if pipeline is not None:
+        pipeline.close(settings().shutdown_timeout)
+    elif store is not None:
+        store.close()
+
+
+def _at_exit() -> None:
+    pipeline = _state.pipeline
+    if pipeline is not None:
+        pipeline.close(settings().shutdown_timeout)
+
+
+def _after_fork_in_child() -> None:
+    _state.lock = threading.RLock()
+    if _state.pipeline is not None:
+        _state.pipeline.after_fork()
+    elif _state.store is not None:
+        _state.store.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def count_internal_error(where: str) -> None:
+    _state.internal_errors[where] = _state.internal_errors.get(where, 0) + 1
+
+
+def get_stats() -> dict[str, Any]:
+    """Counters of the trace pipeline: written, queued, dropped (by reason), failures."""
+    pipeline = _state.pipeline
+    stats: dict[str, Any] = (
+        pipeline.stats()
+        if pipeline is not None
+        else {
+            "written": 0,
+            "queued": 0,
+            "dropped": 0,
+            "dropped_by_reason": {},
+            "export_failures": 0,
+            "retries": 0,
+            "store_healthy": True,
+        }
+    )
+    stats["internal_errors"] = dict(_state.internal_errors)
+    return stats
+
+
+def get_trace(trace_id: str) -> Trace | None:
+    """The logged trace with this id, or ``None``; waits for queued traces to be written."""
+    flush(settings().shutdown_timeout)
+    return get_store().get_trace(trace_id)
+
+
+def reset_for_tests() -> None:
+    """Write what is queued, close the store and forget all settings (test isolation)."""
+    with _state.lock:
+        _close_pipeline()
+        _state.settings = None
+        _state.base_metadata = None
+        _state.internal_errors.clear()

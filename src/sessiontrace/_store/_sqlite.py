@@ -1,0 +1,432 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Writes come from the pipeline's single writer thread, one transaction per batch
+(``BEGIN IMMEDIATE``, so several processes writing one file queue up on SQLite's
+lock instead of failing half-way). Reads use one connection per thread. User and
+session are real, indexed columns of ``traces``; other metadata and the tags are
+key/value tables indexed by ``(key, value)``. Every statement is parameterised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._entities import (
+    METADATA_SESSION,
+    METADATA_USER,
+    Span,
+    Trace,
+    TraceData,
+    TraceInfo,
+    span_from_row,
+)
+from .._pipeline import RetryableExportError
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError"]
+
+SCHEMA_VERSION = 1
+PREVIEW_CHARS = 1000
+_ID_KEYS = (METADATA_USER, METADATA_SESSION)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id TEXT PRIMARY KEY,
+    request_time INTEGER NOT NULL,          -- ms since the epoch
+    end_time INTEGER,                       -- ms since the epoch
+    execution_time_ms REAL,
+    state TEXT NOT NULL,
+    name TEXT,
+    user_id TEXT,
+    session_id TEXT,
+    client_request_id TEXT,
+    request_preview TEXT,
+    response_preview TEXT,
+    root_span_id TEXT
+);
+CREATE INDEX IF NOT EXISTS traces_request_time ON traces (request_time);
+CREATE INDEX IF NOT EXISTS traces_user ON traces (user_id, request_time)
+    WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_session ON traces (session_id, request_time)
+    WHERE session_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_client_request ON traces (client_request_id)
+    WHERE client_request_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS trace_metadata (
+    trace_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (trace_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_metadata_key_value ON trace_metadata (key, value);
+
+CREATE TABLE IF NOT EXISTS trace_tags (
+    trace_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (trace_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_tags_key_value ON trace_tags (key, value);
+
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT,
+    name TEXT NOT NULL,
+    span_type TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    inputs TEXT,
+    outputs TEXT,
+    attributes TEXT,
+    events TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_trace_span ON spans (trace_id, span_id);
+"""
+
+TRACE_COLUMNS = (
+    "trace_id, request_time, execution_time_ms, state, name, user_id, session_id, "
+    "client_request_id, request_preview, response_preview"
+)
+SPAN_COLUMNS = (
+    "trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, status, "
+    "status_message, inputs, outputs, attributes, events"
+)
+
+_INSERT_TRACE = (
+    "INSERT OR REPLACE INTO traces (trace_id, request_time, end_time, execution_time_ms, "
+    "state, name, user_id, session_id, client_request_id, request_preview, response_preview, "
+    "root_span_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+# Only constant column lists are interpolated; values are always bound.
+_INSERT_SPAN = (
+    f"INSERT OR REPLACE INTO spans ({SPAN_COLUMNS}) "  # noqa: S608
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_METADATA = "INSERT OR REPLACE INTO trace_metadata (trace_id, key, value) VALUES (?,?,?)"
+_INSERT_TAG = "INSERT OR REPLACE INTO trace_tags (trace_id, key, value) VALUES (?,?,?)"
+_DELETE_TAG = "DELETE FROM trace_tags WHERE trace_id = ? AND key = ?"
+
+
+class TraceNotFoundError(KeyError):
+    """No trace with that id is in the store."""
+
+
+def _span_row(span: Any) -> tuple[Any, ...]:
+    return (
+        span.trace.trace_id,
+        span.span_id,
+        span.parent_id,
+        span.name,
+        span.span_type,
+        span.start_ns,
+        span.end_ns,
+        span.status,
+        span.status_message or None,
+        span.inputs_json,
+        span.outputs_json,
+        span.attributes_json(),
+        span.events_json(),
+    )
+
+
+class SQLiteStore:
+    """Reads and writes traces in one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+        self.path = str(Path(path))
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # -- connections --------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if not self._schema_ready:
+            self._ensure_schema(conn)
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer sessiontrace (schema {version}); "
+                    "upgrade sessiontrace to read it"
+                )
+            if version < SCHEMA_VERSION:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            self._schema_ready = True
+
+    def _read_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = self._connect()
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's read connection (for the search and analytics modules)."""
+        return self._read_conn()
+
+    def after_fork(self) -> None:
+        # Never use (or close) a connection opened by the parent process.
+        self._writer = None
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+            self._writer = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._local.conn = None
+
+    # -- writing (pipeline thread) ---------------------------------------------------
+
+    def export(self, items: Sequence[Any]) -> None:
+        from .._runtime import TagOp
+        from .._tracing import LiveSpan, LiveTrace
+
+        trace_rows: list[tuple[Any, ...]] = []
+        span_rows: list[tuple[Any, ...]] = []
+        metadata_rows: list[tuple[str, str, str]] = []
+        tag_rows: list[tuple[str, str, str]] = []
+        tag_deletes: list[tuple[str, str]] = []
+        for item in items:
+            if isinstance(item, LiveTrace):
+                trace_rows.append(self._trace_row(item))
+                span_rows.extend([_span_row(s) for s in item.spans])
+                tid = item.trace_id
+                metadata_rows.extend(
+                    [(tid, k, v) for k, v in item.metadata.items() if k not in _ID_KEYS]
+                )
+                if item.tags:
+                    tag_rows.extend([(tid, k, v) for k, v in item.tags.items()])
+            elif isinstance(item, LiveSpan):
+                span_rows.append(_span_row(item))
+            elif isinstance(item, TagOp):
+                if item.value is None:
+                    tag_deletes.append((item.trace_id, item.key))
+                else:
+                    tag_rows.append((item.trace_id, item.key, item.value))
+            else:
+                raise TypeError(f"cannot store {type(item).__name__}")
+        try:
+            conn = self._writer
+            if conn is None or self._pid != os.getpid():
+                conn = self._writer = self._connect()
+                self._pid = os.getpid()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if trace_rows:
+                    conn.executemany(_INSERT_TRACE, trace_rows)
+                if span_rows:
+                    conn.executemany(_INSERT_SPAN, span_rows)
+                if metadata_rows:
+                    conn.executemany(_INSERT_METADATA, metadata_rows)
+                if tag_rows:
+                    conn.executemany(_INSERT_TAG, tag_rows)
+                if tag_deletes:
+                    conn.executemany(_DELETE_TAG, tag_deletes)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            # Locked, busy, read-only, disk full, cannot open: may pass; keep the batch.
+            self._drop_writer()
+            raise RetryableExportError(str(exc)) from exc
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+        self._writer = None
+
+    @staticmethod
+    def _trace_row(t: Any) -> tuple[Any, ...]:
+        root = t.root
+        end_ns = t.end_ns
+        md = t.metadata
+        request_preview = t.request_preview
+        if request_preview is None and root.inputs_json is not None:
+            request_preview = root.inputs_json[:PREVIEW_CHARS]
+        response_preview = t.response_preview
+        if response_preview is None and root.outputs_json is not None:
+            response_preview = root.outputs_json[:PREVIEW_CHARS]
+        return (
+            t.trace_id,
+            t.start_ns // 1_000_000,
+            None if end_ns is None else end_ns // 1_000_000,
+            None if end_ns is None else (end_ns - t.start_ns) / 1e6,
+            t.state,
+            root.name,
+            md.get(METADATA_USER),
+            md.get(METADATA_SESSION),
+            t.client_request_id,
+            request_preview,
+            response_preview,
+            root.span_id,
+        )
+
+    # -- tags on logged traces (caller's thread) --------------------------------------
+
+    def set_tag(self, trace_id: str, key: str, value: str) -> None:
+        conn = self._read_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if (
+                conn.execute("SELECT 1 FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+                is None
+            ):
+                raise TraceNotFoundError(trace_id)
+            conn.execute(_INSERT_TAG, (trace_id, key, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def delete_tag(self, trace_id: str, key: str) -> None:
+        conn = self._read_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if (
+                conn.execute("SELECT 1 FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+                is None
+            ):
+                raise TraceNotFoundError(trace_id)
+            conn.execute(_DELETE_TAG, (trace_id, key))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- reading ------------------------------------------------------------------
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        traces = self.load_traces([trace_id], include_spans=True)
+        return traces[0] if traces else None
+
+    def load_traces(self, trace_ids: Sequence[str], *, include_spans: bool = True) -> list[Trace]:
+        """Load whole traces by id, in the order given; unknown ids are skipped."""
+        conn = self._read_conn()
+        infos: dict[str, TraceInfo] = {}
+        spans: dict[str, list[Span]] = {}
+        for chunk in _chunks(trace_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                f"SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                infos[row[0]] = info_from_row(row)
+            for tid, key, value in conn.execute(
+                f"SELECT trace_id, key, value FROM trace_metadata WHERE trace_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                if tid in infos:
+                    infos[tid].trace_metadata[key] = value
+            for tid, key, value in conn.execute(
+                f"SELECT trace_id, key, value FROM trace_tags WHERE trace_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                if tid in infos:
+                    infos[tid].tags[key] = value
+            if include_spans:
+                for row in conn.execute(
+                    f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id IN ({marks}) "  # noqa: S608
+                    "ORDER BY start_ns, rowid",
+                    chunk,
+                ):
+                    spans.setdefault(row[0], []).append(span_from_row(row))
+        return [
+            Trace(infos[tid], TraceData(spans.get(tid, []))) for tid in trace_ids if tid in infos
+        ]
+
+    def list_trace_ids(self, *, limit: int = 100, offset: int = 0) -> list[str]:
+        """Trace ids, newest first."""
+        rows = self._read_conn().execute(
+            "SELECT trace_id FROM traces ORDER BY request_time DESC, trace_id DESC "
+            "LIMIT ? OFFSET ?",
+            (int(limit), int(offset)),
+        )
+        return [r[0] for r in rows]
+
+    def count_traces(self) -> int:
+        row = self._read_conn().execute("SELECT count(*) FROM traces").fetchone()
+        return int(row[0])
+
+
+def info_from_row(row: Sequence[Any]) -> TraceInfo:
+    """A ``TraceInfo`` from a row in ``TRACE_COLUMNS`` order (metadata/tags filled later)."""
+    (
+        trace_id,
+        request_time,
+        execution_ms,
+        state,
+        name,
+        user_id,
+        session_id,
+        client_request_id,
+        request_preview,
+        response_preview,
+    ) = row[:10]
+    metadata: dict[str, str] = {}
+    if user_id is not None:
+        metadata[METADATA_USER] = user_id
+    if session_id is not None:
+        metadata[METADATA_SESSION] = session_id
+    return TraceInfo(
+        trace_id=trace_id,
+        request_time=request_time,
+        execution_duration=None if execution_ms is None else round(execution_ms),
+        state=state,
+        trace_metadata=metadata,
+        tags={},
+        client_request_id=client_request_id,
+        request_preview=request_preview,
+        response_preview=response_preview,
+        name=name,
+    )
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
