@@ -25,7 +25,6 @@ __all__ = [
     "UserSession",
     "clear_user_session_context",
     "get_user_session_context",
-    "run_with_context",
     "set_user_session_context",
     "user_session",
     "wrap_with_context",
@@ -148,6 +147,7 @@ def wrap_with_context(fn: Callable[P, R]) -> Callable[P, R]:
     """Return ``fn`` bound to a copy of the current context (user, session, span).
 
     >>> threading.Thread(target=wrap_with_context(work)).start()
+    >>> executor.submit(wrap_with_context(work), arg)
     >>> await loop.run_in_executor(None, wrap_with_context(work))
     """
     ctx = contextvars.copy_context()
@@ -157,14 +157,6 @@ def wrap_with_context(fn: Callable[P, R]) -> Callable[P, R]:
         return ctx.run(fn, *args, **kwargs)
 
     return run
-
-
-def run_with_context(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-    """Call ``fn`` in a copy of the current context.
-
-    >>> executor.submit(run_with_context, work, arg)  # from inside the request
-    """
-    return contextvars.copy_context().run(fn, *args, **kwargs)
 
 
 class ContextThreadPoolExecutor(ThreadPoolExecutor):

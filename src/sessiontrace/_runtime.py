@@ -232,3 +232,7 @@ def reset_for_tests() -> None:
         _state.settings = None
         _state.base_metadata = None
         _state.internal_errors.clear()
+    from . import _tracing
+
+    _tracing._last["trace_id"] = None
+    _tracing._thread_last.__dict__.clear()

@@ -30,7 +30,10 @@ def _default(value: Any) -> Any:
         return list(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return repr(value)
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not break the traced call
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 _json_dumps = json.JSONEncoder(
@@ -41,8 +44,44 @@ _json_dumps = json.JSONEncoder(
 def _stdlib_dumps(value: Any) -> str:
     try:
         return _json_dumps(value)
-    except (ValueError, TypeError, RecursionError):  # circular, NaN keys, odd dict keys
-        return json.dumps(repr(value), ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):  # circular, odd keys, too deep
+        return _json_dumps(_sanitize(value, set(), 0))
+
+
+_MAX_DEPTH = 64
+
+
+def _sanitize(value: Any, path: set[int], depth: int) -> Any:
+    """Degrade only the offending parts: cycles and excess depth become markers."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if depth >= _MAX_DEPTH:
+        return "<too deep>"
+    if id(value) in path:
+        return "<circular reference>"
+    if isinstance(value, dict):
+        path.add(id(value))
+        try:
+            return {str(k): _sanitize(v, path, depth + 1) for k, v in value.items()}
+        finally:
+            path.discard(id(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        path.add(id(value))
+        try:
+            return [_sanitize(v, path, depth + 1) for v in value]
+        finally:
+            path.discard(id(value))
+    try:
+        converted = _default(value)
+    except Exception:  # a failing __repr__ or model_dump
+        return f"<unserializable {type(value).__name__}>"
+    if isinstance(converted, str):
+        return converted
+    path.add(id(value))
+    try:
+        return _sanitize(converted, path, depth + 1)
+    finally:
+        path.discard(id(value))
 
 
 def _load_orjson() -> Callable[[Any], str] | None:

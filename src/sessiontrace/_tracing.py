@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import logging
 import threading
 import traceback
@@ -48,10 +49,17 @@ _MAX_TAG_VALUE = 8000
 _MAX_METADATA_VALUE = 8000
 
 
+_sequence = itertools.count()
+
+
 def _new_trace_id() -> str:
-    # MLflow's shape ("tr-" + 32 hex), but time-ordered like a UUIDv7: 48 bits of
-    # milliseconds then 80 random bits, so the store's indexes grow at one end.
-    return f"tr-{time_ns() // 1_000_000:012x}{getrandbits(80):020x}"
+    # MLflow's shape ("tr-" + 32 hex), ordered like a UUIDv7: 48 bits of milliseconds,
+    # a 24-bit per-process sequence (so traces started in the same millisecond keep
+    # their order), then 56 random bits. The store's indexes grow at one end.
+    return (
+        f"tr-{time_ns() // 1_000_000:012x}{next(_sequence) & 0xFFFFFF:06x}"
+        f"{getrandbits(56):014x}"
+    )
 
 
 def _new_span_id() -> str:
