@@ -52,14 +52,21 @@ UNSET: Final[Any] = _Unset()
 class UserSession:
     """The user and session defaults in force; immutable."""
 
-    __slots__ = ("parent", "session_id", "user_id")
+    __slots__ = ("parent", "request_id", "session_id", "user_id")
 
     def __init__(
-        self, user_id: str | None, session_id: str | None, parent: UserSession | None = None
+        self,
+        user_id: str | None,
+        session_id: str | None,
+        parent: UserSession | None = None,
+        request_id: str | None = None,
     ) -> None:
         self.user_id = user_id
         self.session_id = session_id
         self.parent = parent
+        # The client's request id (X-Request-ID), set only by the middleware; it
+        # becomes ``client_request_id`` of every trace started in the request.
+        self.request_id = request_id
 
     def __repr__(self) -> str:
         return f"UserSession(user_id={self.user_id!r}, session_id={self.session_id!r})"
@@ -89,7 +96,7 @@ def set_user_session_context(user_id: str | None = UNSET, session_id: str | None
     current = _user_session.get()
     user = current.user_id if user_id is UNSET else _check_id("user_id", user_id)
     session = current.session_id if session_id is UNSET else _check_id("session_id", session_id)
-    _user_session.set(UserSession(user, session, current))
+    _user_session.set(UserSession(user, session, current, current.request_id))
 
 
 def clear_user_session_context() -> None:
@@ -118,7 +125,7 @@ def user_session(user_id: str | None = UNSET, session_id: str | None = UNSET) ->
     current = _user_session.get()
     user = current.user_id if user_id is UNSET else _check_id("user_id", user_id)
     session = current.session_id if session_id is UNSET else _check_id("session_id", session_id)
-    token = _user_session.set(UserSession(user, session, current))
+    token = _user_session.set(UserSession(user, session, current, current.request_id))
     try:
         yield
     finally:
@@ -126,10 +133,10 @@ def user_session(user_id: str | None = UNSET, session_id: str | None = UNSET) ->
 
 
 def _set_request_context(
-    user_id: str | None, session_id: str | None
+    user_id: str | None, session_id: str | None, request_id: str | None = None
 ) -> contextvars.Token[UserSession]:
     """Middleware entry: set both ids (value or None); undo with ``_reset_request_context``."""
-    return _user_session.set(UserSession(user_id, session_id, _user_session.get()))
+    return _user_session.set(UserSession(user_id, session_id, _user_session.get(), request_id))
 
 
 def _reset_request_context(token: contextvars.Token[UserSession]) -> None:

@@ -56,10 +56,7 @@ def _new_trace_id() -> str:
     # MLflow's shape ("tr-" + 32 hex), ordered like a UUIDv7: 48 bits of milliseconds,
     # a 24-bit per-process sequence (so traces started in the same millisecond keep
     # their order), then 56 random bits. The store's indexes grow at one end.
-    return (
-        f"tr-{time_ns() // 1_000_000:012x}{next(_sequence) & 0xFFFFFF:06x}"
-        f"{getrandbits(56):014x}"
-    )
+    return f"tr-{time_ns() // 1_000_000:012x}{next(_sequence) & 0xFFFFFF:06x}{getrandbits(56):014x}"
 
 
 def _new_span_id() -> str:
@@ -286,6 +283,7 @@ def _open_span(
         if us.session_id is not None:
             metadata[METADATA_SESSION] = us.session_id
         trace = LiveTrace(ids["trace"](), now, metadata)
+        trace.client_request_id = us.request_id
         span = LiveSpan(trace, None, name, span_type, attributes, now)
         trace.root = span
         _live_traces[trace.trace_id] = trace
