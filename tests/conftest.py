@@ -18,5 +18,4 @@ def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     path = tmp_path / "traces.db"
     sessiontrace.configure(tracking_uri=f"sqlite:///{path}", flush_interval=0.01)
     yield path
-    sessiontrace.flush(10)
-    _runtime.reset_for_tests()
+    _runtime.reset_for_tests()  # writes what is queued (bounded by shutdown_timeout)

@@ -88,8 +88,8 @@ class Pipeline:
         self._healthy = True
         self._closed = False
         self._stats = _Stats()
-        self._last_warning = 0.0
-        self._suppressed = 0
+        self._warnings: dict[str, tuple[float, int]] = {}
+        self._in_flight = 0
 
     # -- producer side ----------------------------------------------------------------
 
@@ -128,16 +128,17 @@ class Pipeline:
     def count_dropped(self, reason: str, n: int) -> None:
         with self._stats_lock:
             self._stats.dropped[reason] = self._stats.dropped.get(reason, 0) + n
-        self._warn(f"sessiontrace dropped {n} trace item(s): {reason}")
+        self._warn(f"dropped:{reason}", f"sessiontrace dropped {n} trace item(s): {reason}")
 
-    def _warn(self, message: str) -> None:
+    def _warn(self, kind: str, message: str) -> None:
+        """Log at most one warning of each kind per 10 s, saying how many were held back."""
         now = time.monotonic()
-        if now - self._last_warning < 10.0:
-            self._suppressed += 1
+        last, suppressed = self._warnings.get(kind, (-1e9, 0))
+        if now - last < 10.0:
+            self._warnings[kind] = (last, suppressed + 1)
             return
-        suffix = f" ({self._suppressed} similar messages suppressed)" if self._suppressed else ""
-        self._suppressed = 0
-        self._last_warning = now
+        self._warnings[kind] = (now, 0)
+        suffix = f" ({suppressed} similar messages held back)" if suppressed else ""
         logger.warning("%s%s; see sessiontrace.get_stats()", message, suffix)
 
     def _start(self) -> None:
@@ -182,7 +183,8 @@ class Pipeline:
             dropped = dict(self._stats.dropped)
             return {
                 "written": self._stats.written,
-                "queued": sum(1 for item in list(self._q) if not isinstance(item, _Marker)),
+                "queued": self._in_flight
+                + sum(1 for item in list(self._q) if not isinstance(item, _Marker)),
                 "dropped": sum(dropped.values()),
                 "dropped_by_reason": dropped,
                 "export_failures": self._stats.export_failures,
@@ -205,7 +207,9 @@ class Pipeline:
                         self._space.notify_all()
                 items = [i for i in batch if not isinstance(i, _Marker)]
                 if items:
+                    self._in_flight = len(items)
                     self._export(items)
+                    self._in_flight = 0
                 for item in batch:
                     if isinstance(item, _Marker):
                         item.event.set()
@@ -225,7 +229,7 @@ class Pipeline:
                     with self._space:
                         self._space.notify_all()  # waiting callers stop waiting on a sick store
                 cause = type(exc.__cause__ or exc).__name__
-                self._warn(f"sessiontrace store unavailable, retrying: {cause}")
+                self._warn("retry", f"sessiontrace store unavailable, retrying: {cause}")
                 if self._closed:
                     self.count_dropped("store_unavailable_at_shutdown", len(items))
                     return

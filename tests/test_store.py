@@ -1,0 +1,115 @@
+"""The embedded SQLite store: schema, indexes, round trips."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import sessiontrace
+from sessiontrace import SQLiteStore
+
+
+@sessiontrace.trace
+def app(message: str) -> str:
+    sessiontrace.update_current_trace(metadata={"app_version": "3"}, tags={"kind": "chat"})
+    return message[::-1]
+
+
+def test_zero_configuration_writes_sessiontrace_db_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessiontrace import _runtime
+
+    _runtime.reset_for_tests()  # forget the fixture's configure(): defaults only
+    monkeypatch.chdir(tmp_path)
+    app("hello")
+    trace = sessiontrace.get_trace(sessiontrace.get_last_active_trace_id() or "")
+    assert trace is not None
+    assert (tmp_path / "sessiontrace.db").exists()
+
+
+def test_schema_wal_and_user_session_columns(store_path: Path) -> None:
+    with sessiontrace.user_session(user_id="u1", session_id="s1"):
+        app("hi")
+    sessiontrace.flush()
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    row = conn.execute("SELECT user_id, session_id, state, name FROM traces").fetchone()
+    assert row == ("u1", "s1", "OK", "app")
+    # user and session live in their columns, not duplicated as metadata rows
+    keys = {k for (k,) in conn.execute("SELECT key FROM trace_metadata")}
+    assert "mlflow.trace.user" not in keys and "app_version" in keys
+    assert conn.execute("SELECT key, value FROM trace_tags").fetchall() == [("kind", "chat")]
+
+
+@pytest.mark.parametrize(
+    ("sql", "index"),
+    [
+        ("SELECT trace_id FROM traces WHERE user_id = ? ORDER BY request_time DESC", "traces_user"),
+        (
+            "SELECT trace_id FROM traces WHERE session_id = ? ORDER BY request_time",
+            "traces_session",
+        ),
+        (
+            "SELECT trace_id FROM trace_metadata WHERE key = 'app_version' AND value = ?",
+            "trace_metadata_key_value",
+        ),
+        (
+            "SELECT trace_id FROM trace_tags WHERE key = 'kind' AND value = ?",
+            "trace_tags_key_value",
+        ),
+    ],
+)
+def test_lookups_by_user_session_metadata_and_tag_use_an_index(
+    store_path: Path, sql: str, index: str
+) -> None:
+    app("x")
+    sessiontrace.flush()
+    conn = sqlite3.connect(store_path)
+    plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", ("v",)))
+    assert index in plan, plan
+
+
+def test_round_trip_of_spans_events_and_attributes(store_path: Path) -> None:
+    with sessiontrace.start_span("root", attributes={"a": [1, 2]}) as span:
+        span.set_inputs({"q": "ünïcødé ✓"})
+        span.add_event("retry", {"attempt": 2}, timestamp_ns=123)
+        span.set_outputs(None)
+    sessiontrace.flush()
+    trace = SQLiteStore(store_path).get_trace(sessiontrace.get_last_active_trace_id() or "")
+    assert trace is not None
+    (stored,) = trace.data.spans
+    assert stored.inputs == {"q": "ünïcødé ✓"}
+    assert stored.attributes == {"a": [1, 2]}
+    assert stored.events[0].name == "retry"
+    assert stored.events[0].timestamp_ns == 123
+    assert stored.outputs is None
+    assert stored.duration_ms is not None and stored.duration_ms >= 0
+
+
+def test_unknown_trace_is_none(store_path: Path) -> None:
+    app("x")
+    assert sessiontrace.get_trace("tr-nope") is None
+
+
+def test_a_file_from_a_newer_version_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    with pytest.raises(RuntimeError, match="newer sessiontrace"):
+        SQLiteStore(path).get_trace("tr-x")
+
+
+def test_reopening_an_existing_file_keeps_its_traces(store_path: Path) -> None:
+    app("first")
+    sessiontrace.flush()
+    trace_id = sessiontrace.get_last_active_trace_id()
+    assert trace_id is not None
+    sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}")
+    app("second")
+    store = sessiontrace._runtime.get_store()
+    sessiontrace.flush()
+    assert store.count_traces() == 2
+    assert store.get_trace(trace_id) is not None
