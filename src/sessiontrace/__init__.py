@@ -43,8 +43,10 @@ from ._tracing import (
     update_trace_user_session,
 )
 from ._version import __version__
+from .middleware import ASGIMiddleware, WSGIMiddleware
 
 __all__ = [
+    "ASGIMiddleware",
     "ContextThreadPoolExecutor",
     "LiveSpan",
     "SQLiteStore",
@@ -58,6 +60,7 @@ __all__ = [
     "TraceInfo",
     "TraceNotFoundError",
     "TraceState",
+    "WSGIMiddleware",
     "__version__",
     "clear_user_session_context",
     "configure",

@@ -1,0 +1,275 @@
+"""Pure ASGI middleware: each request's traces get the user and session from its headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from .._context import _reset_request_context, _set_request_context
+from .._runtime import count_internal_error
+from .._tracing import _current_span
+from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, Resolved, logger
+from ._trace import RequestTrace, route_of
+
+__all__ = ["ASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The scope key that marks a request as handled (a second instance passes it on).
+SCOPE_KEY = "sessiontrace"
+
+
+class ASGIMiddleware:
+    """Give every trace created while a request is served its user and session.
+
+    Reads ``X-User-ID`` and ``X-Session-ID`` (and ``X-Request-ID`` into the
+    traces' ``client_request_id``), sets them as the request's default for the
+    whole request: the endpoint, its dependencies, a streamed body up to the last
+    chunk, background tasks, sync endpoints in the thread pool and
+    ``run_in_threadpool``. Both ids are set at entry (a value or ``None``) and
+    restored in ``finally``, so nothing leaks into the next request. Lifespan and
+    other scope types pass through untouched; websockets get the ids too.
+
+    >>> app = FastAPI()
+    >>> app.add_middleware(sessiontrace.ASGIMiddleware)
+    >>> app.add_middleware(sessiontrace.ASGIMiddleware, trace_requests=True,
+    ...                    exclude_paths=["/healthz"], user_id_hmac_key=SECRET)
+
+    .. warning:: The ids are client input, kept for analytics. Anyone can send any
+       ``X-User-ID``: never use them for authorization. To record the
+       authenticated user instead, pass a ``resolver``.
+
+    Options (keyword-only; checked here, a bad one raises ``ValueError`` or
+    ``TypeError``):
+
+    - ``user_header``, ``session_header``, ``request_id_header``: header names;
+      ``None`` to ignore that header.
+    - ``resolver``: ``resolver(scope) -> (user_id, session_id) | None``, sync or
+      async, consulted before the headers: a non-``None`` id it returns wins,
+      ``None`` falls back to the header. Its failures are logged, never raised.
+    - ``max_length`` (256) and ``allowed_chars`` (letters, digits, ``-_.:@+=/~``):
+      a value that is longer, has other characters, or comes several times
+      (repeated header, or comma-joined) is invalid. Surrounding whitespace is
+      stripped; an empty value counts as absent.
+    - ``strict``: invalid values are dropped with a warning (default; the request
+      continues anonymous) or, when ``True``, answered with ``400`` (websockets:
+      closed with 1008). The raw value is never logged or echoed.
+    - ``echo_session_id``: add the accepted session id to the response headers.
+    - ``generate_session_id``: ``True`` or a ``() -> str`` callable; a request
+      without a valid session id gets a new one, echoed in the response header so
+      the client can send it back.
+    - ``user_id_hmac_key``: store ``HMAC-SHA256(key, user_id)`` (``u-`` + 32 hex)
+      instead of the user id: the same user still groups, the raw id is not kept.
+    - ``exclude_paths``: paths served without any of this (``"/healthz"``;
+      ``"/static/*"`` for a prefix).
+    - ``trace_requests``: make each HTTP request a trace root (method, route,
+      status, duration, the response body up to ``max_body_bytes``), ending after
+      the last body chunk or when the client disconnects; the app's traced
+      functions become its children.
+
+    Mounted twice (e.g. on an app and on a sub-app), only the outer instance acts.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        user_header: str | None = "X-User-ID",
+        session_header: str | None = "X-Session-ID",
+        request_id_header: str | None = "X-Request-ID",
+        resolver: Callable[[Scope], Any] | None = None,
+        max_length: int = 256,
+        allowed_chars: str = DEFAULT_ALLOWED_CHARS,
+        strict: bool = False,
+        echo_session_id: bool = False,
+        generate_session_id: bool | Callable[[], str] = False,
+        user_id_hmac_key: bytes | str | None = None,
+        exclude_paths: Iterable[str] = (),
+        trace_requests: bool = False,
+        max_body_bytes: int = 64 * 1024,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be an ASGI callable, not {type(app).__name__}")
+        self.app = app
+        policy = IdPolicy(
+            user_header=user_header,
+            session_header=session_header,
+            request_id_header=request_id_header,
+            resolver=resolver,
+            max_length=max_length,
+            allowed_chars=allowed_chars,
+            strict=strict,
+            echo_session_id=echo_session_id,
+            generate_session_id=generate_session_id,
+            user_id_hmac_key=user_id_hmac_key,
+            exclude_paths=exclude_paths,
+            trace_requests=trace_requests,
+            max_body_bytes=max_body_bytes,
+        )
+        self._policy = policy
+        # ASGI servers lower-case header names; one dict lookup per request header.
+        wanted: dict[bytes, int] = {}
+        for slot, name in enumerate(
+            (policy.user_header, policy.session_header, policy.request_id_header)
+        ):
+            if name is not None:
+                wanted.setdefault(name.lower().encode("latin-1"), slot)
+        self._wanted = wanted
+        self._max_length = policy.max_length
+        self._valid = policy._valid
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if (kind != "http" and kind != "websocket") or SCOPE_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        policy = self._policy
+        if policy.excludes and policy.excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = self
+
+        # One pass over the headers; each wanted one decoded once.
+        found: list[str | None] = [None, None, None]
+        multi = [False, False, False]
+        wanted = self._wanted
+        for name, value in scope["headers"]:
+            slot = wanted.get(name)
+            if slot is not None:
+                if found[slot] is not None:
+                    multi[slot] = True
+                found[slot] = value.decode("latin-1")
+
+        resolved: Resolved | None = None
+        if policy.plain:
+            user, session, request_id = found
+            # Fast path: a short value of allowed characters. Anything else (spaces,
+            # commas, too long) goes through the full check, which explains and logs.
+            maximum, valid = self._max_length, self._valid
+            if user is not None and (multi[0] or len(user) > maximum or valid(user) is None):
+                user = policy.check(user, policy.user_header or "", multi[0])[0]
+            if session is not None and (
+                multi[1] or len(session) > maximum or valid(session) is None
+            ):
+                session = policy.check(session, policy.session_header or "", multi[1])[0]
+            if request_id is not None and (len(request_id) > maximum or valid(request_id) is None):
+                request_id = policy.check(request_id, policy.request_id_header or "")[0]
+        else:
+            answer = None
+            if policy.resolver is not None:
+                answer = await self._resolve(scope)
+            resolved = policy.finish(found[0], found[1], found[2], multi[0], multi[1], answer)
+            if resolved.error is not None:
+                await self._reject(kind, resolved.error, receive, send)
+                return
+            user, session, request_id = resolved.user_id, resolved.session_id, resolved.request_id
+            if resolved.echo_session and session is not None:
+                send = _echo(send, policy.echo_header, session)
+
+        token = _set_request_context(user, session, request_id)
+        try:
+            if policy.trace_requests and kind == "http":
+                await self._traced(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            _reset_request_context(token)
+
+    async def _resolve(self, scope: Scope) -> Any:
+        policy = self._policy
+        answer = policy.call_resolver(scope)
+        if policy.resolver_is_async and answer is not None:
+            try:
+                answer = await answer
+            except Exception:
+                logger.exception("sessiontrace: the id resolver failed; using the headers")
+                count_internal_error("middleware_resolver")
+                return None
+        return answer
+
+    async def _reject(self, kind: str, reason: str, receive: Receive, send: Send) -> None:
+        if kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            return
+        body = f"Bad Request: {reason}\n".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            rt = RequestTrace(
+                scope.get("method", "GET"),
+                scope.get("path", ""),
+                scope.get("scheme", "http"),
+                self._policy.max_body_bytes,
+            )
+        except Exception:  # tracing must never cost the request
+            count_internal_error("middleware_request_trace")
+            await self.app(scope, receive, send)
+            return
+
+        async def traced_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.body":
+                rt.add_body(message.get("body", b""))
+                await send(message)
+                if not message.get("more_body", False):
+                    rt.route = route_of(scope)
+                    rt.finish(None)
+                return
+            if kind == "http.response.start":
+                rt.status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"content-type":
+                        rt.content_type = value.decode("latin-1").lower()
+            await send(message)
+
+        async def traced_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not rt.done:
+                rt.route = route_of(scope)
+                rt.finish(None, disconnected=True)
+            return message
+
+        span_token = _current_span.set(rt.span)
+        try:
+            await self.app(scope, traced_receive, traced_send)
+        except BaseException as exc:
+            rt.route = route_of(scope)
+            rt.finish(exc)
+            raise
+        finally:
+            _current_span.reset(span_token)
+        if not rt.done:
+            rt.route = route_of(scope)
+            rt.finish(None)
+
+
+def _echo(send: Send, header_name: bytes, session_id: str) -> Send:
+    try:
+        header = (header_name, session_id.encode("latin-1"))
+    except UnicodeEncodeError:  # not representable in a header: do not echo
+        return send
+
+    async def send_with_session(message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" or kind == "websocket.accept":
+            message = dict(message)
+            message["headers"] = [*message.get("headers", ()), header]
+        await send(message)
+
+    return send_with_session

@@ -1,0 +1,248 @@
+"""WSGI middleware: the request's ids live until the response iterable is done."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from .._context import UserSession, _user_session
+from .._runtime import count_internal_error
+from .._tracing import LiveSpan, _current_span
+from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy
+from ._trace import RequestTrace
+
+__all__ = ["WSGIMiddleware"]
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+#: The environ key that marks a request as handled (a second instance passes it on).
+ENVIRON_KEY = "sessiontrace.middleware"
+
+
+def _environ_key(header: str | None) -> str | None:
+    return None if header is None else "HTTP_" + header.upper().replace("-", "_")
+
+
+class WSGIMiddleware:
+    """Give every trace created while a request is served its user and session.
+
+    The WSGI twin of :class:`ASGIMiddleware`, with the same options (``resolver``
+    receives the WSGI ``environ``). The ids are set when the app is called and
+    re-entered around every ``next()`` of the response iterable and around its
+    ``close()``, so a streamed body (a Flask generator, ``stream_with_context``) and
+    ``call_on_close`` callbacks see them too, whichever thread the server iterates
+    from, and they are gone from the worker thread between requests.
+
+    >>> flask_app.wsgi_app = sessiontrace.WSGIMiddleware(flask_app.wsgi_app)
+
+    .. warning:: The ids are client input, kept for analytics. Anyone can send any
+       ``X-User-ID``: never use them for authorization.
+
+    WSGI servers join a repeated header with commas, so a repeated id header is
+    seen (and rejected) as a comma-joined value. Wrapping the body means the
+    server cannot use ``wsgi.file_wrapper``'s sendfile for it.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        user_header: str | None = "X-User-ID",
+        session_header: str | None = "X-Session-ID",
+        request_id_header: str | None = "X-Request-ID",
+        resolver: Callable[[Environ], Any] | None = None,
+        max_length: int = 256,
+        allowed_chars: str = DEFAULT_ALLOWED_CHARS,
+        strict: bool = False,
+        echo_session_id: bool = False,
+        generate_session_id: bool | Callable[[], str] = False,
+        user_id_hmac_key: bytes | str | None = None,
+        exclude_paths: Iterable[str] = (),
+        trace_requests: bool = False,
+        max_body_bytes: int = 64 * 1024,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
+        self.app = app
+        policy = IdPolicy(
+            user_header=user_header,
+            session_header=session_header,
+            request_id_header=request_id_header,
+            resolver=resolver,
+            max_length=max_length,
+            allowed_chars=allowed_chars,
+            strict=strict,
+            echo_session_id=echo_session_id,
+            generate_session_id=generate_session_id,
+            user_id_hmac_key=user_id_hmac_key,
+            exclude_paths=exclude_paths,
+            trace_requests=trace_requests,
+            max_body_bytes=max_body_bytes,
+        )
+        if policy.resolver_is_async:
+            raise TypeError("a WSGI resolver must be a plain function, not async")
+        self._policy = policy
+        self._user_key = _environ_key(policy.user_header)
+        self._session_key = _environ_key(policy.session_header)
+        self._request_key = _environ_key(policy.request_id_header)
+        self._echo_name = policy.session_header or "X-Session-ID"
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if ENVIRON_KEY in environ:
+            return self.app(environ, start_response)
+        policy = self._policy
+        if policy.excludes and policy.excluded(environ.get("PATH_INFO", "")):
+            return self.app(environ, start_response)
+        environ[ENVIRON_KEY] = self
+
+        user = environ.get(self._user_key) if self._user_key else None
+        session = environ.get(self._session_key) if self._session_key else None
+        request_id = environ.get(self._request_key) if self._request_key else None
+        answer = policy.call_resolver(environ) if policy.resolver is not None else None
+        resolved = policy.finish(user, session, request_id, False, False, answer)
+        if resolved.error is not None:
+            body = f"Bad Request: {resolved.error}\n".encode()
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        if resolved.echo_session and resolved.session_id is not None:
+            start_response = _echo(start_response, self._echo_name, resolved.session_id)
+
+        node = UserSession(
+            resolved.user_id, resolved.session_id, _user_session.get(), resolved.request_id
+        )
+        token = _user_session.set(node)
+        try:
+            if policy.trace_requests:
+                return self._traced(environ, start_response, node)
+            iterable = self.app(environ, start_response)
+        finally:
+            _user_session.reset(token)
+        if type(iterable) is list or type(iterable) is tuple:
+            return iterable  # already materialised: nothing runs while it is sent
+        return _ScopedResponse(iterable, node, None)
+
+    def _traced(
+        self, environ: Environ, start_response: StartResponse, node: UserSession
+    ) -> Iterable[bytes]:
+        try:
+            rt = RequestTrace(
+                environ.get("REQUEST_METHOD", "GET"),
+                environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+                environ.get("wsgi.url_scheme", "http"),
+                self._policy.max_body_bytes,
+            )
+        except Exception:  # tracing must never cost the request
+            count_internal_error("middleware_request_trace")
+            return _ScopedResponse(self.app(environ, start_response), node, None)
+
+        def traced_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            try:
+                rt.status = int(status.split(" ", 1)[0])
+                for name, value in headers:
+                    if name.lower() == "content-type":
+                        rt.content_type = value.lower()
+                rt.route = _flask_route(environ)
+            except Exception:
+                count_internal_error("middleware_request_trace")
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        span_token = _current_span.set(rt.span)
+        try:
+            iterable = self.app(environ, traced_start_response)
+        except BaseException as exc:
+            rt.finish(exc)
+            raise
+        finally:
+            _current_span.reset(span_token)
+        return _ScopedResponse(iterable, node, rt)
+
+
+class _ScopedResponse:
+    """The app's response iterable, run inside the request's context, chunk by chunk."""
+
+    __slots__ = ("_iterable", "_iterator", "_node", "_span", "_trace")
+
+    def __init__(self, iterable: Iterable[bytes], node: UserSession, rt: RequestTrace | None):
+        self._iterable = iterable
+        self._iterator: Iterator[bytes] | None = None
+        self._node = node
+        self._trace = rt
+        self._span: LiveSpan | None = rt.span if rt is not None else None
+
+    def __iter__(self) -> _ScopedResponse:
+        return self
+
+    def __next__(self) -> bytes:
+        token = _user_session.set(self._node)
+        span_token = _current_span.set(self._span) if self._span is not None else None
+        try:
+            iterator = self._iterator
+            if iterator is None:
+                iterator = self._iterator = iter(self._iterable)
+            chunk = next(iterator)
+        except StopIteration:
+            if self._trace is not None:
+                self._trace.finish(None)
+            raise
+        except BaseException as exc:
+            if self._trace is not None:
+                self._trace.finish(exc)
+            raise
+        finally:
+            if span_token is not None:
+                _current_span.reset(span_token)
+            _user_session.reset(token)
+        if self._trace is not None:
+            self._trace.add_body(chunk)
+        return chunk
+
+    def close(self) -> None:
+        close = getattr(self._iterable, "close", None)
+        rt = self._trace
+        token = _user_session.set(self._node)
+        span_token = _current_span.set(self._span) if self._span is not None else None
+        try:
+            if close is not None:
+                close()
+        except BaseException as exc:
+            if rt is not None:
+                rt.finish(exc)
+            raise
+        finally:
+            if span_token is not None:
+                _current_span.reset(span_token)
+            _user_session.reset(token)
+            # Closed before the end: the client went away or the server gave up.
+            if rt is not None and not rt.done:
+                rt.finish(None, disconnected=True)
+
+
+def _echo(start_response: StartResponse, name: str, session_id: str) -> StartResponse:
+    def start_response_with_session(
+        status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        headers = [*headers, (name, session_id)]
+        if exc_info is None:
+            return start_response(status, headers)
+        return start_response(status, headers, exc_info)
+
+    return start_response_with_session
+
+
+def _flask_route(environ: Environ) -> str | None:
+    """The matched URL rule (``/chat/<id>``) while a werkzeug/Flask request is bound."""
+    request = environ.get("werkzeug.request")
+    rule = getattr(request, "url_rule", None)
+    route = getattr(rule, "rule", None)
+    return route if isinstance(route, str) else None
