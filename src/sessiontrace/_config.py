@@ -53,7 +53,14 @@ PARAMS: dict[str, _Param] = {
         "SESSIONTRACE_TRACKING_URI",
         DEFAULT_TRACKING_URI,
         str,
-        "Where traces go: sqlite:///relative.db, sqlite:////absolute.db or a path.",
+        "Where traces go: sqlite:///relative.db, sqlite:////absolute.db, a path, or "
+        "http(s)://host:port of a sessiontrace server.",
+    ),
+    "tracking_token": _Param(
+        "SESSIONTRACE_TRACKING_TOKEN",
+        None,
+        str,
+        "Bearer token sent to an http(s) tracking server started with --token.",
     ),
     "environment": _Param(
         "SESSIONTRACE_ENVIRONMENT",
@@ -112,6 +119,7 @@ ENV_VARS: dict[str, str] = {name: p.env for name, p in PARAMS.items()}
 @dataclasses.dataclass(frozen=True)
 class Settings:
     tracking_uri: str
+    tracking_token: str | None = dataclasses.field(repr=False)  # a secret
     environment: str | None
     app_version: str | None
     deployment_id: str | None
@@ -162,15 +170,16 @@ def _parse(param: _Param, raw: str, where: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class StoreLocation:
-    scheme: str  # "sqlite" for now; "http", "https", "postgresql" later
-    path: str  # absolute file path for sqlite
+    scheme: str  # "sqlite", "http" or "https"; "postgresql" later
+    path: str  # absolute file path for sqlite, the server's base URL for http(s)
 
 
 def parse_tracking_uri(uri: str) -> StoreLocation:
     """Parse a tracking URI the way MLflow and SQLAlchemy write them.
 
     ``sqlite:///traces.db`` is relative to the working directory at configure time,
-    ``sqlite:////data/traces.db`` is absolute; a bare path means a SQLite file.
+    ``sqlite:////data/traces.db`` is absolute; a bare path means a SQLite file;
+    ``http(s)://host:port`` sends traces to a sessiontrace server.
     """
     if not isinstance(uri, str) or not uri.strip():
         raise ValueError("tracking_uri must be a non-empty string")
@@ -192,7 +201,16 @@ def parse_tracking_uri(uri: str) -> StoreLocation:
                 "an in-memory SQLite store cannot be shared with the writer thread; use a file path"
             )
         return StoreLocation("sqlite", str(Path(path).expanduser().resolve()))
-    if scheme in ("http", "https", "postgresql", "postgres"):
+    if scheme in ("http", "https"):
+        parts = urlsplit(uri)
+        if not parts.hostname:
+            raise ValueError(f"tracking_uri {uri!r}: expected http(s)://host[:port]")
+        if parts.username or parts.password:
+            raise ValueError(
+                "tracking_uri must not carry credentials; set SESSIONTRACE_TRACKING_TOKEN"
+            )
+        return StoreLocation(scheme, uri.rstrip("/"))
+    if scheme in ("postgresql", "postgres"):
         raise ValueError(
             f"tracking_uri scheme {scheme!r} is not supported yet; use sqlite:///path.db"
         )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._config import ENV_VARS, Settings, parse_tracking_uri
 from ._metadata import SOURCE_TYPE, automatic_metadata
-from ._pipeline import Pipeline
+from ._pipeline import Pipeline, Sink
 
 if TYPE_CHECKING:
     from ._entities import Trace
@@ -65,6 +65,7 @@ def settings() -> Settings:
 def configure(
     *,
     tracking_uri: str | None = None,
+    tracking_token: str | None = None,
     environment: str | None = None,
     app_version: str | None = None,
     deployment_id: str | None = None,
@@ -83,10 +84,14 @@ def configure(
     any of them can still be overridden per trace.
 
     >>> sessiontrace.configure(tracking_uri="sqlite:////data/traces.db", app_version="1.1.0")
+
+    With ``tracking_uri="http://tracehost:5000"`` traces are sent to a sessiontrace
+    server (``sessiontrace ui``) instead; ``tracking_token`` is its ``--token``.
     """
     new = Settings.resolve(
         {
             "tracking_uri": tracking_uri,
+            "tracking_token": tracking_token,
             "environment": environment,
             "app_version": app_version,
             "deployment_id": deployment_id,
@@ -130,9 +135,23 @@ def get_store() -> SQLiteStore:
                 from ._store import SQLiteStore
 
                 location = parse_tracking_uri(settings().tracking_uri)
+                if location.scheme != "sqlite":
+                    raise ValueError(
+                        f"this process sends its traces to {location.path}; reading them "
+                        "needs a sqlite tracking URI (or that server's UI and JSON API)"
+                    )
                 _state.store = SQLiteStore(location.path)
             store = _state.store
     return store
+
+
+def _sink(s: Settings) -> Sink:
+    location = parse_tracking_uri(s.tracking_uri)
+    if location.scheme in ("http", "https"):
+        from ._export import HttpExporter
+
+        return HttpExporter(location.path, token=s.tracking_token)
+    return get_store()
 
 
 def _pipeline() -> Pipeline:
@@ -142,7 +161,7 @@ def _pipeline() -> Pipeline:
             if _state.pipeline is None:
                 s = settings()
                 _state.pipeline = Pipeline(
-                    get_store(),
+                    _sink(s),
                     max_queue_size=s.max_queue_size,
                     batch_size=s.batch_size,
                     flush_interval=s.flush_interval,

@@ -1,0 +1,407 @@
+"""The Starlette application: pages, the JSON API behind them, and remote ingest.
+
+Every page is the same small HTML shell plus ``app.js``, which reads the page's
+data from the JSON API; ids travel in query strings (``/session?id=...``) so any
+character is safe in them. Reads go through the package's search and analytics
+functions on the process's configured store; ingest writes through a store of its
+own, one batch at a time, and answers only once the batch is committed, so an
+exporter that got a 2xx never needs to send it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import _runtime
+from .._pipeline import RetryableExportError
+from .._serialize import dumps
+from .._store import SQLiteStore, TraceNotFoundError
+from ._ingest import IngestError, parse_batch
+from ._security import LOOPBACK_HOSTS, SESSION_COOKIE, Auth, SecurityMiddleware
+
+__all__ = ["create_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGES = ("/", "/traces", "/trace", "/sessions", "/session", "/users", "/user", "/versions")
+_MAX_RESULTS = 500
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def __init__(self, content: Any, status_code: int = 200, **kwargs: Any) -> None:
+        super().__init__(content, status_code, **kwargs)
+        self.headers.setdefault("cache-control", "no-store")
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("utf-8", "replace")
+
+
+def _error(message: str, status: int, **extra: Any) -> JSON:
+    return JSON({"error": message, **extra}, status_code=status)
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+def _as_dict(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _page(page: Any, key: str) -> dict[str, Any]:
+    items = getattr(page, "items", page)
+    token = getattr(page, "next_page_token", None) or getattr(page, "token", None)
+    return {key: [_as_dict(i) for i in items], "next_page_token": token}
+
+
+def _int_param(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise _BadRequest(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _required(request: Request, name: str) -> str:
+    value = request.query_params.get(name)
+    if not value:
+        raise _BadRequest(f"missing query parameter {name!r}")
+    return value
+
+
+def _analytics(name: str) -> Callable[..., Any]:
+    """A search/analytics function of the package (``list_sessions``, ...)."""
+    import sessiontrace
+
+    fn = getattr(sessiontrace, name, None)
+    if fn is None:
+        raise NotImplementedError(f"sessiontrace.{name} is not available in this version")
+    return fn  # type: ignore[no-any-return]
+
+
+def _json_endpoint(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """Run a sync reader in the thread pool and map the package's errors to 4xx."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            result = await anyio.to_thread.run_sync(fn, request)
+        except _BadRequest as exc:
+            return _error(str(exc), 400, **exc.extra)
+        except TraceNotFoundError as exc:
+            return _error(f"no trace {exc.args[0]!r}", 404)
+        except ValueError as exc:  # FilterSyntaxError is a ValueError with .position
+            position = getattr(exc, "position", None)
+            return _error(str(exc), 400, position=position)
+        except NotImplementedError as exc:
+            return _error(str(exc), 501)
+        if isinstance(result, Response):
+            return result
+        return JSON(result)
+
+    return endpoint
+
+
+# -- readers (run in the thread pool: SQLite connections are per thread) -------------
+
+
+def _trace_row(trace: Any) -> dict[str, Any]:
+    info = trace.info
+    return {
+        "trace_id": info.trace_id,
+        "request_time": info.request_time,
+        "execution_duration": info.execution_duration,
+        "state": info.state,
+        "name": info.name,
+        "user_id": info.user_id,
+        "session_id": info.session_id,
+        "request_preview": info.request_preview,
+        "response_preview": info.response_preview,
+        "tags": info.tags,
+        "metadata": info.trace_metadata,
+    }
+
+
+def api_traces(request: Request) -> Any:
+    search = _analytics("search_traces")
+    result = search(
+        filter_string=request.query_params.get("filter") or None,
+        order_by=request.query_params.getlist("order_by") or None,
+        max_results=_int_param(request, "max_results", 50, lo=1, hi=_MAX_RESULTS),
+        page_token=request.query_params.get("page_token") or None,
+        return_type="list",
+        include_spans=False,
+    )
+    token = getattr(result, "token", None) or getattr(result, "next_page_token", None)
+    items = getattr(result, "items", result)
+    return {"traces": [_trace_row(t) for t in items], "next_page_token": token}
+
+
+def api_trace(request: Request) -> Any:
+    trace_id = _required(request, "id")
+    trace = _runtime.get_store().get_trace(trace_id)
+    if trace is None:
+        raise TraceNotFoundError(trace_id)
+    return trace.to_dict()
+
+
+def api_sessions(request: Request) -> Any:
+    page = _analytics("list_sessions")(
+        filter_string=request.query_params.get("filter") or None,
+        order_by=request.query_params.getlist("order_by") or None,
+        max_results=_int_param(request, "max_results", 50, lo=1, hi=_MAX_RESULTS),
+        page_token=request.query_params.get("page_token") or None,
+    )
+    return _page(page, "sessions")
+
+
+def api_session(request: Request) -> Any:
+    session_id = _required(request, "id")
+    summary = _analytics("get_session_summary")(session_id)
+    if summary is None:
+        return _error(f"no session {session_id!r}", 404)
+    turns = _analytics("session_flow")(session_id)
+    return {"summary": _as_dict(summary), "turns": [_as_dict(t) for t in turns]}
+
+
+def api_users(request: Request) -> Any:
+    page = _analytics("list_users")(
+        filter_string=request.query_params.get("filter") or None,
+        order_by=request.query_params.getlist("order_by") or None,
+        max_results=_int_param(request, "max_results", 50, lo=1, hi=_MAX_RESULTS),
+        page_token=request.query_params.get("page_token") or None,
+    )
+    return _page(page, "users")
+
+
+def api_user(request: Request) -> Any:
+    user_id = _required(request, "id")
+    days = _int_param(request, "days", 7, lo=1, hi=3660)
+    report = _analytics("user_report")(user_id, days=days)
+    if report is None:
+        return _error(f"no user {user_id!r}", 404)
+    return _as_dict(report)
+
+
+def api_versions(request: Request) -> Any:
+    key = request.query_params.get("key") or "app_version"
+    rows = _analytics("metadata_breakdown")(
+        key=key, filter_string=request.query_params.get("filter") or None
+    )
+    items = getattr(rows, "items", rows)
+    return {"key": key, "rows": [_as_dict(r) for r in items]}
+
+
+# -- writers --------------------------------------------------------------------------
+
+
+_TAG_FIELDS = frozenset({"trace_id", "key", "value"})
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    import json
+
+    body = await _read_body(request, limit)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise _BadRequest("the body is not valid JSON") from None
+
+
+def _tag_args(body: Any, *, with_value: bool) -> tuple[str, str, str | None]:
+    if not isinstance(body, dict) or not set(body) <= _TAG_FIELDS:
+        raise _BadRequest("expected an object with trace_id, key and value")
+    trace_id, key, value = body.get("trace_id"), body.get("key"), body.get("value")
+    if not isinstance(trace_id, str) or not trace_id:
+        raise _BadRequest("trace_id must be a non-empty string")
+    if not isinstance(key, str) or not key.strip() or len(key) > 1000:
+        raise _BadRequest("key must be a non-empty string of at most 1000 characters")
+    if with_value and (not isinstance(value, str) or len(value) > 8000):
+        raise _BadRequest("value must be a string of at most 8000 characters")
+    return trace_id, key, value if with_value else None
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Writer:
+    """The server's one writer: ingest batches and tag edits, one at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.store = SQLiteStore(path)
+        self.lock = threading.Lock()
+
+    def export(self, items: Sequence[Any]) -> None:
+        with self.lock:
+            self.store.export(items)
+
+    def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
+        with self.lock:
+            if value is None:
+                self.store.delete_tag(trace_id, key)
+            else:
+                self.store.set_tag(trace_id, key, value)
+
+
+def create_app(
+    *,
+    db: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    allowed_hosts: Sequence[str] | None = tuple(LOOPBACK_HOSTS),
+    max_body_bytes: int = 32 * 1024 * 1024,
+    max_batch_items: int = 20_000,
+) -> Starlette:
+    """The sessiontrace web UI, JSON API and ingest endpoint as an ASGI app.
+
+    ``db`` is the SQLite file to serve (it becomes the process's tracking URI);
+    without it the process's configured store is served. With ``token`` every
+    request needs the bearer token or a browser session opened by a one-time login
+    link (``app.state.auth.new_login_code()``). ``allowed_hosts`` are the Host
+    headers served (``None``: any, for a public bind behind a token).
+
+    >>> app = create_app(db="traces.db")   # then: uvicorn.run(app, port=5000)
+    """
+    if db is not None:
+        _runtime.configure(tracking_uri=f"sqlite:///{Path(db).expanduser().resolve()}")
+    if max_body_bytes <= 0 or max_batch_items <= 0:
+        raise ValueError("max_body_bytes and max_batch_items must be positive")
+    store = _runtime.get_store()  # raises ValueError for an http(s) tracking URI
+    writer = _Writer(store.path)
+    auth = Auth(token)
+    shell = (STATIC_DIR / "index.html").read_bytes()
+
+    async def page(request: Request) -> Response:
+        return Response(shell, media_type="text/html; charset=utf-8", headers=_NO_STORE)
+
+    async def login(request: Request) -> Response:
+        code = request.query_params.get("code", "")
+        session = auth.redeem(code) if code else None
+        if session is None:
+            return Response(
+                "This login link is unknown, expired or already used. "
+                "Ask `sessiontrace ui` or POST /api/login-links for a new one.",
+                status_code=403,
+                media_type="text/plain",
+            )
+        response = RedirectResponse("/sessions", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return response
+
+    async def login_links(request: Request) -> Response:
+        if not auth.check_bearer(request.headers.get("authorization")):
+            return _error("login links are handed out for the bearer token only", 403)
+        code = auth.new_login_code()
+        return JSON({"url": str(request.url_for("login").include_query_params(code=code))})
+
+    async def ingest(request: Request) -> Response:
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _BodyTooLarge:
+            return _error(f"the body is larger than {max_body_bytes} bytes", 413)
+        try:
+            items = await anyio.to_thread.run_sync(
+                lambda: parse_batch(body, max_items=max_batch_items)
+            )
+        except IngestError as exc:
+            status = 413 if any(e["type"] == "too_long" for e in exc.errors) else 422
+            return _error("invalid batch", status, details=exc.errors)
+        if items:
+            try:
+                await anyio.to_thread.run_sync(writer.export, items)
+            except RetryableExportError as exc:
+                return JSON(
+                    {"error": f"the store is busy, retry: {exc}"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+        return JSON({"accepted": len(items)})
+
+    async def edit_tag(request: Request) -> Response:
+        try:
+            body = await _json_body(request, 64 * 1024)
+            trace_id, key, value = _tag_args(body, with_value=request.method == "PUT")
+        except _BodyTooLarge:
+            return _error("the body is too large", 413)
+        except _BadRequest as exc:
+            return _error(str(exc), 400)
+        try:
+            await anyio.to_thread.run_sync(writer.set_tag, trace_id, key, value)
+        except TraceNotFoundError:
+            return _error(f"no trace {trace_id!r}", 404)
+        return JSON({"trace_id": trace_id, "key": key, "value": value})
+
+    async def info(request: Request) -> Response:
+        from .._version import __version__
+
+        return JSON({"version": __version__, "db": store.path, "auth": auth.required})
+
+    routes = [
+        *(Route(p, page, methods=["GET"]) for p in PAGES),
+        Route("/login", login, methods=["GET"], name="login"),
+        Route("/api/info", info, methods=["GET"]),
+        Route("/api/login-links", login_links, methods=["POST"]),
+        Route("/api/traces", _json_endpoint(api_traces), methods=["GET"]),
+        Route("/api/trace", _json_endpoint(api_trace), methods=["GET"]),
+        Route("/api/trace/tags", edit_tag, methods=["PUT", "DELETE"]),
+        Route("/api/sessions", _json_endpoint(api_sessions), methods=["GET"]),
+        Route("/api/session", _json_endpoint(api_session), methods=["GET"]),
+        Route("/api/users", _json_endpoint(api_users), methods=["GET"]),
+        Route("/api/user", _json_endpoint(api_user), methods=["GET"]),
+        Route("/api/versions", _json_endpoint(api_versions), methods=["GET"]),
+        Route("/api/ingest", ingest, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(SecurityMiddleware, auth=auth, allowed_hosts=allowed_hosts)
+    app.state.auth = auth
+    app.state.store = store
+    return app
+
+
+_NO_STORE = {"cache-control": "no-store"}

@@ -1,0 +1,66 @@
+"""`sessiontrace ui`: serve the web UI on a SQLite file (or `python -m sessiontrace.server`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_ui_arguments", "main", "run_ui"]
+
+TOKEN_ENV = "SESSIONTRACE_UI_TOKEN"
+
+
+def add_ui_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="SQLite file to serve (default: the tracking URI's file, ./sessiontrace.db)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"require this bearer token (at least 16 characters; default ${TOKEN_ENV}); "
+        "needed for any non-loopback --host",
+    )
+    return parser
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    try:
+        from . import serve
+    except ImportError as exc:
+        print(f"sessiontrace ui: {exc}", file=sys.stderr)
+        return 2
+    db = args.db
+    if db is None:
+        from .._config import parse_tracking_uri
+        from .._runtime import settings
+
+        location = parse_tracking_uri(settings().tracking_uri)
+        if location.scheme != "sqlite":
+            print("sessiontrace ui: the tracking URI is a server; pass --db PATH", file=sys.stderr)
+            return 2
+        db = location.path
+    if not Path(db).exists():
+        print(
+            f"sessiontrace ui: {db} does not exist yet; it is created when traces arrive",
+            file=sys.stderr,
+        )
+    try:
+        serve(db=db, host=args.host, port=args.port, token=args.token or None)
+    except ValueError as exc:
+        print(f"sessiontrace ui: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = add_ui_arguments(argparse.ArgumentParser(prog="sessiontrace ui", description=__doc__))
+    return run_ui(parser.parse_args(argv))

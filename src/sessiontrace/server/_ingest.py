@@ -1,0 +1,163 @@
+"""Validate ingest batches (the wire format of ``sessiontrace._export._wire``).
+
+Validation is strict about shape and sizes and says where a payload is wrong; the
+validated items become the same ``LiveTrace`` / ``LiveSpan`` / ``TagOp`` objects
+that the in-process pipeline hands to the store, so both paths write identical rows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from .._runtime import TagOp
+from .._serialize import dumps
+from .._tracing import LiveSpan, LiveTrace
+
+__all__ = ["Batch", "IngestError", "parse_batch"]
+
+_ID = Annotated[str, Field(min_length=1, max_length=256)]
+_KEY = Annotated[str, Field(min_length=1, max_length=1000)]
+_VALUE = Annotated[str, Field(max_length=8000)]
+_NS = Annotated[int, Field(ge=0, lt=2**63)]
+_Status = Literal["OK", "ERROR", "UNSET"]
+_MAX_SPANS = 10_000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WireEvent(_Model):
+    name: Annotated[str, Field(max_length=1000)]
+    timestamp_ns: _NS
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class WireSpan(_Model):
+    span_id: _ID
+    parent_id: _ID | None = None
+    name: Annotated[str, Field(max_length=1000)]
+    span_type: Annotated[str, Field(max_length=100)] = "UNKNOWN"
+    start_ns: _NS
+    end_ns: _NS | None = None
+    status: _Status = "UNSET"
+    status_message: Annotated[str, Field(max_length=20_000)] = ""
+    inputs: Any = None
+    outputs: Any = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    events: Annotated[list[WireEvent], Field(max_length=10_000)] = Field(default_factory=list)
+
+
+class WireTrace(_Model):
+    kind: Literal["trace"]
+    trace_id: _ID
+    start_ns: _NS
+    end_ns: _NS
+    state: Literal["OK", "ERROR"]
+    metadata: dict[_KEY, _VALUE] = Field(default_factory=dict)
+    tags: dict[_KEY, _VALUE] = Field(default_factory=dict)
+    client_request_id: Annotated[str, Field(max_length=1000)] | None = None
+    request_preview: Annotated[str, Field(max_length=10_000)] | None = None
+    response_preview: Annotated[str, Field(max_length=10_000)] | None = None
+    spans: Annotated[list[WireSpan], Field(min_length=1, max_length=_MAX_SPANS)]
+
+    @field_validator("spans")
+    @classmethod
+    def _one_root(cls, spans: list[WireSpan]) -> list[WireSpan]:
+        roots = sum(1 for s in spans if s.parent_id is None)
+        if roots != 1:
+            raise ValueError(f"a trace needs exactly one root span (parent_id null), got {roots}")
+        return spans
+
+
+class WireLateSpan(WireSpan):
+    kind: Literal["span"]
+    trace_id: _ID
+
+
+class WireTagOp(_Model):
+    kind: Literal["tag"]
+    trace_id: _ID
+    key: _KEY
+    value: _VALUE | None
+
+
+_Item = Annotated[WireTrace | WireLateSpan | WireTagOp, Field(discriminator="kind")]
+
+
+class Batch(_Model):
+    version: Literal[1]
+    items: list[_Item]
+
+
+_batch = TypeAdapter(Batch)
+
+
+class IngestError(ValueError):
+    """A payload that does not validate; ``errors`` is a short list of what and where."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid batch")
+        self.errors = errors
+
+
+def parse_batch(body: bytes, *, max_items: int) -> list[Any]:
+    """Validate a JSON body and turn it into store items; raises ``IngestError``."""
+    from pydantic import ValidationError
+
+    try:
+        batch = _batch.validate_json(body)
+    except ValidationError as exc:
+        errors = [
+            {
+                "loc": ".".join(str(p) for p in err["loc"]),
+                "msg": err["msg"],
+                "type": err["type"],
+            }
+            for err in exc.errors(include_url=False, include_input=False)[:20]
+        ]
+        raise IngestError(errors) from None
+    if len(batch.items) > max_items:
+        raise IngestError(
+            [{"loc": "items", "msg": f"at most {max_items} items a batch", "type": "too_long"}]
+        )
+    return [_to_store_item(item) for item in batch.items]
+
+
+def _live_span(trace: LiveTrace, wire: WireSpan) -> LiveSpan:
+    span = LiveSpan.__new__(LiveSpan)  # skip id generation: the ids come from the wire
+    span.trace = trace
+    span.span_id = wire.span_id
+    span.parent_id = wire.parent_id
+    span.name = wire.name
+    span.span_type = wire.span_type
+    span.start_ns = wire.start_ns
+    span.end_ns = wire.end_ns
+    span.status = wire.status
+    span.status_message = wire.status_message
+    span.inputs_json = None if wire.inputs is None else dumps(wire.inputs)
+    span.outputs_json = None if wire.outputs is None else dumps(wire.outputs)
+    span._attributes = dict(wire.attributes) or None
+    span._events = [e.model_dump() for e in wire.events] or None
+    return span
+
+
+def _to_store_item(item: WireTrace | WireLateSpan | WireTagOp) -> Any:
+    if isinstance(item, WireTagOp):
+        return TagOp(item.trace_id, item.key, item.value)
+    if isinstance(item, WireLateSpan):
+        holder = LiveTrace(item.trace_id, item.start_ns, {})
+        return _live_span(holder, item)
+    trace = LiveTrace(item.trace_id, item.start_ns, dict(item.metadata))
+    trace.end_ns = item.end_ns
+    trace.state = item.state
+    trace.tags = dict(item.tags)
+    trace.client_request_id = item.client_request_id
+    trace.request_preview = item.request_preview
+    trace.response_preview = item.response_preview
+    trace.done = True
+    trace.spans = [_live_span(trace, s) for s in item.spans]
+    trace.root = next(s for s in trace.spans if s.parent_id is None)
+    return trace
