@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck pytest bench clean
+.PHONY: help install demo test lint typecheck pytest bench clean chromium
 
 help:
 	@echo "make demo   - create $(VENV), install, run the demo on the embedded SQLite store"
@@ -39,7 +39,14 @@ lint: $(STAMP)-test
 typecheck: $(STAMP)-test
 	$(BIN)/mypy
 
-pytest: $(STAMP)-test
+# The browser tests need Debian's Chromium; in CI a missing browser fails them, never skips.
+CHROMIUM ?= /usr/bin/chromium
+
+chromium:
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| { echo "could not install chromium (needed by tests/browser)"; exit 1; }
+
+pytest: $(STAMP)-test chromium
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
