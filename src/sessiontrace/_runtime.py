@@ -244,6 +244,18 @@ def get_trace(trace_id: str) -> Trace | None:
     return get_store().get_trace(trace_id)
 
 
+def swap_settings(new: Settings | None) -> Settings | None:
+    """Write what is queued, then install ``new`` (None: resolve again on first use).
+
+    Returns the settings that were in force; ``sessiontrace.testing`` restores them.
+    """
+    with _state.lock:
+        _close_pipeline()
+        old, _state.settings = _state.settings, new
+        _state.base_metadata = None
+    return old
+
+
 def reset_for_tests() -> None:
     """Write what is queued, close the store and forget all settings (test isolation)."""
     with _state.lock:
