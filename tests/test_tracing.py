@@ -570,3 +570,83 @@ def test_trace_object_shape_matches_mlflow() -> None:
     assert trace.data.response == '"HI"'
     assert trace.to_dict()["info"]["trace_id"] == info.trace_id
     assert trace.search_spans(name="app")[0].name == "app"
+
+
+# -- tracing failures stay inside sessiontrace ---------------------------------------------
+
+
+def test_a_broken_tracer_runs_the_call_untraced(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer bug")
+
+    monkeypatch.setattr(sessiontrace._tracing, "_open_span", broken)
+
+    @sessiontrace.trace
+    def f(x: int) -> int:
+        return x + 1
+
+    @sessiontrace.trace
+    async def g(x: int) -> int:
+        return x + 2
+
+    @sessiontrace.trace
+    def stream() -> Iterator[int]:
+        yield 1
+        yield 2
+
+    @sessiontrace.trace
+    async def astream() -> AsyncIterator[int]:
+        yield 3
+
+    async def consume() -> list[int]:
+        return [i async for i in astream()]
+
+    assert f(1) == 2
+    assert asyncio.run(g(1)) == 3
+    assert list(stream()) == [1, 2]
+    assert asyncio.run(consume()) == [3]
+    assert sessiontrace.get_stats()["internal_errors"]["open_span"] == 4
+    assert sessiontrace.get_last_active_trace_id() is None
+
+
+def test_misbehaving_arguments_are_captured_without_failing_the_call() -> None:
+    class BadKey:
+        def __hash__(self) -> int:
+            raise TypeError("unhashable today")
+
+    @sessiontrace.trace
+    def f(**kwargs: Any) -> str:
+        return "ok"
+
+    assert f(a=1) == "ok"
+    assert last_trace().data.spans[0].inputs == {"kwargs": {"a": 1}}
+    del BadKey
+
+
+def test_invalid_environment_does_not_break_the_first_traced_call(
+    store_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sessiontrace import _runtime
+
+    _runtime.reset_for_tests()
+    monkeypatch.setenv("SESSIONTRACE_BATCH_SIZE", "lots")
+    monkeypatch.setenv("SESSIONTRACE_TRACKING_URI", f"sqlite:///{store_path}")
+
+    @sessiontrace.trace
+    def f() -> int:
+        return 7
+
+    with caplog.at_level("ERROR", logger="sessiontrace"):
+        assert f() == 7
+    assert "SESSIONTRACE_BATCH_SIZE" in caplog.text
+    assert _runtime.settings().batch_size == 2000
+    assert last_trace().data.spans[0].outputs == 7
+    with pytest.raises(ValueError, match="SESSIONTRACE_BATCH_SIZE"):
+        sessiontrace.configure()  # explicit configuration is strict
+    monkeypatch.delenv("SESSIONTRACE_BATCH_SIZE")
+    with pytest.raises(ValueError, match="batch_size"):
+        sessiontrace.configure(batch_size="lots")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        sessiontrace.configure(max_queue_size=0)
+    with pytest.raises(TypeError, match="must be a number"):
+        sessiontrace.configure(flush_interval=[1])  # type: ignore[arg-type]

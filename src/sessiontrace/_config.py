@@ -7,6 +7,7 @@ Nothing here runs at import time; ``Settings.resolve`` is called on first use or
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit
 __all__ = ["ENV_VARS", "Settings", "parse_tracking_uri"]
 
 DEFAULT_TRACKING_URI = "sqlite:///sessiontrace.db"
+
+logger = logging.getLogger("sessiontrace")
 
 
 def _positive_int(text: str) -> int:
@@ -135,8 +138,16 @@ class Settings:
         cls,
         overrides: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        *,
+        lenient: bool = False,
     ) -> Settings:
-        """Build settings from keyword overrides, then the environment, then defaults."""
+        """Build settings from keyword overrides, then the environment, then defaults.
+
+        Bad values raise ``ValueError``/``TypeError``. With ``lenient`` (used when the
+        settings are resolved lazily, inside the app's first traced call), a bad
+        environment variable is reported through ``logging`` and its default used
+        instead, because tracing must never be what breaks the app.
+        """
         overrides = dict(overrides or {})
         environ = os.environ if environ is None else environ
         metadata = overrides.pop("metadata", None) or {}
@@ -149,11 +160,23 @@ class Settings:
         for name, param in PARAMS.items():
             if overrides.get(name) is not None:
                 raw: Any = overrides[name]
-                if isinstance(raw, str) and param.parse is not str:
-                    raw = _parse(param, raw, name)
+                if param.parse is not str:
+                    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+                        raise TypeError(f"{name} must be a number, not {type(raw).__name__}")
+                    raw = _parse(param, str(raw), name)
+                elif not isinstance(raw, str):
+                    raise TypeError(f"{name} must be a str, not {type(raw).__name__}")
                 values[name] = raw
             elif param.env in environ:
-                values[name] = _parse(param, environ[param.env], param.env)
+                try:
+                    values[name] = _parse(param, environ[param.env], param.env)
+                    if name == "tracking_uri":
+                        parse_tracking_uri(values[name])
+                except ValueError as exc:
+                    if not lenient:
+                        raise
+                    logger.error("sessiontrace ignores %s; using the default", exc)
+                    values[name] = param.default
             else:
                 values[name] = param.default
         settings = cls(**values, metadata={str(k): str(v) for k, v in metadata.items()})

@@ -57,7 +57,7 @@ def settings() -> Settings:
     if current is None:
         with _state.lock:
             if _state.settings is None:
-                _state.settings = Settings.resolve()
+                _state.settings = Settings.resolve(lenient=True)
             current = _state.settings
     return current
 

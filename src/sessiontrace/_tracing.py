@@ -424,6 +424,13 @@ class _InputCapture:
         )
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._capture(args, kwargs)
+        except Exception:  # e.g. an argument whose __eq__/__hash__ misbehaves
+            _runtime.count_internal_error("capture_inputs")
+            return {"args": list(args), "kwargs": dict(kwargs)}
+
+    def _capture(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if self._fast and len(args) <= len(self._names):
             inputs = dict(zip(self._names, args, strict=False))
             if kwargs:
@@ -525,10 +532,14 @@ def _wrap(
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            span = _open_span(span_name, span_type, attributes, _current_span.get())
+            try:
+                span = _open_span(span_name, span_type, attributes, _current_span.get())
+            except Exception:  # tracing broke, not the app: run the call untraced
+                _runtime.count_internal_error("open_span")
+                return await fn(*args, **kwargs)
+            span.inputs_json = dumps(capture(args, kwargs))
             token = _current_span.set(span)
             try:
-                span.inputs_json = dumps(capture(args, kwargs))
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 _current_span.reset(token)
@@ -543,10 +554,14 @@ def _wrap(
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span = _open_span(span_name, span_type, attributes, _current_span.get())
+        try:
+            span = _open_span(span_name, span_type, attributes, _current_span.get())
+        except Exception:  # tracing broke, not the app: run the call untraced
+            _runtime.count_internal_error("open_span")
+            return fn(*args, **kwargs)
+        span.inputs_json = dumps(capture(args, kwargs))
         token = _current_span.set(span)
         try:
-            span.inputs_json = dumps(capture(args, kwargs))
             result = fn(*args, **kwargs)
         except BaseException as exc:
             _current_span.reset(token)
@@ -603,6 +618,10 @@ def _traced_gen(
     us_token = _user_session.set(us)
     try:
         span = _open_span(span_name, span_type, attributes, parent)
+    except Exception:  # tracing broke, not the app: stream untraced
+        _runtime.count_internal_error("open_span")
+        yield from gen
+        return None
     finally:
         _user_session.reset(us_token)
     span.inputs_json = dumps(inputs)
@@ -691,9 +710,16 @@ async def _traced_async_gen(
 ) -> AsyncIterator[Any]:
     us_token = _user_session.set(us)
     try:
-        span = _open_span(span_name, span_type, attributes, parent)
+        span: LiveSpan | None = _open_span(span_name, span_type, attributes, parent)
+    except Exception:  # tracing broke, not the app: stream untraced
+        _runtime.count_internal_error("open_span")
+        span = None
     finally:
         _user_session.reset(us_token)
+    if span is None:
+        async for item in agen:
+            yield item
+        return
     span.inputs_json = dumps(inputs)
     chunks: list[Any] = []
     error: BaseException | None = None
