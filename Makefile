@@ -32,9 +32,10 @@ install: $(STAMP)-test
 demo: $(STAMP)-demo
 	$(BIN)/python examples/chat_demo.py
 
+# ruff reads pyproject.toml and skips what .gitignore ignores (.venv, build output).
 lint: $(STAMP)-test
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)-test
 	$(BIN)/mypy
