@@ -287,3 +287,35 @@ def test_forked_child_writes_its_own_traces_once(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         names = sorted(r[0] for r in conn.execute("SELECT response_preview FROM traces").fetchall())
     assert names == ['"child"', '"parent-after-fork"', '"parent-before-fork"']
+
+
+def test_disk_full_holds_traces_until_space_returns(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessiontrace._store import SQLiteStore
+
+    app(-1)
+    assert sessiontrace.flush(5)
+    pages = sqlite3.connect(store_path).execute("PRAGMA page_count").fetchone()[0]
+    cap = {"pages": pages}  # no room for even one more page: SQLITE_FULL on write
+    connect = SQLiteStore._connect
+
+    def capped_connect(self: SQLiteStore) -> sqlite3.Connection:
+        conn = connect(self)
+        conn.execute(f"PRAGMA max_page_count = {cap['pages']}")
+        return conn
+
+    monkeypatch.setattr(SQLiteStore, "_connect", capped_connect)
+    sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}", flush_interval=0.01)
+    payload = "x" * 20_000
+    for i in range(30):
+        assert app(i) == i
+        with sessiontrace.start_span("big") as span:
+            span.set_inputs(payload)
+    assert not sessiontrace.flush(0.5)
+    stats = sessiontrace.get_stats()
+    assert stats["retries"] >= 1 and stats["written"] == 0
+    cap["pages"] = 1_000_000  # space comes back; the writer reconnects on retry
+    assert sessiontrace.flush(20)
+    assert count_rows(store_path) == 61
+    assert sessiontrace.get_stats()["dropped"] == 0
