@@ -10,6 +10,20 @@ recorded to an embedded SQLite store by default.
 ...     chat("Hello")
 """
 
+from ._analytics import (
+    DailyActivity,
+    MetadataValueSummary,
+    SessionSummary,
+    SessionTurn,
+    UserReport,
+    UserSummary,
+    get_session_summary,
+    list_sessions,
+    list_users,
+    metadata_breakdown,
+    session_flow,
+    user_report,
+)
 from ._config import Settings
 from ._context import (
     ContextThreadPoolExecutor,
@@ -30,6 +44,7 @@ from ._entities import (
     TraceState,
 )
 from ._runtime import configure, flush, get_stats, get_trace
+from ._search import FilterSyntaxError, Page, TraceList, search_traces
 from ._store import SQLiteStore, TraceNotFoundError
 from ._tracing import (
     LiveSpan,
@@ -48,8 +63,14 @@ from .middleware import ASGIMiddleware, WSGIMiddleware
 __all__ = [
     "ASGIMiddleware",
     "ContextThreadPoolExecutor",
+    "DailyActivity",
+    "FilterSyntaxError",
     "LiveSpan",
+    "MetadataValueSummary",
+    "Page",
     "SQLiteStore",
+    "SessionSummary",
+    "SessionTurn",
     "Settings",
     "Span",
     "SpanEvent",
@@ -58,8 +79,11 @@ __all__ = [
     "Trace",
     "TraceData",
     "TraceInfo",
+    "TraceList",
     "TraceNotFoundError",
     "TraceState",
+    "UserReport",
+    "UserSummary",
     "WSGIMiddleware",
     "__version__",
     "clear_user_session_context",
@@ -68,15 +92,22 @@ __all__ = [
     "flush",
     "get_current_active_span",
     "get_last_active_trace_id",
+    "get_session_summary",
     "get_stats",
     "get_trace",
     "get_user_session_context",
+    "list_sessions",
+    "list_users",
+    "metadata_breakdown",
+    "search_traces",
+    "session_flow",
     "set_trace_tag",
     "set_user_session_context",
     "start_span",
     "trace",
     "update_current_trace",
     "update_trace_user_session",
+    "user_report",
     "user_session",
     "wrap_with_context",
 ]

@@ -1,0 +1,453 @@
+"""The ``sessiontrace`` command: search traces and read sessions and users from a shell.
+
+    sessiontrace traces --filter "metadata.`mlflow.trace.session` = 'session-abc-0'"
+    sessiontrace sessions                 # one row a session, most recent first
+    sessiontrace session session-abc-0    # the conversation, turn by turn
+    sessiontrace users ; sessiontrace user user-123 --days 7 ; sessiontrace versions
+
+Tables by default; ``--json`` or ``--csv`` for scripts (data on stdout, the next
+page's token and messages on stderr). The store is ``--db PATH``, ``--tracking-uri``
+or ``SESSIONTRACE_TRACKING_URI``. Exit status 2 means bad usage: a bad filter (the
+message points at the character) or no database; 1 means nothing was found.
+
+Each subcommand is one ``add_*`` function in ``COMMANDS``: it adds its parser and
+sets ``run`` to a function ``(args) -> exit status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "CommandError", "main", "open_store"]
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+MAX_CELL = 60
+
+
+class CommandError(Exception):
+    """A usage problem reported as one line and exit status ``status``."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- shared options and helpers -------------------------------------------------------
+
+
+def _common(subcommand: bool) -> argparse.ArgumentParser:
+    # Accepted before or after the subcommand; SUPPRESS keeps a subparser from
+    # resetting a value given before it.
+    default: Any = argparse.SUPPRESS if subcommand else None
+    p = argparse.ArgumentParser(add_help=False)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--db", metavar="PATH", default=default, help="SQLite trace database")
+    where.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        default=default,
+        help="e.g. sqlite:///traces.db (default: $SESSIONTRACE_TRACKING_URI or sessiontrace.db)",
+    )
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument(
+        "--json",
+        dest="format",
+        action="store_const",
+        const="json",
+        default=argparse.SUPPRESS if subcommand else "table",
+        help="print JSON",
+    )
+    fmt.add_argument(
+        "--csv",
+        dest="format",
+        action="store_const",
+        const="csv",
+        default=argparse.SUPPRESS,
+        help="print CSV",
+    )
+    return p
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The store named by ``--db``/``--tracking-uri``/the environment; it must exist."""
+    from ._config import Settings, parse_tracking_uri
+    from ._store import SQLiteStore
+
+    try:
+        if getattr(args, "db", None):
+            path = str(Path(args.db).expanduser().resolve())
+        else:
+            uri = getattr(args, "tracking_uri", None) or Settings.resolve().tracking_uri
+            path = parse_tracking_uri(uri).path
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if not Path(path).is_file():
+        raise CommandError(
+            f"no trace database at {path} (choose one with --db PATH or --tracking-uri)"
+        )
+    return SQLiteStore(path)
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _cell(value: Any) -> str:
+    text = " ".join(_text(value).split())
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def emit(
+    args: argparse.Namespace,
+    records: Sequence[dict[str, Any]],
+    table: Sequence[tuple[str, Callable[[dict[str, Any]], Any]]],
+    *,
+    next_page_token: str | None = None,
+) -> None:
+    """Print records as JSON (as they are), CSV (the table's columns) or a table."""
+    fmt = getattr(args, "format", "table") or "table"
+    out = sys.stdout
+    if fmt == "json":
+        json.dump(list(records), out, ensure_ascii=False, indent=2, default=str)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow([name for name, _ in table])
+        for record in records:
+            writer.writerow([_text(get(record)) for _, get in table])
+    else:
+        _print_table(
+            [name for name, _ in table],
+            [[_cell(get(r)) for _, get in table] for r in records],
+        )
+    if next_page_token is not None:
+        print(f"more results: --page-token {next_page_token}", file=sys.stderr)
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    if not rows:
+        print("(no results)", file=sys.stderr)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _paging_args(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--filter", metavar="FILTER", help="search_traces filter string")
+    p.add_argument(
+        "--order-by", metavar="KEY [ASC|DESC]", action="append", help="repeat for more keys"
+    )
+    p.add_argument("--max-results", type=_positive_int, default=default, metavar="N")
+    p.add_argument("--page-token", metavar="TOKEN")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def add_traces(sub: Subparsers) -> None:
+    p = sub.add_parser("traces", help="search traces", parents=[_common(True)])
+    _paging_args(p, default=20)
+    p.set_defaults(run=run_traces)
+
+
+def run_traces(args: argparse.Namespace) -> int:
+    from ._search import search_traces
+
+    traces = search_traces(
+        filter_string=args.filter,
+        order_by=args.order_by,
+        max_results=args.max_results,
+        page_token=args.page_token,
+        return_type="list",
+        include_spans=False,
+        store=open_store(args),
+    )
+    records = []
+    for t in traces:
+        record = t.info.to_dict()
+        record["user_id"] = t.info.user_id
+        record["session_id"] = t.info.session_id
+        records.append(record)
+    emit(
+        args,
+        records,
+        [
+            ("trace_id", lambda r: r["trace_id"]),
+            ("time", lambda r: _time(r["request_time"])),
+            ("user", lambda r: r["user_id"]),
+            ("session", lambda r: r["session_id"]),
+            ("state", lambda r: r["state"]),
+            ("ms", lambda r: r["execution_duration"]),
+            ("name", lambda r: r["name"]),
+            ("request", lambda r: r["request_preview"]),
+        ],
+        next_page_token=traces.next_page_token,
+    )
+    return 0
+
+
+def add_sessions(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "sessions", help="one row a session, most recent first", parents=[_common(True)]
+    )
+    _paging_args(p, default=50)
+    p.set_defaults(run=run_sessions)
+
+
+def run_sessions(args: argparse.Namespace) -> int:
+    from ._analytics import list_sessions
+
+    page = list_sessions(
+        args.filter, args.order_by, args.max_results, args.page_token, store=open_store(args)
+    )
+    emit(
+        args,
+        [s.to_dict() for s in page],
+        [
+            ("session_id", lambda r: r["session_id"]),
+            ("users", lambda r: ",".join(r["user_ids"])),
+            ("first_seen", lambda r: _time(r["first_seen_ms"])),
+            ("last_seen", lambda r: _time(r["last_seen_ms"])),
+            ("turns", lambda r: r["turns"]),
+            ("errors", lambda r: r["errors"]),
+            ("mean_ms", lambda r: _ms(r["mean_duration_ms"])),
+            ("first_request", lambda r: r["first_request_preview"]),
+        ],
+        next_page_token=page.next_page_token,
+    )
+    return 0
+
+
+def add_session(sub: Subparsers) -> None:
+    p = sub.add_parser("session", help="a conversation, turn by turn", parents=[_common(True)])
+    p.add_argument("session_id")
+    p.set_defaults(run=run_session)
+
+
+def run_session(args: argparse.Namespace) -> int:
+    from ._analytics import session_flow
+
+    turns = session_flow(args.session_id, store=open_store(args))
+    if not turns:
+        raise CommandError(f"no traces in session {args.session_id!r}", status=1)
+    emit(
+        args,
+        [t.to_dict() for t in turns],
+        [
+            ("turn", lambda r: r["turn"]),
+            ("time", lambda r: _time(r["timestamp"])),
+            ("ms", lambda r: r["duration_ms"]),
+            ("status", lambda r: r["status"]),
+            ("user", lambda r: r["user_id"]),
+            ("request", lambda r: r["request"]),
+            ("response", lambda r: r["response"]),
+        ],
+    )
+    return 0
+
+
+def add_users(sub: Subparsers) -> None:
+    p = sub.add_parser("users", help="one row a user, most recent first", parents=[_common(True)])
+    _paging_args(p, default=50)
+    p.set_defaults(run=run_users)
+
+
+def run_users(args: argparse.Namespace) -> int:
+    from ._analytics import list_users
+
+    page = list_users(
+        args.filter, args.order_by, args.max_results, args.page_token, store=open_store(args)
+    )
+    emit(
+        args,
+        [u.to_dict() for u in page],
+        [
+            ("user_id", lambda r: r["user_id"]),
+            ("first_seen", lambda r: _time(r["first_seen_ms"])),
+            ("last_seen", lambda r: _time(r["last_seen_ms"])),
+            ("sessions", lambda r: r["sessions"]),
+            ("traces", lambda r: r["traces"]),
+            ("error_rate", lambda r: f"{r['error_rate']:.1%}"),
+            ("mean_ms", lambda r: _ms(r["mean_latency_ms"])),
+        ],
+        next_page_token=page.next_page_token,
+    )
+    return 0
+
+
+def add_user(sub: Subparsers) -> None:
+    p = sub.add_parser("user", help="one user's activity report", parents=[_common(True)])
+    p.add_argument("user_id")
+    p.add_argument("--days", type=_positive_int, default=7, help="window in days (default 7)")
+    p.set_defaults(run=run_user)
+
+
+def run_user(args: argparse.Namespace) -> int:
+    from ._analytics import user_report
+
+    report = user_report(args.user_id, days=args.days, store=open_store(args))
+    if report is None:
+        raise CommandError(f"no traces for user {args.user_id!r}", status=1)
+    fmt = getattr(args, "format", "table")
+    if fmt == "json":
+        json.dump(report.to_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    summary = {
+        "user_id": report.user_id,
+        "days": report.days,
+        "first_seen": _time(report.first_seen_ms),
+        "last_seen": _time(report.last_seen_ms),
+        "traces": report.traces,
+        "sessions": report.sessions,
+        "errors": report.errors,
+        "error_rate": round(report.error_rate, 4),
+        "mean_latency_ms": None
+        if report.mean_latency_ms is None
+        else round(report.mean_latency_ms, 1),
+    }
+    if fmt == "csv":
+        emit(args, [summary], [(k, itemgetter(k)) for k in summary])
+        return 0
+    print(f"User {report.user_id}: activity in the last {report.days} days")
+    print("=" * 50)
+    for key, value in summary.items():
+        if key not in ("user_id", "days"):
+            print(f"{key + ':':<17}{'' if value is None else value}")
+    print("\nDaily activity:")
+    _print_table(
+        ["date", "traces", "errors"],
+        [[d.date, str(d.traces), str(d.errors)] for d in report.daily_activity],
+    )
+    if report.tags:
+        print("\nTags:")
+        _print_table(
+            ["tag", "value", "traces"],
+            [[k, _cell(v), str(n)] for k, counts in report.tags.items() for v, n in counts.items()],
+        )
+    return 0
+
+
+def add_versions(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "versions",
+        help="traces, users, errors and latency per app version (or other key)",
+        parents=[_common(True)],
+    )
+    p.add_argument("--key", default="app_version", help="metadata key (default app_version)")
+    p.add_argument("--filter", metavar="FILTER", help="search_traces filter string")
+    p.set_defaults(run=run_versions)
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    from ._analytics import metadata_breakdown
+
+    rows = metadata_breakdown(args.key, args.filter, store=open_store(args))
+    emit(
+        args,
+        [r.to_dict() for r in rows],
+        [
+            (args.key, lambda r: r["value"]),
+            ("traces", lambda r: r["traces"]),
+            ("users", lambda r: r["users"]),
+            ("errors", lambda r: r["errors"]),
+            ("error_rate", lambda r: f"{r['error_rate']:.1%}"),
+            ("mean_ms", lambda r: _ms(r["mean_latency_ms"])),
+            ("first_seen", lambda r: _time(r["first_seen_ms"])),
+            ("last_seen", lambda r: _time(r["last_seen_ms"])),
+        ],
+    )
+    return 0
+
+
+# Adding a subcommand (e.g. ``ui``) is one function appended here.
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    add_traces,
+    add_sessions,
+    add_session,
+    add_users,
+    add_user,
+    add_versions,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessiontrace",
+        description="Who did what, in which conversation: search traces, sessions and users.",
+        parents=[_common(False)],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ._search import FilterSyntaxError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except FilterSyntaxError as exc:
+        print(f"sessiontrace: bad filter: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"sessiontrace: {exc}", file=sys.stderr)
+        return exc.status
+    except ValueError as exc:  # a bad page token, order key or option value
+        print(f"sessiontrace: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"sessiontrace: cannot read the trace database: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `sessiontrace traces | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

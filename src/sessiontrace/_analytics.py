@@ -1,0 +1,574 @@
+"""Analytics over the store: sessions, users and metadata values, aggregated in SQL.
+
+Public API (re-exported from ``sessiontrace``)::
+
+    list_sessions(filter_string=None, order_by=None, max_results=50, page_token=None)
+        -> Page[SessionSummary]
+    get_session_summary(session_id) -> SessionSummary | None
+    session_flow(session_id) -> list[SessionTurn]
+    list_users(filter_string=None, order_by=None, max_results=50, page_token=None)
+        -> Page[UserSummary]
+    user_report(user_id, days=7) -> UserReport | None
+    metadata_breakdown(key="app_version", filter_string=None) -> list[MetadataValueSummary]
+
+Every function also takes ``store=`` (a ``SQLiteStore``; the configured one by
+default, after writing what is queued). ``filter_string`` is the
+``search_traces`` language: the aggregates then count only the matching traces.
+Results are small frozen dataclasses with ``to_dict()``. Times are milliseconds
+since the epoch, durations milliseconds; "last seen" is the start of the latest
+trace. Nothing here loads every trace into Python: each call is a few indexed
+queries, the default (most recent first) pages of sessions and users included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._entities import METADATA_SESSION, METADATA_USER
+from ._search._compile import Compiled, compile_filter, register_functions
+from ._search._errors import FilterSyntaxError
+from ._search._paging import (
+    Page,
+    check_offset,
+    check_values,
+    decode_token,
+    encode_token,
+    fingerprint,
+)
+from ._search._parser import parse_filter
+from ._serialize import loads
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ._store import SQLiteStore
+
+__all__ = [
+    "DailyActivity",
+    "MetadataValueSummary",
+    "SessionSummary",
+    "SessionTurn",
+    "UserReport",
+    "UserSummary",
+    "get_session_summary",
+    "list_sessions",
+    "list_users",
+    "metadata_breakdown",
+    "session_flow",
+    "user_report",
+]
+
+DAY_MS = 86_400_000
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload,no-any-return]
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSummary(_Record):
+    """One conversation: its turns (traces), users, timing and errors."""
+
+    session_id: str
+    user_ids: tuple[str, ...]
+    first_seen_ms: int
+    last_seen_ms: int
+    turns: int
+    errors: int
+    error_rate: float
+    total_duration_ms: float | None
+    mean_duration_ms: float | None
+    first_request_preview: str | None
+
+    @property
+    def user_id(self) -> str | None:
+        """The session's user when it has exactly one, else ``None``."""
+        return self.user_ids[0] if len(self.user_ids) == 1 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionTurn(_Record):
+    """One turn of a conversation; ``request``/``response`` are the root span's
+    decoded inputs and outputs."""
+
+    turn: int
+    trace_id: str
+    timestamp: int
+    duration_ms: int | None
+    status: str
+    request: Any
+    response: Any
+    name: str | None
+    user_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class UserSummary(_Record):
+    user_id: str
+    first_seen_ms: int
+    last_seen_ms: int
+    sessions: int
+    traces: int
+    errors: int
+    error_rate: float
+    mean_latency_ms: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DailyActivity(_Record):
+    date: str  # YYYY-MM-DD, UTC
+    traces: int
+    errors: int
+
+
+@dataclasses.dataclass(frozen=True)
+class UserReport(_Record):
+    """A user's activity in the last ``days`` days (``first_seen_ms``/``last_seen_ms``
+    cover all time). ``tags`` maps each tag key to value counts, most common first."""
+
+    user_id: str
+    days: int | None
+    since_ms: int | None
+    until_ms: int
+    first_seen_ms: int
+    last_seen_ms: int
+    traces: int
+    sessions: int
+    errors: int
+    error_rate: float
+    mean_latency_ms: float | None
+    daily_activity: tuple[DailyActivity, ...]
+    tags: Mapping[str, Mapping[str, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataValueSummary(_Record):
+    """Traces carrying one value of a metadata key (an app version, an environment)."""
+
+    key: str
+    value: str
+    traces: int
+    users: int
+    errors: int
+    error_rate: float
+    mean_latency_ms: float | None
+    first_seen_ms: int
+    last_seen_ms: int
+
+
+# -- shared helpers -----------------------------------------------------------------
+
+
+def _store(store: SQLiteStore | None) -> SQLiteStore:
+    if store is not None:
+        return store
+    from . import _runtime
+
+    _runtime.flush(_runtime.settings().shutdown_timeout)
+    return _runtime.get_store()
+
+
+def _conn(store: SQLiteStore, *compiled: Compiled) -> sqlite3.Connection:
+    conn = store.connection()
+    if any(c.uses_regexp for c in compiled):
+        register_functions(conn)
+    return conn
+
+
+def _check_limit(max_results: int) -> int:
+    if isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1:
+        raise ValueError(f"max_results must be a positive integer, not {max_results!r}")
+    return max_results
+
+
+def _rate(errors: int, total: int) -> float:
+    return errors / total if total else 0.0
+
+
+def _parse_group_order(
+    order_by: Sequence[str] | str | None, allowed: Mapping[str, str]
+) -> list[tuple[str, bool]]:
+    """``["turns DESC", ...]`` to (key, ascending) pairs over ``allowed`` keys."""
+    if order_by is None:
+        return [("last_seen", False)]
+    if isinstance(order_by, str):
+        order_by = [order_by]
+    keys: list[tuple[str, bool]] = []
+    for text in order_by:
+        if not isinstance(text, str):
+            raise TypeError(f"order_by entries must be str, not {type(text).__name__}")
+        words = text.split()
+        if not words or len(words) > 2:
+            raise FilterSyntaxError(
+                "order_by entries are '<key> [ASC|DESC]'", text, len(text) if words else 0
+            )
+        if words[0] not in allowed:
+            raise FilterSyntaxError(
+                f"cannot order by {words[0]!r}; use one of {', '.join(allowed)}",
+                text,
+                text.index(words[0]),
+            )
+        # Ids sort A-Z by default; every measure sorts largest (or latest) first.
+        ascending = words[0] in ("session_id", "user_id")
+        if len(words) == 2:
+            direction = words[1].upper()
+            if direction not in ("ASC", "DESC"):
+                raise FilterSyntaxError(
+                    f"expected ASC or DESC, found {words[1]!r}", text, text.rindex(words[1])
+                )
+            ascending = direction == "ASC"
+        keys.append((words[0], ascending))
+    return keys or [("last_seen", False)]
+
+
+_GROUP_ORDER = {
+    "last_seen": "max(t.request_time)",
+    "first_seen": "min(t.request_time)",
+    "traces": "count(*)",
+    "errors": "sum(t.state = 'ERROR')",
+    "total_duration_ms": "sum(t.execution_time_ms)",
+    "mean_duration_ms": "avg(t.execution_time_ms)",
+}
+_SESSION_ORDER = {**_GROUP_ORDER, "turns": "count(*)", "session_id": "t.session_id"}
+_SESSION_ORDER.pop("traces")
+_USER_ORDER = {**_GROUP_ORDER, "sessions": "count(DISTINCT t.session_id)", "user_id": "t.user_id"}
+_USER_ORDER["mean_latency_ms"] = _USER_ORDER.pop("mean_duration_ms")
+_USER_ORDER.pop("total_duration_ms")
+
+
+def _group_page(
+    store: SQLiteStore,
+    column: str,
+    order_keys: Mapping[str, str],
+    filter_string: str | None,
+    order_by: Sequence[str] | str | None,
+    max_results: int,
+    page_token: str | None,
+) -> tuple[list[str], str | None, Compiled]:
+    """One page of distinct ``column`` values (session or user ids) and the next token.
+
+    The default order, most recently active first, walks the request-time index
+    newest first and keeps each group's newest trace (one index probe per row), so
+    the first page reads a few hundred index entries however large the store is.
+    Any other order aggregates every group and sorts.
+    """
+    _check_limit(max_results)
+    keys = _parse_group_order(order_by, order_keys)
+    where = compile_filter(parse_filter(filter_string), alias="t", prefix="p")
+    query_id = fingerprint(column, filter_string or "", [list(k) for k in keys])
+    conn = _conn(store, where)
+    params: dict[str, Any] = {**where.params, "_limit": max_results + 1}
+    state = decode_token(page_token, query_id) if page_token is not None else None
+
+    if keys == [("last_seen", False)]:
+        newer = compile_filter(parse_filter(filter_string), alias="u", prefix="q")
+        params.update(newer.params)
+        after = ""
+        if state is not None:
+            rt, tid = check_values(state, [int, str])
+            params.update(_rt=rt, _tid=tid)
+            after = "AND t.request_time <= :_rt AND (t.request_time < :_rt OR t.trace_id < :_tid)"
+        sql = (
+            f"SELECT t.{column}, t.request_time, t.trace_id FROM traces t "  # noqa: S608
+            f"WHERE t.{column} IS NOT NULL AND {where.sql} {after} "
+            f"AND NOT EXISTS (SELECT 1 FROM traces u WHERE u.{column} = t.{column} "
+            f"AND u.request_time >= t.request_time AND {newer.sql} "
+            "AND (u.request_time > t.request_time OR u.trace_id > t.trace_id)) "
+            "ORDER BY t.request_time DESC, t.trace_id DESC LIMIT :_limit"
+        )
+        rows = conn.execute(sql, params).fetchall()
+        token = None
+        if len(rows) > max_results:
+            rows = rows[:max_results]
+            token = encode_token(query_id, k=[rows[-1][1], rows[-1][2]])
+        return [r[0] for r in rows], token, where
+
+    offset = check_offset(state) if state is not None else 0
+    order_sql = ", ".join(f"{order_keys[k]} {'ASC' if asc else 'DESC'}" for k, asc in keys)
+    params["_offset"] = offset
+    sql = (
+        f"SELECT t.{column} FROM traces t WHERE t.{column} IS NOT NULL "  # noqa: S608
+        f"AND {where.sql} GROUP BY t.{column} ORDER BY {order_sql}, t.{column} "
+        "LIMIT :_limit OFFSET :_offset"
+    )
+    ids = [r[0] for r in conn.execute(sql, params)]
+    token = None
+    if len(ids) > max_results:
+        ids = ids[:max_results]
+        token = encode_token(query_id, o=offset + max_results)
+    return ids, token, where
+
+
+def _in_list(values: Sequence[str], params: dict[str, Any]) -> str:
+    names = []
+    for i, value in enumerate(values):
+        params[f"_v{i}"] = value
+        names.append(f":_v{i}")
+    return ", ".join(names)
+
+
+# -- sessions -----------------------------------------------------------------------
+
+
+def _session_summaries(
+    conn: sqlite3.Connection, session_ids: Sequence[str], where: Compiled
+) -> list[SessionSummary]:
+    if not session_ids:
+        return []
+    params = dict(where.params)
+    marks = _in_list(session_ids, params)
+    sql = (
+        "SELECT t.session_id, min(t.request_time), max(t.request_time), count(*), "  # noqa: S608
+        "sum(t.state = 'ERROR'), sum(t.execution_time_ms), avg(t.execution_time_ms), "
+        "json_group_array(DISTINCT t.user_id) FILTER (WHERE t.user_id IS NOT NULL), "
+        "(SELECT f.request_preview FROM traces f WHERE f.session_id = t.session_id "
+        " ORDER BY f.request_time, f.trace_id LIMIT 1) "
+        f"FROM traces t WHERE t.session_id IN ({marks}) AND {where.sql} "
+        "GROUP BY t.session_id"
+    )
+    by_id: dict[str, SessionSummary] = {}
+    for sid, first, last, turns, errors, total, mean, users, preview in conn.execute(sql, params):
+        by_id[sid] = SessionSummary(
+            session_id=sid,
+            user_ids=tuple(sorted(json.loads(users))) if users else (),
+            first_seen_ms=first,
+            last_seen_ms=last,
+            turns=turns,
+            errors=errors,
+            error_rate=_rate(errors, turns),
+            total_duration_ms=total,
+            mean_duration_ms=mean,
+            first_request_preview=preview,
+        )
+    return [by_id[s] for s in session_ids if s in by_id]
+
+
+def list_sessions(
+    filter_string: str | None = None,
+    order_by: Sequence[str] | str | None = None,
+    max_results: int = 50,
+    page_token: str | None = None,
+    *,
+    store: SQLiteStore | None = None,
+) -> Page[SessionSummary]:
+    """Sessions, most recently active first: one ``SessionSummary`` each.
+
+    ``order_by`` takes ``"<key> [ASC|DESC]"`` with keys ``last_seen``, ``first_seen``,
+    ``turns``, ``errors``, ``total_duration_ms``, ``mean_duration_ms``, ``session_id``.
+    With a ``filter_string`` only matching traces are counted.
+
+    >>> page = sessiontrace.list_sessions(filter_string="user = 'user-123'")
+    >>> [(s.session_id, s.turns) for s in page]
+    """
+    st = _store(store)
+    ids, token, where = _group_page(
+        st, "session_id", _SESSION_ORDER, filter_string, order_by, max_results, page_token
+    )
+    return Page(tuple(_session_summaries(_conn(st, where), ids, where)), token)
+
+
+def get_session_summary(
+    session_id: str, *, store: SQLiteStore | None = None
+) -> SessionSummary | None:
+    """The summary of one session, or ``None`` if it has no traces."""
+    st = _store(store)
+    found = _session_summaries(st.connection(), [session_id], compile_filter(None))
+    return found[0] if found else None
+
+
+def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[SessionTurn]:
+    """A conversation turn by turn, oldest first (the seed's ``analyze_session_flow``).
+
+    >>> [t.to_dict() for t in sessiontrace.session_flow("session-abc-0")]
+    [{'turn': 1, 'trace_id': 'tr-...', 'timestamp': 1765560306051, 'duration_ms': 2570, ...}]
+    """
+    conn = _store(store).connection()
+    rows = conn.execute(
+        "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, t.name, t.user_id, "
+        "s.inputs, s.outputs, t.request_preview, t.response_preview "
+        "FROM traces t LEFT JOIN spans s ON s.trace_id = t.trace_id AND s.span_id = t.root_span_id "
+        "WHERE t.session_id = ? ORDER BY t.request_time, t.trace_id",
+        (session_id,),
+    ).fetchall()
+    turns = []
+    for n, (tid, ts, ms, state, name, user, inputs, outputs, req_p, resp_p) in enumerate(rows, 1):
+        turns.append(
+            SessionTurn(
+                turn=n,
+                trace_id=tid,
+                timestamp=ts,
+                duration_ms=None if ms is None else round(ms),
+                status=state,
+                request=loads(inputs) if inputs is not None else _preview(req_p),
+                response=loads(outputs) if outputs is not None else _preview(resp_p),
+                name=name,
+                user_id=user,
+            )
+        )
+    return turns
+
+
+def _preview(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# -- users --------------------------------------------------------------------------
+
+
+def _user_summaries(
+    conn: sqlite3.Connection, user_ids: Sequence[str], where: Compiled
+) -> list[UserSummary]:
+    if not user_ids:
+        return []
+    params = dict(where.params)
+    marks = _in_list(user_ids, params)
+    sql = (
+        "SELECT t.user_id, min(t.request_time), max(t.request_time), "  # noqa: S608
+        "count(DISTINCT t.session_id), count(*), sum(t.state = 'ERROR'), "
+        "avg(t.execution_time_ms) "
+        f"FROM traces t WHERE t.user_id IN ({marks}) AND {where.sql} GROUP BY t.user_id"
+    )
+    by_id = {
+        uid: UserSummary(uid, first, last, sessions, traces, errors, _rate(errors, traces), mean)
+        for uid, first, last, sessions, traces, errors, mean in conn.execute(sql, params)
+    }
+    return [by_id[u] for u in user_ids if u in by_id]
+
+
+def list_users(
+    filter_string: str | None = None,
+    order_by: Sequence[str] | str | None = None,
+    max_results: int = 50,
+    page_token: str | None = None,
+    *,
+    store: SQLiteStore | None = None,
+) -> Page[UserSummary]:
+    """Users, most recently active first: one ``UserSummary`` each.
+
+    ``order_by`` keys: ``last_seen``, ``first_seen``, ``traces``, ``sessions``,
+    ``errors``, ``mean_latency_ms``, ``user_id``.
+    """
+    st = _store(store)
+    ids, token, where = _group_page(
+        st, "user_id", _USER_ORDER, filter_string, order_by, max_results, page_token
+    )
+    return Page(tuple(_user_summaries(_conn(st, where), ids, where)), token)
+
+
+def user_report(
+    user_id: str,
+    days: int | None = 7,
+    *,
+    now_ms: int | None = None,
+    store: SQLiteStore | None = None,
+) -> UserReport | None:
+    """A user's activity over the last ``days`` days (``None``: all time), or ``None``
+    if the user has no traces at all: the seed's ``analyze_user_behavior`` in SQL.
+
+    >>> report = sessiontrace.user_report("user-123", days=7)
+    >>> report.traces, report.sessions, report.error_rate, report.daily_activity
+    """
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 0):
+        raise ValueError(f"days must be a non-negative integer or None, not {days!r}")
+    conn = _store(store).connection()
+    until = int(time.time() * 1000) if now_ms is None else now_ms
+    since = None if days is None else until - days * DAY_MS
+    seen = conn.execute(
+        "SELECT min(request_time), max(request_time) FROM traces WHERE user_id = ?", (user_id,)
+    ).fetchone()
+    if seen[0] is None:
+        return None
+    window = "t.user_id = :u" + ("" if since is None else " AND t.request_time > :since")
+    params = {"u": user_id, "since": since}
+    traces, sessions, errors, mean = conn.execute(
+        "SELECT count(*), count(DISTINCT t.session_id), coalesce(sum(t.state = 'ERROR'), 0), "  # noqa: S608
+        f"avg(t.execution_time_ms) FROM traces t WHERE {window}",
+        params,
+    ).fetchone()
+    daily = tuple(
+        DailyActivity(day, n, e)
+        for day, n, e in conn.execute(
+            "SELECT date(t.request_time / 1000, 'unixepoch') AS day, count(*), "  # noqa: S608
+            f"sum(t.state = 'ERROR') FROM traces t WHERE {window} GROUP BY day ORDER BY day",
+            params,
+        )
+    )
+    tags: dict[str, dict[str, int]] = {}
+    for key, value, n in conn.execute(
+        "SELECT g.key, g.value, count(*) AS n FROM traces t "  # noqa: S608
+        f"JOIN trace_tags g ON g.trace_id = t.trace_id WHERE {window} "
+        "GROUP BY g.key, g.value ORDER BY g.key, n DESC, g.value",
+        params,
+    ):
+        tags.setdefault(key, {})[value] = n
+    return UserReport(
+        user_id=user_id,
+        days=days,
+        since_ms=since,
+        until_ms=until,
+        first_seen_ms=seen[0],
+        last_seen_ms=seen[1],
+        traces=traces,
+        sessions=sessions,
+        errors=errors,
+        error_rate=_rate(errors, traces),
+        mean_latency_ms=mean,
+        daily_activity=daily,
+        tags=tags,
+    )
+
+
+# -- metadata values ------------------------------------------------------------------
+
+
+def metadata_breakdown(
+    key: str = "app_version",
+    filter_string: str | None = None,
+    *,
+    max_results: int = 100,
+    store: SQLiteStore | None = None,
+) -> list[MetadataValueSummary]:
+    """Traces, distinct users, errors and latency for each value of a metadata key,
+    most traces first; traces without the key are left out.
+
+    >>> for v in sessiontrace.metadata_breakdown("app_version"):
+    ...     print(v.value, v.traces, v.users, f"{v.error_rate:.1%}", v.mean_latency_ms)
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty string")
+    _check_limit(max_results)
+    st = _store(store)
+    where = compile_filter(parse_filter(filter_string))
+    conn = _conn(st, where)
+    params: dict[str, Any] = {**where.params, "_key": key, "_limit": max_results}
+    aggregates = (
+        "count(*) AS n, count(DISTINCT t.user_id), sum(t.state = 'ERROR'), "
+        "avg(t.execution_time_ms), min(t.request_time), max(t.request_time)"
+    )
+    column = {METADATA_USER: "user_id", METADATA_SESSION: "session_id"}.get(key)
+    if column is not None:
+        sql = (
+            f"SELECT t.{column} AS v, {aggregates} FROM traces t "  # noqa: S608
+            f"WHERE t.{column} IS NOT NULL AND {where.sql} GROUP BY v "
+            "ORDER BY n DESC, v LIMIT :_limit"
+        )
+    else:
+        sql = (
+            f"SELECT m.value AS v, {aggregates} FROM trace_metadata m "  # noqa: S608
+            f"JOIN traces t ON t.trace_id = m.trace_id WHERE m.key = :_key AND {where.sql} "
+            "GROUP BY v ORDER BY n DESC, v LIMIT :_limit"
+        )
+    return [
+        MetadataValueSummary(key, v, n, users, errors, _rate(errors, n), mean, first, last)
+        for v, n, users, errors, mean, first, last in conn.execute(sql, params)
+    ]

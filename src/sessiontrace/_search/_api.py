@@ -1,0 +1,296 @@
+"""``search_traces``: MLflow's call, answered by one indexed SQL query."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
+
+from .._entities import METADATA_SESSION, METADATA_USER, Trace
+from ._compile import NOT_NULL_COLUMNS, compile_filter, compile_order_by, register_functions
+from ._paging import check_offset, check_values, decode_token, encode_token, fingerprint
+from ._parser import OrderKey, parse_filter, parse_order_by
+
+if TYPE_CHECKING:
+    import pandas
+
+    from .._store import SQLiteStore
+
+__all__ = ["FRAME_COLUMNS", "TraceList", "search_trace_ids", "search_traces", "traces_to_frame"]
+
+# MLflow 3's columns, in its order; then the flattened ones older tutorials use.
+FRAME_COLUMNS = [
+    "trace_id",
+    "trace",
+    "client_request_id",
+    "state",
+    "request_time",
+    "execution_duration",
+    "request",
+    "response",
+    "trace_metadata",
+    "tags",
+    "spans",
+    "assessments",
+]
+INFO_COLUMNS = [
+    "info.trace_id",
+    "info.request_id",
+    "info.client_request_id",
+    "info.state",
+    "info.status",
+    "info.request_time",
+    "info.timestamp_ms",
+    "info.execution_duration",
+    "info.execution_time_ms",
+    "info.trace_metadata",
+    "info.tags",
+    "info.request_preview",
+    "info.response_preview",
+]
+ALWAYS_METADATA = (f"metadata.{METADATA_USER}", f"metadata.{METADATA_SESSION}")
+PANDAS_HINT = (
+    "search_traces(return_type='pandas') needs pandas: pip install 'sessiontrace[pandas]' "
+    "(or pass return_type='list' for Trace objects)"
+)
+
+
+class TraceList(list[Trace]):
+    """A list of ``Trace`` with the token of the next page (``None`` on the last)."""
+
+    next_page_token: str | None = None
+
+    @property
+    def token(self) -> str | None:  # the name MLflow's PagedList uses
+        return self.next_page_token
+
+
+def _resolve_store(store: SQLiteStore | None) -> SQLiteStore:
+    if store is not None:
+        return store
+    from .. import _runtime
+
+    _runtime.flush(_runtime.settings().shutdown_timeout)
+    return _runtime.get_store()
+
+
+def search_trace_ids(
+    store: SQLiteStore,
+    filter_string: str | None = None,
+    order_by: Sequence[str] | None = None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+) -> tuple[list[str], str | None]:
+    """Ids of the matching traces, in order, and the next page's token."""
+    if isinstance(order_by, str):
+        order_by = [order_by]
+    if max_results is not None and (
+        isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1
+    ):
+        raise ValueError(f"max_results must be a positive integer or None, not {max_results!r}")
+    node = parse_filter(filter_string)
+    keys: list[OrderKey] = [parse_order_by(o) for o in (order_by or [])]
+    where = compile_filter(node)
+    order, order_params = compile_order_by(keys)
+    params: dict[str, Any] = {**where.params, **order_params}
+    query_id = fingerprint("traces", filter_string or "", list(order_by or []))
+
+    # Keyset pagination when every sort key is a NOT NULL column (the default order
+    # is): the next page starts where the last one ended, at any depth, from the index.
+    columns = [expr.split(".", 1)[1] for expr, _ in order]
+    keyset = all(
+        expr.startswith("t.") and col in NOT_NULL_COLUMNS
+        for (expr, _), col in zip(order, columns, strict=True)
+    )
+    conditions = [where.sql]
+    offset = 0
+    if page_token is not None:
+        state = decode_token(page_token, query_id)
+        if keyset:
+            types = [int if c == "request_time" else str for c in columns]
+            values = check_values(state, types)
+            conditions.append(_after(order, values, params))
+        else:
+            offset = check_offset(state)
+    select = ", ".join(expr for expr, _ in order) if keyset else "NULL"
+    order_sql = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc in order)
+    sql = (
+        f"SELECT t.trace_id, {select} FROM traces t WHERE {' AND '.join(conditions)} "  # noqa: S608
+        f"ORDER BY {order_sql} LIMIT :_limit OFFSET :_offset"
+    )
+    params["_limit"] = -1 if max_results is None else max_results + 1
+    params["_offset"] = offset
+    conn = store.connection()
+    if where.uses_regexp:
+        register_functions(conn)
+    rows = conn.execute(sql, params).fetchall()
+    token = None
+    if max_results is not None and len(rows) > max_results:
+        rows = rows[:max_results]
+        if keyset:
+            token = encode_token(query_id, k=list(rows[-1][1:]))
+        else:
+            token = encode_token(query_id, o=offset + max_results)
+    return [r[0] for r in rows], token
+
+
+def _after(order: list[tuple[str, bool]], values: list[Any], params: dict[str, Any]) -> str:
+    """Rows strictly after ``values`` in ``order`` (expanded row-value comparison)."""
+    names = []
+    for i, value in enumerate(values):
+        names.append(f":_k{i}")
+        params[f"_k{i}"] = value
+    first_expr, first_asc = order[0]
+    terms = [f"{first_expr} {'>=' if first_asc else '<='} {names[0]}"]  # lets the index seek
+    alternatives = []
+    for i, (expr, asc) in enumerate(order):
+        equal = [f"{order[j][0]} = {names[j]}" for j in range(i)]
+        alternatives.append(" AND ".join([*equal, f"{expr} {'>' if asc else '<'} {names[i]}"]))
+    terms.append("(" + " OR ".join(f"({a})" for a in alternatives) + ")")
+    return " AND ".join(terms)
+
+
+@overload
+def search_traces(
+    filter_string: str | None = ...,
+    order_by: Sequence[str] | None = ...,
+    max_results: int | None = ...,
+    page_token: str | None = ...,
+    *,
+    return_type: Literal["list"],
+    include_spans: bool = ...,
+    store: SQLiteStore | None = ...,
+) -> TraceList: ...
+
+
+@overload
+def search_traces(
+    filter_string: str | None = ...,
+    order_by: Sequence[str] | None = ...,
+    max_results: int | None = ...,
+    page_token: str | None = ...,
+    *,
+    return_type: Literal["pandas"],
+    include_spans: bool = ...,
+    store: SQLiteStore | None = ...,
+) -> pandas.DataFrame: ...
+
+
+@overload
+def search_traces(
+    filter_string: str | None = ...,
+    order_by: Sequence[str] | None = ...,
+    max_results: int | None = ...,
+    page_token: str | None = ...,
+    return_type: None = ...,
+    include_spans: bool = ...,
+    *,
+    store: SQLiteStore | None = ...,
+) -> pandas.DataFrame | TraceList: ...
+
+
+def search_traces(
+    filter_string: str | None = None,
+    order_by: Sequence[str] | None = None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+    return_type: Literal["pandas", "list"] | None = None,
+    include_spans: bool = True,
+    *,
+    store: SQLiteStore | None = None,
+) -> pandas.DataFrame | TraceList:
+    """Traces matching an MLflow-style filter, newest first unless ``order_by`` says otherwise.
+
+    ``return_type`` is ``"pandas"`` (the default when pandas is installed) for a
+    DataFrame with MLflow 3's columns plus ``metadata.<key>`` and ``info.*``
+    columns, or ``"list"`` for ``Trace`` objects. ``max_results=None`` returns every
+    match; with a number, the next page's token is ``result.next_page_token`` (a
+    list) or ``df.attrs["next_page_token"]`` (a DataFrame). A bad filter raises
+    ``FilterSyntaxError`` pointing at the character.
+
+    >>> df = sessiontrace.search_traces(
+    ...     filter_string="metadata.`mlflow.trace.user` = 'user-123' AND trace.timestamp_ms > 0",
+    ...     order_by=["trace.timestamp_ms DESC"],
+    ... )
+    >>> df["metadata.mlflow.trace.session"].nunique()
+    """
+    if return_type is None:
+        return_type = "pandas" if importlib.util.find_spec("pandas") is not None else "list"
+    if return_type not in ("pandas", "list"):
+        raise ValueError(f"return_type must be 'pandas' or 'list', not {return_type!r}")
+    if return_type == "pandas" and importlib.util.find_spec("pandas") is None:
+        raise ImportError(PANDAS_HINT)
+    resolved = _resolve_store(store)
+    ids, token = search_trace_ids(resolved, filter_string, order_by, max_results, page_token)
+    traces = resolved.load_traces(ids, include_spans=include_spans)
+    if return_type == "list":
+        result = TraceList(traces)
+        result.next_page_token = token
+        return result
+    df = traces_to_frame(traces)
+    df.attrs["next_page_token"] = token
+    return df
+
+
+def _decoded_preview(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:  # a preview cut at its length limit is not valid JSON
+        return text
+
+
+def _root_io(trace: Trace) -> tuple[Any, Any]:
+    for span in trace.data.spans:
+        if span.parent_id is None:
+            return span.inputs, span.outputs
+    return _decoded_preview(trace.info.request_preview), _decoded_preview(
+        trace.info.response_preview
+    )
+
+
+def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
+    """One row per trace: MLflow 3's columns, ``info.*`` and ``metadata.<key>``."""
+    import pandas as pd
+
+    metadata_keys: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for trace in traces:
+        info = trace.info
+        request, response = _root_io(trace)
+        row: dict[str, Any] = {
+            "trace_id": info.trace_id,
+            "trace": trace,
+            "client_request_id": info.client_request_id,
+            "state": info.state,
+            "request_time": info.request_time,
+            "execution_duration": info.execution_duration,
+            "request": request,
+            "response": response,
+            "trace_metadata": info.trace_metadata,
+            "tags": info.tags,
+            "spans": [span.to_dict() for span in trace.data.spans],
+            "assessments": [],
+            "info.trace_id": info.trace_id,
+            "info.request_id": info.trace_id,
+            "info.client_request_id": info.client_request_id,
+            "info.state": info.state,
+            "info.status": info.state,
+            "info.request_time": info.request_time,
+            "info.timestamp_ms": info.request_time,
+            "info.execution_duration": info.execution_duration,
+            "info.execution_time_ms": info.execution_duration,
+            "info.trace_metadata": info.trace_metadata,
+            "info.tags": info.tags,
+            "info.request_preview": info.request_preview,
+            "info.response_preview": info.response_preview,
+        }
+        for key, value in info.trace_metadata.items():
+            row[f"metadata.{key}"] = value
+            metadata_keys.add(key)
+        rows.append(row)
+    flattened = sorted(set(ALWAYS_METADATA) | {f"metadata.{k}" for k in metadata_keys})
+    columns = FRAME_COLUMNS + INFO_COLUMNS + flattened
+    return cast("pandas.DataFrame", pd.DataFrame.from_records(rows, columns=columns))
