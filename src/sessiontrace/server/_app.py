@@ -10,7 +10,6 @@ exporter that got a 2xx never needs to send it again.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -25,7 +24,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import _runtime
+from .._analytics import (
+    get_session_summary,
+    list_sessions,
+    list_users,
+    metadata_breakdown,
+    session_flow,
+    user_report,
+)
+from .._entities import Trace
 from .._pipeline import RetryableExportError
+from .._search import FilterSyntaxError, search_traces
 from .._serialize import dumps
 from .._store import SQLiteStore, TraceNotFoundError
 from ._ingest import IngestError, parse_batch
@@ -59,21 +68,6 @@ class _BadRequest(Exception):
         self.extra = extra
 
 
-def _as_dict(value: Any) -> Any:
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
-def _page(page: Any, key: str) -> dict[str, Any]:
-    items = getattr(page, "items", page)
-    token = getattr(page, "next_page_token", None) or getattr(page, "token", None)
-    return {key: [_as_dict(i) for i in items], "next_page_token": token}
-
-
 def _int_param(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -94,31 +88,37 @@ def _required(request: Request, name: str) -> str:
     return value
 
 
-def _analytics(name: str) -> Callable[..., Any]:
-    """A search/analytics function of the package (``list_sessions``, ...)."""
-    import sessiontrace
-
-    fn = getattr(sessiontrace, name, None)
-    if fn is None:
-        raise NotImplementedError(f"sessiontrace.{name} is not available in this version")
-    return fn  # type: ignore[no-any-return]
+def _filter(request: Request) -> str | None:
+    return request.query_params.get("filter") or None
 
 
-def _json_endpoint(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+def _order(request: Request) -> list[str] | None:
+    return [o for o in request.query_params.getlist("order_by") if o] or None
+
+
+def _paging(request: Request) -> dict[str, Any]:
+    return {
+        "max_results": _int_param(request, "max_results", 50, lo=1, hi=_MAX_RESULTS),
+        "page_token": request.query_params.get("page_token") or None,
+    }
+
+
+def _json_endpoint(
+    fn: Callable[[Request, SQLiteStore], Any], store: SQLiteStore
+) -> Callable[[Request], Any]:
     """Run a sync reader in the thread pool and map the package's errors to 4xx."""
 
     async def endpoint(request: Request) -> Response:
         try:
-            result = await anyio.to_thread.run_sync(fn, request)
+            result = await anyio.to_thread.run_sync(fn, request, store)
         except _BadRequest as exc:
             return _error(str(exc), 400, **exc.extra)
+        except FilterSyntaxError as exc:
+            return _error(exc.message, 400, position=exc.position, text=exc.text)
         except TraceNotFoundError as exc:
             return _error(f"no trace {exc.args[0]!r}", 404)
-        except ValueError as exc:  # FilterSyntaxError is a ValueError with .position
-            position = getattr(exc, "position", None)
-            return _error(str(exc), 400, position=position)
-        except NotImplementedError as exc:
-            return _error(str(exc), 501)
+        except ValueError as exc:  # a bad page token, order_by, ...
+            return _error(str(exc), 400)
         if isinstance(result, Response):
             return result
         return JSON(result)
@@ -129,7 +129,7 @@ def _json_endpoint(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
 # -- readers (run in the thread pool: SQLite connections are per thread) -------------
 
 
-def _trace_row(trace: Any) -> dict[str, Any]:
+def _trace_row(trace: Trace) -> dict[str, Any]:
     info = trace.info
     return {
         "trace_id": info.trace_id,
@@ -146,74 +146,65 @@ def _trace_row(trace: Any) -> dict[str, Any]:
     }
 
 
-def api_traces(request: Request) -> Any:
-    search = _analytics("search_traces")
-    result = search(
-        filter_string=request.query_params.get("filter") or None,
-        order_by=request.query_params.getlist("order_by") or None,
-        max_results=_int_param(request, "max_results", 50, lo=1, hi=_MAX_RESULTS),
-        page_token=request.query_params.get("page_token") or None,
+def api_traces(request: Request, store: SQLiteStore) -> Any:
+    traces = search_traces(
+        filter_string=_filter(request),
+        order_by=_order(request),
         return_type="list",
         include_spans=False,
+        store=store,
+        **_paging(request),
     )
-    token = getattr(result, "token", None) or getattr(result, "next_page_token", None)
-    items = getattr(result, "items", result)
-    return {"traces": [_trace_row(t) for t in items], "next_page_token": token}
+    return {"traces": [_trace_row(t) for t in traces], "next_page_token": traces.next_page_token}
 
 
-def api_trace(request: Request) -> Any:
+def api_trace(request: Request, store: SQLiteStore) -> Any:
     trace_id = _required(request, "id")
-    trace = _runtime.get_store().get_trace(trace_id)
+    trace = store.get_trace(trace_id)
     if trace is None:
         raise TraceNotFoundError(trace_id)
     return trace.to_dict()
 
 
-def api_sessions(request: Request) -> Any:
-    page = _analytics("list_sessions")(
-        filter_string=request.query_params.get("filter") or None,
-        order_by=request.query_params.getlist("order_by") or None,
-        max_results=_int_param(request, "max_results", 50, lo=1, hi=_MAX_RESULTS),
-        page_token=request.query_params.get("page_token") or None,
-    )
-    return _page(page, "sessions")
+def api_sessions(request: Request, store: SQLiteStore) -> Any:
+    page = list_sessions(_filter(request), _order(request), store=store, **_paging(request))
+    return {"sessions": [s.to_dict() for s in page], "next_page_token": page.next_page_token}
 
 
-def api_session(request: Request) -> Any:
+def api_session(request: Request, store: SQLiteStore) -> Any:
     session_id = _required(request, "id")
-    summary = _analytics("get_session_summary")(session_id)
+    summary = get_session_summary(session_id, store=store)
     if summary is None:
         return _error(f"no session {session_id!r}", 404)
-    turns = _analytics("session_flow")(session_id)
-    return {"summary": _as_dict(summary), "turns": [_as_dict(t) for t in turns]}
+    turns = session_flow(session_id, store=store)
+    tags = {
+        t.info.trace_id: t.info.tags
+        for t in store.load_traces([t.trace_id for t in turns], include_spans=False)
+    }
+    return {
+        "summary": summary.to_dict(),
+        "turns": [{**t.to_dict(), "tags": tags.get(t.trace_id, {})} for t in turns],
+    }
 
 
-def api_users(request: Request) -> Any:
-    page = _analytics("list_users")(
-        filter_string=request.query_params.get("filter") or None,
-        order_by=request.query_params.getlist("order_by") or None,
-        max_results=_int_param(request, "max_results", 50, lo=1, hi=_MAX_RESULTS),
-        page_token=request.query_params.get("page_token") or None,
-    )
-    return _page(page, "users")
+def api_users(request: Request, store: SQLiteStore) -> Any:
+    page = list_users(_filter(request), _order(request), store=store, **_paging(request))
+    return {"users": [u.to_dict() for u in page], "next_page_token": page.next_page_token}
 
 
-def api_user(request: Request) -> Any:
+def api_user(request: Request, store: SQLiteStore) -> Any:
     user_id = _required(request, "id")
     days = _int_param(request, "days", 7, lo=1, hi=3660)
-    report = _analytics("user_report")(user_id, days=days)
+    report = user_report(user_id, days=days, store=store)
     if report is None:
         return _error(f"no user {user_id!r}", 404)
-    return _as_dict(report)
+    return report.to_dict()
 
 
-def api_versions(request: Request) -> Any:
+def api_versions(request: Request, store: SQLiteStore) -> Any:
     key = request.query_params.get("key") or "app_version"
-    rows = _analytics("metadata_breakdown")(
-        key=key, filter_string=request.query_params.get("filter") or None
-    )
-    items = getattr(rows, "items", rows)
-    return {"key": key, "rows": [_as_dict(r) for r in items]}
+    rows = metadata_breakdown(key, _filter(request), store=store)
+    return {"key": key, "rows": [r.to_dict() for r in rows]}
 
 
 # -- writers --------------------------------------------------------------------------
@@ -292,20 +283,21 @@ def create_app(
 ) -> Starlette:
     """The sessiontrace web UI, JSON API and ingest endpoint as an ASGI app.
 
-    ``db`` is the SQLite file to serve (it becomes the process's tracking URI);
-    without it the process's configured store is served. With ``token`` every
+    ``db`` is the SQLite file to serve; without it, the file of the process's
+    tracking URI. With ``token`` every
     request needs the bearer token or a browser session opened by a one-time login
     link (``app.state.auth.new_login_code()``). ``allowed_hosts`` are the Host
     headers served (``None``: any, for a public bind behind a token).
 
     >>> app = create_app(db="traces.db")   # then: uvicorn.run(app, port=5000)
     """
-    if db is not None:
-        _runtime.configure(tracking_uri=f"sqlite:///{Path(db).expanduser().resolve()}")
     if max_body_bytes <= 0 or max_batch_items <= 0:
         raise ValueError("max_body_bytes and max_batch_items must be positive")
-    store = _runtime.get_store()  # raises ValueError for an http(s) tracking URI
-    writer = _Writer(store.path)
+    if db is None:
+        db = _runtime.get_store().path  # raises ValueError for an http(s) tracking URI
+    path = str(Path(db).expanduser().resolve())
+    store = SQLiteStore(path)  # reads: one connection per thread-pool thread
+    writer = _Writer(path)
     auth = Auth(token)
     shell = (STATIC_DIR / "index.html").read_bytes()
 
@@ -386,14 +378,14 @@ def create_app(
         Route("/login", login, methods=["GET"], name="login"),
         Route("/api/info", info, methods=["GET"]),
         Route("/api/login-links", login_links, methods=["POST"]),
-        Route("/api/traces", _json_endpoint(api_traces), methods=["GET"]),
-        Route("/api/trace", _json_endpoint(api_trace), methods=["GET"]),
+        Route("/api/traces", _json_endpoint(api_traces, store), methods=["GET"]),
+        Route("/api/trace", _json_endpoint(api_trace, store), methods=["GET"]),
         Route("/api/trace/tags", edit_tag, methods=["PUT", "DELETE"]),
-        Route("/api/sessions", _json_endpoint(api_sessions), methods=["GET"]),
-        Route("/api/session", _json_endpoint(api_session), methods=["GET"]),
-        Route("/api/users", _json_endpoint(api_users), methods=["GET"]),
-        Route("/api/user", _json_endpoint(api_user), methods=["GET"]),
-        Route("/api/versions", _json_endpoint(api_versions), methods=["GET"]),
+        Route("/api/sessions", _json_endpoint(api_sessions, store), methods=["GET"]),
+        Route("/api/session", _json_endpoint(api_session, store), methods=["GET"]),
+        Route("/api/users", _json_endpoint(api_users, store), methods=["GET"]),
+        Route("/api/user", _json_endpoint(api_user, store), methods=["GET"]),
+        Route("/api/versions", _json_endpoint(api_versions, store), methods=["GET"]),
         Route("/api/ingest", ingest, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

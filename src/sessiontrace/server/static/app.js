@@ -1,1 +1,774 @@
-// placeholder
+// sessiontrace UI: plain ES module, no build step, no third-party code.
+// Trace content is untrusted (LLM output is full of HTML): every value reaches the
+// page through textContent / createTextNode / setAttribute, never innerHTML.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const main = document.getElementById("main");
+
+// -- DOM helpers ------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "className") el.className = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  append(el, children);
+  return el;
+}
+
+function pageUrl(path, params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params || {})) {
+    if (v !== null && v !== undefined && v !== "") q.set(k, v);
+  }
+  const s = q.toString();
+  return s ? `${path}?${s}` : path;
+}
+
+const link = (path, params, text, cls) => h("a", { href: pageUrl(path, params), className: cls }, text);
+const traceLink = (id, text) => link("/trace", { id }, text ?? id, "mono");
+const sessionLink = (id) => (id == null ? h("span", { className: "muted" }, "—") : link("/session", { id }, id, "mono"));
+const userLink = (id) => (id == null ? h("span", { className: "muted" }, "—") : link("/user", { id }, id, "mono"));
+
+function render(...children) {
+  main.replaceChildren();
+  append(main, children);
+}
+
+// -- formatting -------------------------------------------------------------------
+
+const pad = (n) => String(n).padStart(2, "0");
+function fmtTime(ms) {
+  if (ms == null) return "—";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+function fmtDur(ms) {
+  if (ms == null) return "—";
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(2)} s`;
+  return `${(ms / 60000).toFixed(1)} min`;
+}
+const fmtRate = (r) => (r == null ? "—" : `${(r * 100).toFixed(1)}%`);
+const fmtInt = (n) => (n == null ? "—" : Number(n).toLocaleString("en-US"));
+function preview(text, n = 120) {
+  if (text == null) return "";
+  const s = String(text);
+  return s.length > n ? `${s.slice(0, n)}…` : s;
+}
+const pretty = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
+const quote = (s) => `'${String(s).replaceAll("'", "''")}'`;
+
+function statusBadge(state) {
+  const cls = state === "ERROR" ? "badge err" : state === "OK" ? "badge ok" : "badge";
+  return h("span", { className: cls }, state ?? "—");
+}
+
+function tagList(tags) {
+  const entries = Object.entries(tags || {});
+  if (!entries.length) return h("span", { className: "muted" }, "");
+  return h("span", { className: "tags" }, entries.map(([k, v]) => h("span", { className: "tag" }, `${k}=${v}`)));
+}
+
+// Chat text: the message in a request / the answer in a response, else JSON.
+function requestText(v) {
+  if (v == null) return "";
+  if (typeof v === "string") return v;
+  if (typeof v === "object" && !Array.isArray(v)) {
+    for (const k of ["message", "question", "query", "prompt", "input", "user_message", "content", "text"]) {
+      if (typeof v[k] === "string") return v[k];
+    }
+    const msgs = Array.isArray(v.messages) ? v.messages : null;
+    if (msgs) {
+      const users = msgs.filter((m) => m && m.role === "user");
+      const last = users[users.length - 1];
+      if (last && typeof last.content === "string") return last.content;
+    }
+    const values = Object.values(v);
+    if (values.length === 1) return requestText(values[0]);
+  }
+  return pretty(v);
+}
+function responseText(v) {
+  if (v == null) return "";
+  if (typeof v === "string") return v;
+  if (typeof v === "object" && !Array.isArray(v)) {
+    for (const k of ["answer", "response", "output", "content", "text", "message", "reply"]) {
+      if (typeof v[k] === "string") return v[k];
+      if (v[k] && typeof v[k] === "object" && typeof v[k].content === "string") return v[k].content;
+    }
+    const c = v.choices && v.choices[0];
+    if (c && c.message && typeof c.message.content === "string") return c.message.content;
+  }
+  return pretty(v);
+}
+
+// -- the JSON API -----------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+async function api(path, params, init) {
+  const res = await fetch(pageUrl(path, params), { credentials: "same-origin", ...(init || {}) });
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  if (!res.ok) throw new ApiError(res.status, body);
+  return body;
+}
+
+function csrfToken() {
+  for (const part of document.cookie.split(";")) {
+    const [k, ...rest] = part.trim().split("=");
+    if (k === "sessiontrace_csrf") return rest.join("=");
+  }
+  return "";
+}
+
+const writeApi = (method, path, body) =>
+  api(path, null, {
+    method,
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+    body: JSON.stringify(body),
+  });
+
+function errorBox(err) {
+  return h("div", { className: "error", role: "alert" }, err instanceof ApiError ? err.message : `Could not load: ${err}`);
+}
+
+// -- shared widgets ---------------------------------------------------------------
+
+const params = () => new URLSearchParams(location.search);
+
+function go(path, p) {
+  history.pushState(null, "", pageUrl(path, p));
+  route();
+}
+
+// A filter box with the search grammar; errors point at the character.
+function filterBox(value, onSubmit, placeholder) {
+  const input = h("input", {
+    type: "search",
+    name: "filter",
+    id: "filter",
+    value: value || "",
+    placeholder: placeholder || "user = 'user-123' AND trace.status = 'ERROR'",
+    autocomplete: "off",
+    spellcheck: "false",
+    "aria-label": "filter",
+  });
+  const errorSlot = h("div", { className: "filter-error-slot" });
+  const form = h(
+    "form",
+    {
+      className: "filter",
+      onsubmit: (e) => {
+        e.preventDefault();
+        onSubmit(input.value.trim());
+      },
+    },
+    input,
+    h("button", { type: "submit" }, "Filter"),
+  );
+  const help = h(
+    "details",
+    { className: "help" },
+    h("summary", {}, "filter syntax"),
+    h(
+      "ul",
+      {},
+      [
+        "user = 'user-123'   session = 'session-abc'",
+        "metadata.`mlflow.trace.session` = 'session-abc-0'",
+        "tags.query_category = 'chat' AND trace.status = 'ERROR'",
+        "execution_time_ms > 1000 OR span.type IN ('LLM', 'TOOL')",
+        "trace.timestamp_ms > 1765560000000   name LIKE 'chat%'",
+      ].map((x) => h("li", {}, h("code", {}, x))),
+    ),
+  );
+  const box = h("div", { className: "filter-box" }, form, errorSlot, help);
+  box.showError = (err) => {
+    errorSlot.replaceChildren();
+    if (!err) {
+      input.removeAttribute("aria-invalid");
+      return;
+    }
+    input.setAttribute("aria-invalid", "true");
+    const pos = err.body && typeof err.body.position === "number" ? err.body.position : null;
+    const text = (err.body && err.body.text) || input.value;
+    const parts = [h("div", { className: "msg" }, err.message)];
+    if (pos !== null) {
+      parts.push(
+        h(
+          "pre",
+          { className: "caret" },
+          text.slice(0, pos),
+          h("mark", {}, text.slice(pos, pos + 1) || " "),
+          text.slice(pos + 1),
+          "\n",
+          `${" ".repeat(pos)}^ position ${pos}`,
+        ),
+      );
+      input.focus();
+      input.setSelectionRange(pos, Math.min(pos + 1, input.value.length));
+    }
+    errorSlot.appendChild(h("div", { className: "filter-error", role: "alert", "data-position": pos ?? "" }, parts));
+  };
+  return box;
+}
+
+function pager(token, onNext, onFirst, isFirst) {
+  return h(
+    "div",
+    { className: "pager" },
+    isFirst ? null : h("button", { type: "button", onclick: onFirst }, "« First page"),
+    token ? h("button", { type: "button", className: "next", onclick: () => onNext(token) }, "Next page »") : h("span", { className: "muted" }, "End of results"),
+  );
+}
+
+// A table whose headers sort through order_by ("key DESC").
+function table(columns, rows, sort) {
+  const head = h(
+    "tr",
+    {},
+    columns.map((c) => {
+      if (!c.sort || !sort) return h("th", { className: c.num ? "num" : null }, c.label);
+      const [key, dir] = (sort.current || "").split(" ");
+      const active = key === c.sort;
+      const next = active && dir === "DESC" ? "ASC" : "DESC";
+      return h(
+        "th",
+        { className: c.num ? "num sortable" : "sortable", "aria-sort": active ? (dir === "ASC" ? "ascending" : "descending") : null },
+        h("button", { type: "button", className: "sort", onclick: () => sort.onSort(`${c.sort} ${next}`) }, c.label, active ? (dir === "ASC" ? " ▲" : " ▼") : ""),
+      );
+    }),
+  );
+  const body = rows.map((r) => h("tr", r.attrs || {}, columns.map((c) => h("td", { className: c.num ? "num" : null }, c.cell(r.data ?? r)))));
+  return h("table", { className: "grid" }, h("thead", {}, head), h("tbody", {}, body));
+}
+
+function stats(pairs) {
+  return h(
+    "dl",
+    { className: "stats" },
+    pairs.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))),
+  );
+}
+
+// -- pages ------------------------------------------------------------------------
+
+async function tracesPage() {
+  const p = params();
+  const filter = p.get("filter") || "";
+  const group = p.get("group") === "1";
+  const token = p.get("page_token");
+  const setParams = (changes) => go("/traces", { filter, group: group ? "1" : "", ...changes });
+  const box = filterBox(filter, (f) => setParams({ filter: f, page_token: "" }));
+  const toggle = h("label", { className: "toggle" }, h("input", { type: "checkbox", id: "group-by-session", checked: group, onchange: (e) => setParams({ group: e.target.checked ? "1" : "", page_token: token }) }), " group by session");
+  const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
+  render(h("h1", {}, "Traces"), h("div", { className: "toolbar" }, box, toggle), results);
+  let data;
+  try {
+    data = await api("/api/traces", { filter, page_token: token, max_results: 50 });
+  } catch (err) {
+    if (err.status === 400) box.showError(err);
+    results.replaceChildren(err.status === 400 ? h("p", { className: "muted" }, "Fix the filter to see traces.") : errorBox(err));
+    return;
+  }
+  const filterBy = (expr) => (e) => {
+    e.preventDefault();
+    setParams({ filter: expr, page_token: "" });
+  };
+  const columns = [
+    { label: "Time", cell: (t) => traceLink(t.trace_id, fmtTime(t.request_time)) },
+    { label: "Name", cell: (t) => t.name ?? "" },
+    { label: "User", cell: (t) => (t.user_id == null ? "—" : h("a", { href: pageUrl("/traces", { filter: `user = ${quote(t.user_id)}` }), className: "mono filter-user", onclick: filterBy(`user = ${quote(t.user_id)}`) }, t.user_id)) },
+    { label: "Session", cell: (t) => (t.session_id == null ? "—" : h("a", { href: pageUrl("/traces", { filter: `session = ${quote(t.session_id)}` }), className: "mono filter-session", onclick: filterBy(`session = ${quote(t.session_id)}`) }, t.session_id)) },
+    { label: "Status", cell: (t) => statusBadge(t.state) },
+    { label: "Duration", num: true, cell: (t) => fmtDur(t.execution_duration) },
+    { label: "Request", cell: (t) => h("span", { className: "preview" }, preview(t.request_preview)) },
+    { label: "Response", cell: (t) => h("span", { className: "preview" }, preview(t.response_preview)) },
+    { label: "Tags", cell: (t) => tagList(t.tags) },
+  ];
+  const rows = [];
+  if (group) {
+    const groups = new Map();
+    for (const t of data.traces) {
+      const key = t.session_id ?? "";
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(t);
+    }
+    for (const [sid, traces] of groups) {
+      rows.push({ group: true, sid, n: traces.length });
+      for (const t of traces) rows.push(t);
+    }
+  }
+  const tableEl = table(columns, group ? rows.filter((r) => !r.group) : data.traces);
+  if (group) {
+    // Insert a header row before each session's traces.
+    const body = tableEl.tBodies[0];
+    body.replaceChildren();
+    for (const r of rows) {
+      if (r.group) {
+        body.appendChild(h("tr", { className: "group-row" }, h("td", { colspan: columns.length }, "Session ", r.sid ? link("/session", { id: r.sid }, r.sid, "mono") : h("span", { className: "muted" }, "(none)"), h("span", { className: "muted" }, ` · ${r.n} trace(s) on this page`))));
+      } else {
+        body.appendChild(h("tr", {}, columns.map((c) => h("td", { className: c.num ? "num" : null }, c.cell(r)))));
+      }
+    }
+  }
+  results.replaceChildren(
+    data.traces.length ? tableEl : h("p", { className: "muted empty" }, "No traces match."),
+    pager(data.next_page_token, (t) => setParams({ page_token: t }), () => setParams({ page_token: "" }), !token),
+  );
+}
+
+async function sessionsPage() {
+  const p = params();
+  const filter = p.get("filter") || "";
+  const order = p.get("order_by") || "";
+  const token = p.get("page_token");
+  const setParams = (changes) => go("/sessions", { filter, order_by: order, ...changes });
+  const box = filterBox(filter, (f) => setParams({ filter: f, page_token: "" }), "user = 'user-123'  (only matching traces are counted)");
+  const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
+  render(h("h1", {}, "Sessions"), h("div", { className: "toolbar" }, box), results);
+  let data;
+  try {
+    data = await api("/api/sessions", { filter, order_by: order, page_token: token });
+  } catch (err) {
+    if (err.status === 400) box.showError(err);
+    results.replaceChildren(errorBox(err));
+    return;
+  }
+  const columns = [
+    { label: "Session", sort: "session_id", cell: (s) => sessionLink(s.session_id) },
+    { label: "Users", cell: (s) => s.user_ids.map((u, i) => [i ? ", " : "", userLink(u)]) },
+    { label: "First seen", sort: "first_seen", cell: (s) => fmtTime(s.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (s) => fmtTime(s.last_seen_ms) },
+    { label: "Turns", sort: "turns", num: true, cell: (s) => fmtInt(s.turns) },
+    { label: "Total duration", sort: "total_duration_ms", num: true, cell: (s) => fmtDur(s.total_duration_ms) },
+    { label: "Errors", sort: "errors", num: true, cell: (s) => (s.errors ? h("span", { className: "errtext" }, fmtInt(s.errors)) : "0") },
+    { label: "First message", cell: (s) => h("span", { className: "preview" }, preview(requestText(parseMaybe(s.first_request_preview)), 80)) },
+  ];
+  results.replaceChildren(
+    data.sessions.length ? table(columns, data.sessions, { current: order || "last_seen DESC", onSort: (o) => setParams({ order_by: o, page_token: "" }) }) : h("p", { className: "muted empty" }, "No sessions yet."),
+    pager(data.next_page_token, (t) => setParams({ page_token: t }), () => setParams({ page_token: "" }), !token),
+  );
+}
+
+function parseMaybe(text) {
+  if (text == null) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+async function sessionPage() {
+  const id = params().get("id");
+  if (!id) return render(errorBox(new Error("no session id")));
+  render(h("h1", {}, "Session ", h("span", { className: "mono" }, id)), h("p", { className: "muted" }, "Loading…"));
+  let data;
+  try {
+    data = await api("/api/session", { id });
+  } catch (err) {
+    return render(h("h1", {}, "Session ", h("span", { className: "mono" }, id)), errorBox(err));
+  }
+  const s = data.summary;
+  const turns = data.turns.map((t) =>
+    h(
+      "li",
+      { className: `turn${t.status === "ERROR" ? " turn-error" : ""}`, "data-turn": t.turn },
+      h("div", { className: "bubble user" }, h("div", { className: "who" }, t.user_id ?? "user"), h("div", { className: "text" }, requestText(t.request))),
+      h("div", { className: "bubble app" }, h("div", { className: "who" }, t.name ?? "app"), h("div", { className: "text" }, responseText(t.response))),
+      h(
+        "div",
+        { className: "turn-meta" },
+        `#${t.turn} · ${fmtTime(t.timestamp)} · ${fmtDur(t.duration_ms)} · `,
+        statusBadge(t.status),
+        " ",
+        tagList(t.tags),
+        " ",
+        traceLink(t.trace_id, "trace →"),
+      ),
+    ),
+  );
+  render(
+    h("p", { className: "crumbs" }, link("/sessions", {}, "Sessions"), " / "),
+    h("h1", {}, "Session ", h("span", { className: "mono" }, s.session_id)),
+    stats([
+      ["Users", s.user_ids.length ? s.user_ids.map((u, i) => [i ? ", " : "", userLink(u)]) : "—"],
+      ["Turns", fmtInt(s.turns)],
+      ["First seen", fmtTime(s.first_seen_ms)],
+      ["Last seen", fmtTime(s.last_seen_ms)],
+      ["Total duration", fmtDur(s.total_duration_ms)],
+      ["Mean latency", fmtDur(s.mean_duration_ms)],
+      ["Errors", `${fmtInt(s.errors)} (${fmtRate(s.error_rate)})`],
+    ]),
+    h("p", {}, link("/traces", { filter: `session = ${quote(s.session_id)}` }, "these traces in the trace list →")),
+    h("ol", { className: "chat", id: "chat" }, turns),
+  );
+}
+
+async function usersPage() {
+  const p = params();
+  const filter = p.get("filter") || "";
+  const order = p.get("order_by") || "";
+  const token = p.get("page_token");
+  const setParams = (changes) => go("/users", { filter, order_by: order, ...changes });
+  const box = filterBox(filter, (f) => setParams({ filter: f, page_token: "" }), "metadata.app_version = '2.0'  (only matching traces are counted)");
+  const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
+  render(h("h1", {}, "Users"), h("div", { className: "toolbar" }, box), results);
+  let data;
+  try {
+    data = await api("/api/users", { filter, order_by: order, page_token: token });
+  } catch (err) {
+    if (err.status === 400) box.showError(err);
+    results.replaceChildren(errorBox(err));
+    return;
+  }
+  const columns = [
+    { label: "User", sort: "user_id", cell: (u) => userLink(u.user_id) },
+    { label: "First seen", sort: "first_seen", cell: (u) => fmtTime(u.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (u) => fmtTime(u.last_seen_ms) },
+    { label: "Sessions", sort: "sessions", num: true, cell: (u) => fmtInt(u.sessions) },
+    { label: "Traces", sort: "traces", num: true, cell: (u) => fmtInt(u.traces) },
+    { label: "Errors", sort: "errors", num: true, cell: (u) => `${fmtInt(u.errors)} (${fmtRate(u.error_rate)})` },
+    { label: "Mean latency", sort: "mean_latency_ms", num: true, cell: (u) => fmtDur(u.mean_latency_ms) },
+  ];
+  results.replaceChildren(
+    data.users.length ? table(columns, data.users, { current: order || "last_seen DESC", onSort: (o) => setParams({ order_by: o, page_token: "" }) }) : h("p", { className: "muted empty" }, "No users yet."),
+    pager(data.next_page_token, (t) => setParams({ page_token: t }), () => setParams({ page_token: "" }), !token),
+  );
+}
+
+// Daily activity: one bar a day (errors in red on top of OK traces), inline SVG.
+function activityChart(daily, sinceMs, untilMs) {
+  const days = [];
+  const byDate = new Map(daily.map((d) => [d.date, d]));
+  const start = new Date(sinceMs ?? (daily.length ? Date.parse(daily[0].date) : untilMs));
+  for (let t = Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), start.getUTCDate()); t <= untilMs; t += 86400000) {
+    const date = new Date(t).toISOString().slice(0, 10);
+    days.push(byDate.get(date) || { date, traces: 0, errors: 0 });
+  }
+  const W = 720, H = 180, padL = 36, padB = 28, padT = 10;
+  const max = Math.max(1, ...days.map((d) => d.traces));
+  const bw = (W - padL) / Math.max(days.length, 1);
+  const y = (v) => padT + (H - padT - padB) * (1 - v / max);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "daily activity" });
+  chart.appendChild(svg("line", { x1: padL, x2: W, y1: y(0), y2: y(0), class: "axis" }));
+  chart.appendChild(svg("text", { x: padL - 6, y: y(max) + 4, "text-anchor": "end", class: "tick" }, String(max)));
+  chart.appendChild(svg("text", { x: padL - 6, y: y(0), "text-anchor": "end", class: "tick" }, "0"));
+  const every = Math.ceil(days.length / 10);
+  days.forEach((d, i) => {
+    const x = padL + i * bw + bw * 0.15;
+    const w = Math.max(1, bw * 0.7);
+    const ok = d.traces - d.errors;
+    const g = svg("g", { class: "day", "data-date": d.date, "data-traces": d.traces });
+    g.appendChild(svg("title", {}, `${d.date}: ${d.traces} traces, ${d.errors} errors`));
+    if (ok > 0) g.appendChild(svg("rect", { x, y: y(ok), width: w, height: y(0) - y(ok), class: "bar" }));
+    if (d.errors > 0) g.appendChild(svg("rect", { x, y: y(d.traces), width: w, height: y(ok) - y(d.traces), class: "bar err" }));
+    if (i % every === 0) g.appendChild(svg("text", { x: x + w / 2, y: H - 8, "text-anchor": "middle", class: "tick" }, d.date.slice(5)));
+    chart.appendChild(g);
+  });
+  return chart;
+}
+
+async function userPage() {
+  const p = params();
+  const id = p.get("id");
+  const days = Number(p.get("days") || 7);
+  if (!id) return render(errorBox(new Error("no user id")));
+  const title = () => h("h1", {}, "User ", h("span", { className: "mono" }, id));
+  render(title(), h("p", { className: "muted" }, "Loading…"));
+  let report, sessions;
+  try {
+    [report, sessions] = await Promise.all([
+      api("/api/user", { id, days }),
+      api("/api/sessions", { filter: `user = ${quote(id)}`, max_results: 50 }),
+    ]);
+  } catch (err) {
+    return render(title(), errorBox(err));
+  }
+  const daySelect = h(
+    "select",
+    { "aria-label": "period", onchange: (e) => go("/user", { id, days: e.target.value }) },
+    [7, 30, 90, 365].map((d) => h("option", { value: d, selected: d === days }, `last ${d} days`)),
+  );
+  const tagTables = Object.entries(report.tags).map(([key, counts]) =>
+    h("div", { className: "tag-breakdown" }, h("h3", { className: "mono" }, key), h("table", { className: "grid small" }, h("tbody", {}, Object.entries(counts).map(([v, n]) => h("tr", {}, h("td", { className: "mono" }, v), h("td", { className: "num" }, fmtInt(n))))))),
+  );
+  const sessionColumns = [
+    { label: "Session", cell: (s) => sessionLink(s.session_id) },
+    { label: "First seen", cell: (s) => fmtTime(s.first_seen_ms) },
+    { label: "Last seen", cell: (s) => fmtTime(s.last_seen_ms) },
+    { label: "Turns", num: true, cell: (s) => fmtInt(s.turns) },
+    { label: "Errors", num: true, cell: (s) => fmtInt(s.errors) },
+    { label: "First message", cell: (s) => h("span", { className: "preview" }, preview(requestText(parseMaybe(s.first_request_preview)), 80)) },
+  ];
+  render(
+    h("p", { className: "crumbs" }, link("/users", {}, "Users"), " / "),
+    title(),
+    h("div", { className: "toolbar" }, daySelect, " ", link("/traces", { filter: `user = ${quote(id)}` }, "this user's traces →")),
+    stats([
+      ["Traces", fmtInt(report.traces)],
+      ["Sessions", fmtInt(report.sessions)],
+      ["Errors", `${fmtInt(report.errors)} (${fmtRate(report.error_rate)})`],
+      ["Mean latency", fmtDur(report.mean_latency_ms)],
+      ["First seen", fmtTime(report.first_seen_ms)],
+      ["Last seen", fmtTime(report.last_seen_ms)],
+    ]),
+    h("h2", {}, "Daily activity"),
+    activityChart(report.daily_activity, report.since_ms, report.until_ms),
+    h("h2", {}, "Tags"),
+    tagTables.length ? h("div", { className: "tag-grid" }, tagTables) : h("p", { className: "muted" }, "No tags in this period."),
+    h("h2", {}, "Sessions"),
+    sessions.sessions.length ? table(sessionColumns, sessions.sessions) : h("p", { className: "muted" }, "No sessions."),
+  );
+}
+
+function barChart(rows, label, value, errorRate) {
+  const W = 720, rowH = 26, padL = 160, padR = 120;
+  const H = rows.length * rowH + 10;
+  const max = Math.max(1, ...rows.map(value));
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "traces by value" });
+  rows.forEach((r, i) => {
+    const y = 5 + i * rowH;
+    const w = ((W - padL - padR) * value(r)) / max;
+    const g = svg("g", { class: "row" });
+    g.appendChild(svg("text", { x: padL - 8, y: y + 17, "text-anchor": "end", class: "label" }, preview(label(r), 22)));
+    g.appendChild(svg("rect", { x: padL, y: y + 4, width: Math.max(1, w), height: rowH - 8, class: "bar" }));
+    const errW = w * errorRate(r);
+    if (errW > 0) g.appendChild(svg("rect", { x: padL + w - errW, y: y + 4, width: errW, height: rowH - 8, class: "bar err" }));
+    g.appendChild(svg("text", { x: padL + w + 6, y: y + 17, class: "tick" }, `${fmtInt(value(r))} · ${fmtRate(errorRate(r))} err`));
+    chart.appendChild(g);
+  });
+  return chart;
+}
+
+async function versionsPage() {
+  const p = params();
+  const key = p.get("key") || "app_version";
+  const filter = p.get("filter") || "";
+  const keyInput = h("input", { type: "text", name: "key", value: key, list: "known-keys", "aria-label": "metadata key", spellcheck: "false" });
+  const known = h("datalist", { id: "known-keys" }, ["app_version", "mlflow.source.type", "deployment_id", "mlflow.source.git.commit", "mlflow.source.name"].map((k) => h("option", { value: k })));
+  const box = filterBox(filter, (f) => go("/versions", { key: keyInput.value.trim(), filter: f }), "trace.timestamp_ms > 0  (only matching traces are counted)");
+  const keyForm = h("form", { className: "filter", onsubmit: (e) => { e.preventDefault(); go("/versions", { key: keyInput.value.trim(), filter }); } }, h("label", {}, "metadata key "), keyInput, known, h("button", { type: "submit" }, "Show"));
+  const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
+  render(h("h1", {}, "Versions"), h("div", { className: "toolbar" }, keyForm, box), results);
+  let data;
+  try {
+    data = await api("/api/versions", { key, filter });
+  } catch (err) {
+    if (err.status === 400) box.showError(err);
+    results.replaceChildren(errorBox(err));
+    return;
+  }
+  const columns = [
+    { label: key, cell: (r) => link("/traces", { filter: `metadata.\`${key.replaceAll("`", "")}\` = ${quote(r.value)}` }, r.value, "mono") },
+    { label: "Traces", num: true, cell: (r) => fmtInt(r.traces) },
+    { label: "Users", num: true, cell: (r) => fmtInt(r.users) },
+    { label: "Errors", num: true, cell: (r) => fmtInt(r.errors) },
+    { label: "Error rate", num: true, cell: (r) => fmtRate(r.error_rate) },
+    { label: "Mean latency", num: true, cell: (r) => fmtDur(r.mean_latency_ms) },
+    { label: "First seen", cell: (r) => fmtTime(r.first_seen_ms) },
+    { label: "Last seen", cell: (r) => fmtTime(r.last_seen_ms) },
+  ];
+  if (!data.rows.length) {
+    results.replaceChildren(h("p", { className: "muted empty" }, `No trace has the metadata key ${key}.`));
+    return;
+  }
+  results.replaceChildren(table(columns, data.rows), barChart(data.rows, (r) => r.value, (r) => r.traces, (r) => r.error_rate));
+}
+
+// -- the trace page: span tree timeline, inputs/outputs, metadata, editable tags -----
+
+function spanTree(spans) {
+  const byParent = new Map();
+  const ids = new Set(spans.map((s) => s.span_id));
+  for (const s of spans) {
+    const parent = s.parent_id && ids.has(s.parent_id) ? s.parent_id : null;
+    if (!byParent.has(parent)) byParent.set(parent, []);
+    byParent.get(parent).push(s);
+  }
+  const out = [];
+  const walk = (parent, depth) => {
+    for (const s of (byParent.get(parent) || []).sort((a, b) => a.start_time_ns - b.start_time_ns)) {
+      out.push({ span: s, depth });
+      walk(s.span_id, depth + 1);
+    }
+  };
+  walk(null, 0);
+  return out;
+}
+
+async function tracePage() {
+  const id = params().get("id");
+  if (!id) return render(errorBox(new Error("no trace id")));
+  let data;
+  try {
+    data = await api("/api/trace", { id });
+  } catch (err) {
+    return render(h("h1", {}, "Trace ", h("span", { className: "mono" }, id)), errorBox(err));
+  }
+  const info = data.info;
+  const spans = data.data.spans;
+  const md = info.trace_metadata || {};
+  const user = md["mlflow.trace.user"];
+  const session = md["mlflow.trace.session"];
+  const tree = spanTree(spans);
+  const t0 = Math.min(...spans.map((s) => s.start_time_ns));
+  const t1 = Math.max(...spans.map((s) => s.end_time_ns ?? s.start_time_ns));
+  const total = Math.max(1, t1 - t0);
+  const detail = h("div", { className: "span-detail", id: "span-detail" });
+  const rows = tree.map(({ span, depth }) => {
+    const bar = h("div", { className: `tl-bar${span.status === "ERROR" ? " err" : ""}` });
+    bar.style.left = `${((span.start_time_ns - t0) / total) * 100}%`;
+    bar.style.width = `${Math.max(0.4, (((span.end_time_ns ?? t1) - span.start_time_ns) / total) * 100)}%`;
+    const name = h("div", { className: "tl-name" }, h("span", { className: "type" }, span.span_type), " ", span.name);
+    name.style.paddingLeft = `${depth * 16 + 4}px`;
+    const row = h(
+      "button",
+      { type: "button", className: "tl-row", "data-span-id": span.span_id, onclick: () => select(span, row) },
+      name,
+      h("div", { className: "tl-track" }, bar),
+      h("div", { className: "tl-dur" }, fmtDur(span.end_time_ns == null ? null : (span.end_time_ns - span.start_time_ns) / 1e6)),
+    );
+    return row;
+  });
+  function select(span, row) {
+    for (const r of rows) r.classList.toggle("selected", r === row);
+    const kv = (obj) => {
+      const e = Object.entries(obj || {});
+      return e.length ? h("table", { className: "grid small" }, h("tbody", {}, e.map(([k, v]) => h("tr", {}, h("th", { className: "mono" }, k), h("td", {}, h("pre", {}, pretty(v))))))) : h("p", { className: "muted" }, "none");
+    };
+    detail.replaceChildren();
+    append(detail, [
+      h("h3", {}, span.name, " ", statusBadge(span.status)),
+      span.status_message ? h("p", { className: "errtext" }, span.status_message) : null,
+      h("div", { className: "io" }, h("div", {}, h("h4", {}, "Inputs"), h("pre", { className: "io-inputs" }, pretty(span.inputs))), h("div", {}, h("h4", {}, "Outputs"), h("pre", { className: "io-outputs" }, pretty(span.outputs)))),
+      h("h4", {}, "Attributes"),
+      kv(span.attributes),
+      span.events && span.events.length ? [h("h4", {}, "Events"), h("ul", {}, span.events.map((ev) => h("li", {}, h("b", {}, ev.name), " ", h("pre", {}, pretty(ev.attributes)))))] : null,
+    ]);
+  }
+  const mdRows = Object.entries(md).sort(([a], [b]) => a.localeCompare(b));
+  const tagsSection = h("div", { id: "tags" });
+  renderTags(tagsSection, info.trace_id, info.tags || {});
+  render(
+    h("p", { className: "crumbs" }, link("/traces", {}, "Traces"), " / ", session != null ? [link("/session", { id: session }, `session ${session}`), " / "] : null),
+    h("h1", {}, info.name ?? "Trace", " ", statusBadge(info.state)),
+    stats([
+      ["Trace", h("span", { className: "mono" }, info.trace_id)],
+      ["Time", fmtTime(info.request_time)],
+      ["Duration", fmtDur(info.execution_duration)],
+      ["User", userLink(user)],
+      ["Session", sessionLink(session)],
+    ]),
+    h("h2", {}, "Spans"),
+    h("div", { className: "timeline" }, rows),
+    detail,
+    h("h2", {}, "Tags"),
+    tagsSection,
+    h("h2", {}, "Metadata ", h("span", { className: "muted small" }, "(immutable)")),
+    h("table", { className: "grid small", id: "metadata" }, h("tbody", {}, mdRows.map(([k, v]) => h("tr", {}, h("th", { className: "mono" }, k), h("td", { className: "mono" }, v))))),
+  );
+  if (tree.length) select(tree[0].span, rows[0]);
+}
+
+function renderTags(container, traceId, tags) {
+  const status = h("div", { className: "tag-status", role: "status" });
+  const save = async (key, value, method) => {
+    status.textContent = "Saving…";
+    try {
+      await writeApi(method, "/api/trace/tags", method === "PUT" ? { trace_id: traceId, key, value } : { trace_id: traceId, key });
+      const next = { ...tags };
+      if (method === "PUT") next[key] = value;
+      else delete next[key];
+      renderTags(container, traceId, next);
+    } catch (err) {
+      status.textContent = `Not saved: ${err.message}`;
+      status.className = "tag-status errtext";
+    }
+  };
+  const rows = Object.entries(tags)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => {
+      const input = h("input", { type: "text", value: v, "aria-label": `tag ${k}`, "data-tag-key": k });
+      return h(
+        "tr",
+        {},
+        h("th", { className: "mono" }, k),
+        h("td", {}, input),
+        h("td", {}, h("button", { type: "button", className: "save-tag", onclick: () => save(k, input.value, "PUT") }, "Save"), " ", h("button", { type: "button", className: "delete-tag", onclick: () => save(k, null, "DELETE") }, "Delete")),
+      );
+    });
+  const newKey = h("input", { type: "text", id: "new-tag-key", placeholder: "key", "aria-label": "new tag key" });
+  const newValue = h("input", { type: "text", id: "new-tag-value", placeholder: "value", "aria-label": "new tag value" });
+  const add = h(
+    "form",
+    {
+      className: "add-tag",
+      onsubmit: (e) => {
+        e.preventDefault();
+        if (newKey.value.trim()) save(newKey.value.trim(), newValue.value, "PUT");
+      },
+    },
+    newKey,
+    newValue,
+    h("button", { type: "submit", id: "add-tag" }, "Add tag"),
+  );
+  container.replaceChildren(rows.length ? h("table", { className: "grid small tags-table" }, h("tbody", {}, rows)) : h("p", { className: "muted" }, "No tags."), add, status);
+}
+
+// -- routing ----------------------------------------------------------------------
+
+const PAGES = {
+  "/": tracesPage,
+  "/traces": tracesPage,
+  "/trace": tracePage,
+  "/sessions": sessionsPage,
+  "/session": sessionPage,
+  "/users": usersPage,
+  "/user": userPage,
+  "/versions": versionsPage,
+};
+
+function route() {
+  const page = PAGES[location.pathname] || tracesPage;
+  const section = { "/": "traces", "/trace": "traces", "/session": "sessions", "/user": "users" }[location.pathname] || location.pathname.slice(1);
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === section);
+  document.title = `${section || "traces"} · sessiontrace`;
+  window.scrollTo(0, 0);
+  return page().catch((err) => render(errorBox(err)));
+}
+
+window.addEventListener("popstate", route);
+route();
