@@ -397,6 +397,22 @@ def run_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_ui(sub: Subparsers) -> None:
+    from .server._cli import add_ui_arguments, run_ui
+
+    p = sub.add_parser(
+        "ui",
+        help="serve the web UI on the database (needs sessiontrace[ui])",
+        description="Serve the web UI, its JSON API and remote ingest on the database. "
+        "Binds 127.0.0.1 by default; any other --host needs --token.",
+    )
+    where = p.add_mutually_exclusive_group()  # SUPPRESS: keep a --db given before "ui"
+    where.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="SQLite file")
+    where.add_argument("--tracking-uri", metavar="URI", default=argparse.SUPPRESS)
+    add_ui_arguments(p, with_db=False)
+    p.set_defaults(run=run_ui)
+
+
 # Adding a subcommand (e.g. ``ui``) is one function appended here.
 COMMANDS: list[Callable[[Subparsers], None]] = [
     add_traces,
@@ -405,6 +421,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_users,
     add_user,
     add_versions,
+    add_ui,
 ]
 
 

@@ -243,7 +243,12 @@ def test_public_bind_needs_a_token(store_path: Path) -> None:
         serve(db=store_path, host="0.0.0.0", port=1)
 
 
-def test_cli_refuses_public_bind_without_token(store_path: Path) -> None:
-    from sessiontrace.server._cli import main
+def test_cli_refuses_public_bind_without_token(
+    store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sessiontrace.__main__ import main
 
-    assert main(["--db", str(store_path), "--host", "0.0.0.0", "--token", ""]) == 2
+    assert main(["ui", "--db", str(store_path), "--host", "0.0.0.0", "--token", ""]) == 2
+    assert "without a token" in capsys.readouterr().err
+    assert main(["--db", str(store_path), "ui", "--host", "::", "--token", "short"]) == 2
+    assert "16 characters" in capsys.readouterr().err

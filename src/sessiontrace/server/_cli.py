@@ -13,12 +13,17 @@ __all__ = ["add_ui_arguments", "main", "run_ui"]
 TOKEN_ENV = "SESSIONTRACE_UI_TOKEN"
 
 
-def add_ui_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument(
-        "--db",
-        default=None,
-        help="SQLite file to serve (default: the tracking URI's file, ./sessiontrace.db)",
-    )
+def add_ui_arguments(
+    parser: argparse.ArgumentParser, *, with_db: bool = True
+) -> argparse.ArgumentParser:
+    """The options of ``ui``; ``with_db=False`` when the parent parser already has
+    ``--db``/``--tracking-uri`` (the ``sessiontrace`` CLI)."""
+    if with_db:
+        parser.add_argument(
+            "--db",
+            default=None,
+            help="SQLite file to serve (default: the tracking URI's file, ./sessiontrace.db)",
+        )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument(
@@ -36,12 +41,16 @@ def run_ui(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"sessiontrace ui: {exc}", file=sys.stderr)
         return 2
-    db = args.db
+    db = getattr(args, "db", None)
     if db is None:
-        from .._config import parse_tracking_uri
-        from .._runtime import settings
+        from .._config import Settings, parse_tracking_uri
 
-        location = parse_tracking_uri(settings().tracking_uri)
+        uri = getattr(args, "tracking_uri", None) or Settings.resolve().tracking_uri
+        try:
+            location = parse_tracking_uri(uri)
+        except ValueError as exc:
+            print(f"sessiontrace ui: {exc}", file=sys.stderr)
+            return 2
         if location.scheme != "sqlite":
             print("sessiontrace ui: the tracking URI is a server; pass --db PATH", file=sys.stderr)
             return 2
