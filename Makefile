@@ -20,7 +20,7 @@ $(STAMP)-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP)-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[fast,pandas]"
+	$(BIN)/python -m pip install --quiet -e ".[fast,pandas,examples]"
 	touch $@
 
 $(STAMP)-bench: pyproject.toml | $(BIN)/python

@@ -1,65 +1,127 @@
-"""A scripted multi-user, multi-session chat, then who-did-what read back from the store.
+"""Several users chat with the FastAPI example under uvicorn; then who-did-what from the store.
 
     make demo                       # or: python examples/chat_demo.py [--db PATH]
 
-Offline: the model is the fake OpenAI-compatible server in ``fake_llm.py``.
+What happens: the fake OpenAI-compatible model (``fake_llm.py``) starts on
+127.0.0.1, the FastAPI example (``fastapi_app/app.py``, one middleware line) is
+served by uvicorn on another local port, and scripted clients send their
+messages with ``X-User-ID`` / ``X-Session-ID`` headers, some as streamed replies.
+The app never mentions users or sessions; the summary printed at the end is read
+back from the SQLite store the app wrote. Everything stays offline.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fake_llm
-import llm_client
 
 import sessiontrace
 
-# (user, session, message): three users, five conversations, interleaved.
+EXAMPLES = Path(__file__).resolve().parent
+
+# (user, session, message, streamed): three users, five conversations, interleaved.
 SCRIPT = [
-    ("user-alice", "session-a1", "What is a vector database?"),
-    ("user-bob", "session-b1", "Summarise the meeting notes"),
-    ("user-alice", "session-a1", "How does it differ from a search index?"),
-    ("user-carol", "session-c1", "Translate 'good morning' to French"),
-    ("user-bob", "session-b1", "Now make it shorter"),
-    ("user-alice", "session-a2", "Write a haiku about SQLite"),
-    ("user-bob", "session-b2", "What time zone is UTC+1?"),
-    ("user-carol", "session-c1", "And to German?"),
-    ("user-alice", "session-a1", "Thanks, one more example please"),
-    ("user-bob", "session-b1", "Perfect"),
+    ("user-alice", "session-a1", "What is a vector database?", False),
+    ("user-bob", "session-b1", "Summarise the meeting notes", False),
+    ("user-alice", "session-a1", "How does it differ from a search index?", True),
+    ("user-carol", "session-c1", "Translate 'good morning' to French", False),
+    ("user-bob", "session-b1", "Now make it shorter", True),
+    ("user-alice", "session-a2", "Write a haiku about SQLite", False),
+    ("user-bob", "session-b2", "What time zone is UTC+1?", False),
+    ("user-carol", "session-c1", "And to German?", True),
+    ("user-alice", "session-a1", "Thanks, one more example please", False),
+    ("user-bob", "session-b1", "Perfect", False),
 ]
 
 
-def run_script(model: llm_client.OpenAICompatibleChatModel) -> None:
-    history: dict[str, list[dict[str, str]]] = {}
-
-    @sessiontrace.trace(span_type="LLM")
-    def call_model(messages: list[dict[str, str]]) -> str:
-        return model.complete(messages)
-
-    @sessiontrace.trace(span_type="CHAIN")
-    def chat(message: str) -> str:
-        _, session_id = sessiontrace.get_user_session_context()
-        messages = history.setdefault(str(session_id), [])
-        messages.append({"role": "user", "content": message})
-        reply = call_model(messages)
-        messages.append({"role": "assistant", "content": reply})
-        return reply
-
-    for user_id, session_id, message in SCRIPT:
-        with sessiontrace.user_session(user_id=user_id, session_id=session_id):
-            reply = chat(message)
-        print(f"  {user_id:<11} {session_id:<11} > {message}")
-        print(f"  {'':<23} < {reply}")
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def print_summary() -> None:
-    sessiontrace.flush()
-    conn = sessiontrace._runtime.get_store().connection()
+def _post(base: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> str:
+    request = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **headers},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        if not path.endswith("/stream"):
+            return str(json.load(response)["response"])
+        pieces = []
+        for raw in response:  # server-sent events, one token each
+            line = raw.decode().strip()
+            if line.startswith("data: ") and line != "data: [DONE]":
+                pieces.append(json.loads(line[len("data: ") :]))
+        return "".join(pieces)
+
+
+def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if server.poll() is not None:
+            raise SystemExit("the FastAPI example did not start (is uvicorn installed?)")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise SystemExit("the FastAPI example did not answer in 30 s") from None
+            time.sleep(0.1)
+
+
+def run_traffic(db: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with fake_llm.FakeLLMServer() as llm:
+        env = {
+            **os.environ,
+            "SESSIONTRACE_TRACKING_URI": f"sqlite:///{db}",
+            "OPENAI_API_KEY": "fake-demo-key",  # the fake model, over HTTP
+            "OPENAI_BASE_URL": llm.base_url,
+        }
+        cmd = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", "fastapi_app"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        server = subprocess.Popen(cmd, cwd=EXAMPLES, env=env)
+        try:
+            _wait_until_up(base, server)
+            print(f"FastAPI example on {base}, model on {llm.base_url}\n")
+            for user, session, message, streamed in SCRIPT:
+                headers = {"X-User-ID": user, "X-Session-ID": session}
+                path = "/chat/stream" if streamed else "/chat"
+                reply = _post(base, path, {"message": message}, headers)
+                print(f"  {user:<11} {session:<11} > {message}")
+                print(f"  {'(streamed)' if streamed else '':<23} < {reply}")
+        finally:
+            server.terminate()  # uvicorn shuts down gracefully; the app flushes its traces
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def print_summary(db: Path) -> None:
+    store = sessiontrace.SQLiteStore(db)
+    conn = store.connection()
+    total = conn.execute("SELECT COUNT(*) FROM traces").fetchone()[0]
+    print(f"\n{total} traces in {db}")
     print("\nPer user:")
     print(f"  {'user':<12} {'traces':>6} {'sessions':>8} {'avg ms':>8} {'errors':>6}")
     rows = conn.execute(
@@ -70,32 +132,29 @@ def print_summary() -> None:
     for user, count, sessions, avg_ms, errors in rows:
         print(f"  {user:<12} {count:>6} {sessions:>8} {avg_ms:>8.1f} {errors:>6}")
     print("\nPer session:")
-    print(f"  {'session':<12} {'user':<12} {'turns':>5} {'first question'}")
+    print(f"  {'session':<12} {'user':<12} {'turns':>5}  first message")
     rows = conn.execute(
         "SELECT session_id, user_id, COUNT(*), MIN(request_time) FROM traces"
         " WHERE session_id IS NOT NULL GROUP BY session_id, user_id ORDER BY session_id"
     ).fetchall()
     for session, user, turns, first_time in rows:
-        first = conn.execute(
+        preview = conn.execute(
             "SELECT request_preview FROM traces WHERE session_id = ? AND request_time = ?",
             (session, first_time),
         ).fetchone()[0]
-        print(f"  {session:<12} {user:<12} {turns:>5} {first}")
+        first = json.loads(preview).get("message", preview) if preview else ""
+        print(f"  {session:<12} {user:<12} {turns:>5}  {first}")
+    store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="SQLite file to write (default: a temporary one)")
     args = parser.parse_args()
-    tmp = tempfile.TemporaryDirectory(prefix="sessiontrace-demo-")
-    db = Path(args.db).resolve() if args.db else Path(tmp.name) / "traces.db"
-    sessiontrace.configure(tracking_uri=f"sqlite:///{db}")
-    print(f"Traces go to {db}\n")
-    with fake_llm.FakeLLMServer() as llm:
-        model = llm_client.OpenAICompatibleChatModel(llm.base_url, "fake-key", fake_llm.MODEL)
-        run_script(model)
-        print_summary()
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory(prefix="sessiontrace-demo-") as tmp:
+        db = Path(args.db).resolve() if args.db else Path(tmp) / "traces.db"
+        run_traffic(db)
+        print_summary(db)
 
 
 if __name__ == "__main__":

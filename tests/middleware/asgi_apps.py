@@ -143,3 +143,8 @@ def make_app(*, lifespan_label: str | None = None) -> FastAPI:
             await websocket.send_json({"seen": record(text)})
 
     return app
+
+
+# For uvicorn in a subprocess (``asgi_apps:app``): the plain middleware line.
+app = make_app()
+app.add_middleware(sessiontrace.ASGIMiddleware)

@@ -6,8 +6,13 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,10 +26,10 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 import sessiontrace
-from sessiontrace import ASGIMiddleware
+from sessiontrace import ASGIMiddleware, _runtime
 
 from .asgi_apps import AppError, make_app, record
-from .servers import by_label, stored, uvicorn_server
+from .servers import HERE, by_label, free_port, stored, uvicorn_server
 
 pytestmark = pytest.mark.slow
 
@@ -428,20 +433,68 @@ def test_lifespan_runs_through_untouched() -> None:
     assert ids(rows["req"]) == ("user-1", "session-1")
 
 
-def test_other_scope_types_pass_the_same_objects() -> None:
-    calls: list[tuple[Any, Any, Any]] = []
+def test_other_scope_types_pass_through_and_shutdown_flushes_first(store_path: Path) -> None:
+    seen: list[Any] = []
+    sent: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        calls.append((scope, receive, send))
+        seen.append((scope, receive))
+        await receive()
+        record("during-lifespan")
+        complete = {"type": "lifespan.shutdown.complete"}
+        await send(complete)
+        seen.append(complete)
 
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
 
-    async def receive() -> Any: ...
-    async def send(message: Any) -> None: ...
+    async def receive() -> Any:
+        return {"type": "lifespan.shutdown"}
 
+    async def send(message: Any) -> None:
+        # The trace finished just before must already be in the store.
+        store = _runtime.get_store()
+        sent.append(
+            (message, [t.data.spans[0].inputs for t in store.load_traces(store.list_trace_ids())])
+        )
+
+    # Nothing is written by the timer during this test: only a flush writes.
+    sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}", flush_interval=600)
     asyncio.run(ASGIMiddleware(app, trace_requests=True)(scope, receive, send))
-    assert calls == [(scope, receive, send)]
-    assert calls[0][0] is scope and scope == {"type": "lifespan", "asgi": {"version": "3.0"}}
+    assert seen[0] == (scope, receive)
+    assert seen[0][0] is scope and scope == {"type": "lifespan", "asgi": {"version": "3.0"}}
+    assert sent == [(seen[1], [{"label": "during-lifespan"}])]
+    assert sent[0][0] is seen[1]
+
+
+def test_sigterm_under_uvicorn_loses_no_trace(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    port = free_port()
+    env = {
+        **os.environ,
+        "SESSIONTRACE_TRACKING_URI": f"sqlite:///{db}",
+        "SESSIONTRACE_FLUSH_INTERVAL": "600",  # only a flush writes
+        "PYTHONPATH": str(HERE),
+    }
+    cmd = [sys.executable, "-m", "uvicorn", "asgi_apps:app", "--port", str(port)]
+    server = subprocess.Popen(cmd, env=env, cwd=HERE, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/whoami", params={"label": "ready"}, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        for i in range(20):
+            httpx.get(f"{base}/whoami", params={"label": f"s{i}"}, headers=ID)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    rows = by_label(stored(db))
+    assert len(rows) == 21
+    assert all(ids(rows[f"s{i}"]) == ("user-1", "session-1") for i in range(20))
 
 
 # -- mounted twice ------------------------------------------------------------------------

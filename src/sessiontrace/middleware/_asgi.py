@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from .._context import _reset_request_context, _set_request_context
-from .._runtime import count_internal_error
+from .._runtime import count_internal_error, flush, settings
 from .._tracing import _current_span
 from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, Resolved, logger
 from ._trace import RequestTrace, route_of
@@ -32,7 +32,10 @@ class ASGIMiddleware:
     chunk, background tasks, sync endpoints in the thread pool and
     ``run_in_threadpool``. Both ids are set at entry (a value or ``None``) and
     restored in ``finally``, so nothing leaks into the next request. Lifespan and
-    other scope types pass through untouched; websockets get the ids too.
+    other scope types pass through with their messages untouched, except that
+    queued traces are written before ``lifespan.shutdown.complete`` goes out
+    (uvicorn ends the process by re-raising SIGTERM, so atexit would never run);
+    websockets get the ids too.
 
     >>> app = FastAPI()
     >>> app.add_middleware(sessiontrace.ASGIMiddleware)
@@ -125,6 +128,8 @@ class ASGIMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if (kind != "http" and kind != "websocket") or SCOPE_KEY in scope:
+            if kind == "lifespan":
+                send = _flush_before_shutdown_complete(send)
             await self.app(scope, receive, send)
             return
         policy = self._policy
@@ -257,6 +262,21 @@ class ASGIMiddleware:
         if not rt.done:
             rt.route = route_of(scope)
             rt.finish(None)
+
+
+def _flush_before_shutdown_complete(send: Send) -> Send:
+    # uvicorn re-raises SIGTERM after a graceful shutdown, so the process dies by the
+    # signal and atexit never runs: the traces still queued would be lost. The last
+    # moment the app controls is its "shutdown complete" message.
+    async def send_after_flush(message: Message) -> None:
+        if message["type"] == "lifespan.shutdown.complete":
+            try:
+                flush(settings().shutdown_timeout)
+            except Exception:
+                count_internal_error("middleware_flush")
+        await send(message)
+
+    return send_after_flush
 
 
 def _echo(send: Send, header_name: bytes, session_id: str) -> Send:
