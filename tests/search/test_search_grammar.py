@@ -248,8 +248,10 @@ def test_order_by(text: str, expr: str, ascending: bool) -> None:
     keys, params = compile_order_by([parse_order_by(text)])
     assert keys[0] == (expr, ascending)
     assert params == {}
-    # tie-breakers: newest first, then trace id
+    # tie-breakers: newest first, then trace id in the time key's direction
     assert [k for k, _ in keys[1:]] == [c for c in ("t.request_time", "t.trace_id") if c != expr]
+    if expr == "t.request_time":
+        assert keys[1] == ("t.trace_id", ascending)
 
 
 def test_order_by_metadata_binds_the_key() -> None:

@@ -192,3 +192,25 @@ def test_sql_injection_attempts_are_just_values(dataset: list[Record]) -> None:
     )
     # the tables are intact
     assert len(sessiontrace.search_traces(return_type="list")) == len(dataset)
+
+
+def test_traces_started_in_the_same_millisecond_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sessiontrace import _tracing
+
+    monkeypatch.setitem(_tracing.clock, "ns", lambda: 1_765_000_000_000_000_000)
+
+    @sessiontrace.trace
+    def turn(n: int) -> int:
+        sessiontrace.update_current_trace(metadata={"mlflow.trace.session": "s"})
+        return n
+
+    for n in range(5):
+        turn(n)
+    oldest_first = sessiontrace.search_traces(
+        filter_string="session = 's'", order_by=["timestamp ASC"], return_type="list"
+    )
+    assert [t.data.response for t in oldest_first] == ["0", "1", "2", "3", "4"]
+    newest_first = sessiontrace.search_traces(filter_string="session = 's'", return_type="list")
+    assert [t.data.response for t in newest_first] == ["4", "3", "2", "1", "0"]

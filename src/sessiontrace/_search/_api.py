@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from .._entities import METADATA_SESSION, METADATA_USER, Trace
-from ._compile import NOT_NULL_COLUMNS, compile_filter, compile_order_by, register_functions
+from ._compile import (
+    NOT_NULL_COLUMNS,
+    Compiled,
+    compile_filter,
+    compile_order_by,
+    register_functions,
+)
 from ._paging import check_offset, check_values, decode_token, encode_token, fingerprint
 from ._parser import OrderKey, parse_filter, parse_order_by
 
@@ -89,10 +96,7 @@ def search_trace_ids(
         isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1
     ):
         raise ValueError(f"max_results must be a positive integer or None, not {max_results!r}")
-    node = parse_filter(filter_string)
-    keys: list[OrderKey] = [parse_order_by(o) for o in (order_by or [])]
-    where = compile_filter(node)
-    order, order_params = compile_order_by(keys)
+    where, order, order_params = _compiled(filter_string, tuple(order_by or ()))
     params: dict[str, Any] = {**where.params, **order_params}
     query_id = fingerprint("traces", filter_string or "", list(order_by or []))
 
@@ -133,6 +137,17 @@ def search_trace_ids(
         else:
             token = encode_token(query_id, o=offset + max_results)
     return [r[0] for r in rows], token
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled(
+    filter_string: str | None, order_by: tuple[str, ...]
+) -> tuple[Compiled, list[tuple[str, bool]], dict[str, Any]]:
+    # Dashboards repeat the same few queries; parsing is pure, so cache it. Callers
+    # copy the parameter dicts before adding to them.
+    keys: list[OrderKey] = [parse_order_by(o) for o in order_by]
+    order, order_params = compile_order_by(keys)
+    return compile_filter(parse_filter(filter_string)), order, order_params
 
 
 def _after(order: list[tuple[str, bool]], values: list[Any], params: dict[str, Any]) -> str:

@@ -145,10 +145,14 @@ def compile_order_by(
         return f":{name}"
 
     out = [(order_expression(k.field, alias, bind), k.ascending) for k in keys]
-    exprs = {e for e, _ in out}
-    for column in ("request_time", "trace_id"):
-        if f"{alias}.{column}" not in exprs:
-            out.append((f"{alias}.{column}", False))
+    directions = dict(out)
+    time_expr, id_expr = f"{alias}.request_time", f"{alias}.trace_id"
+    if time_expr not in directions:
+        out.append((time_expr, False))
+        directions[time_expr] = False
+    if id_expr not in directions:
+        # Trace ids grow with start time, so ties in the millisecond keep their order.
+        out.append((id_expr, directions[time_expr]))
     return out, params
 
 

@@ -1,0 +1,530 @@
+"""Search and analytics on 1,000,000 traces, each beside its hand-written SQL floor.
+
+    python bench/search.py                 # generate once (cached), then time
+    python bench/search.py --runs 15       # more repetitions
+    python bench/search.py --mlflow        # also MLflow's search_traces on 10,000 traces
+
+The data set (10,000 users, 100,000 sessions of 5-15 turns, two spans a trace,
+four app versions, two environments, a query_category tag) is bulk-inserted
+straight into the store's schema, not through the SDK, and cached under
+``bench/.data/`` (git-ignored). Each query is timed as the median of ``--runs``
+runs after one warm-up run, in one process, page cache warm; the "floor" is the
+same answer fetched with plain ``sqlite3`` and hand-written SQL on the best index.
+
+MLflow runs in its own virtualenv (``bench/.data/mlflow-venv``, created on first
+use with ``pip install mlflow``): full MLflow pins older versions of packages the
+project's ``.venv`` shares, so it is kept out of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import sessiontrace  # noqa: E402
+from sessiontrace._store._sqlite import _SCHEMA, SQLiteStore  # noqa: E402
+
+N_TRACES = 1_000_000
+N_USERS = 10_000
+N_SESSIONS = 100_000
+SUBSET = 10_000
+END_MS = 1_765_600_000_000  # fixed "now" so runs are comparable
+SPAN_DAYS = 30
+DAY_MS = 86_400_000
+VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "2.0.0")
+MLFLOW_VERSION = "3.17.2"
+
+
+# -- data -----------------------------------------------------------------------------
+
+
+def _sessions(n_traces: int, n_sessions: int, n_users: int, seed: int) -> Iterator[tuple]:
+    """(session_id, user_id, start_ms, turns) in start order; turns add up to n_traces."""
+    rng = random.Random(seed)
+    turns = [5 + (i % 11) for i in range(n_sessions)]  # 5..15, mean 10
+    diff = n_traces - sum(turns)
+    i = 0
+    while diff:
+        step = 1 if diff > 0 else -1
+        if turns[i % n_sessions] + step >= 1:
+            turns[i % n_sessions] += step
+            diff -= step
+        i += 1
+    rng.shuffle(turns)
+    starts = sorted(END_MS - rng.randrange(SPAN_DAYS * DAY_MS) - 3_600_000 for _ in turns)
+    for s, (start, n) in enumerate(zip(starts, turns, strict=True)):
+        yield f"session-{s:06d}", f"user-{rng.randrange(n_users):05d}", start, n
+
+
+def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int = 1) -> None:
+    """Bulk-load the store's schema (secondary indexes built after the load)."""
+    tmp = path.with_suffix(".tmp")
+    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        p.unlink(missing_ok=True)
+    store = SQLiteStore(tmp)
+    store.connection()  # creates the schema
+    store.close()
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -400000")
+    indexes = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
+    ]
+    for name in indexes:
+        conn.execute(f"DROP INDEX {name}")
+    rng = random.Random(seed + 1)
+    seq = 0
+    t0 = time.perf_counter()
+    batch: dict[str, list[tuple]] = {"t": [], "s": [], "m": [], "g": []}
+
+    def flush() -> None:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", batch["t"])
+        conn.executemany("INSERT INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["s"])
+        conn.executemany("INSERT INTO trace_metadata VALUES (?,?,?)", batch["m"])
+        conn.executemany("INSERT INTO trace_tags VALUES (?,?,?)", batch["g"])
+        conn.execute("COMMIT")
+        for rows in batch.values():
+            rows.clear()
+
+    categories = ("chat", "search", "support")
+    for session_id, user_id, start, turns in _sessions(n_traces, n_sessions, n_users, seed):
+        age = (END_MS - start) / (SPAN_DAYS * DAY_MS)  # 1 = oldest
+        version = VERSIONS[min(3, int((1 - age) * 4 + rng.random() * 0.5))]
+        env = "production" if rng.random() < 0.8 else "staging"
+        t = start
+        for turn in range(turns):
+            seq += 1
+            duration = rng.randint(200, 5000)
+            state = "ERROR" if rng.random() < 0.03 else "OK"
+            tid = f"tr-{t:012x}{seq:020x}"
+            root, child = f"{seq:015x}0", f"{seq:015x}1"
+            message = f"question {turn + 1} in {session_id}"
+            inputs = json.dumps({"message": message})
+            outputs = None if state == "ERROR" else json.dumps(f"answer to {message}")
+            batch["t"].append(
+                (
+                    tid,
+                    t,
+                    t + duration,
+                    float(duration),
+                    state,
+                    "chat",
+                    user_id,
+                    session_id,
+                    None,
+                    inputs,
+                    outputs,
+                    root,
+                )
+            )
+            start_ns = t * 1_000_000
+            end_ns = start_ns + duration * 1_000_000
+            batch["s"].append(
+                (
+                    tid,
+                    root,
+                    None,
+                    "chat",
+                    "CHAIN",
+                    start_ns,
+                    end_ns,
+                    state,
+                    None,
+                    inputs,
+                    outputs,
+                    None,
+                    None,
+                )
+            )
+            batch["s"].append(
+                (
+                    tid,
+                    child,
+                    root,
+                    "llm",
+                    "LLM",
+                    start_ns + 1000,
+                    end_ns - 1000,
+                    state,
+                    None,
+                    inputs,
+                    outputs,
+                    '{"model":"m-1"}',
+                    None,
+                )
+            )
+            batch["m"].append((tid, "app_version", version))
+            batch["m"].append((tid, "mlflow.source.type", env))
+            batch["g"].append((tid, "query_category", categories[seq % 3]))
+            t += duration + rng.randint(5_000, 120_000)
+        if len(batch["t"]) >= 50_000:
+            flush()
+    flush()
+    print(f"  loaded {seq:,} traces in {time.perf_counter() - t0:.0f}s; indexing", flush=True)
+    conn.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: recreates the indexes
+    conn.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    tmp.replace(path)
+    print(f"  done in {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def ensure_db(name: str, n_traces: int, n_sessions: int, n_users: int) -> Path:
+    DATA.mkdir(exist_ok=True)
+    path = DATA / name
+    if not path.exists():
+        print(f"generating {path} ({n_traces:,} traces; cached for later runs)", flush=True)
+        generate(path, n_traces, n_sessions, n_users)
+    return path
+
+
+# -- timing ---------------------------------------------------------------------------
+
+
+def median_ms(fn: Callable[[], Any], runs: int) -> float:
+    fn()  # warm-up: statement cache, page cache
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def pick(conn: sqlite3.Connection) -> tuple[str, str]:
+    """A typical session (10 turns) and the user with the median trace count in the last week."""
+    session = conn.execute(
+        "SELECT session_id FROM traces WHERE session_id IS NOT NULL GROUP BY session_id "
+        "HAVING count(*) = 10 LIMIT 1 OFFSET 5000"
+    ).fetchone()[0]
+    user = conn.execute(
+        "SELECT user_id FROM traces WHERE request_time > ? GROUP BY user_id ORDER BY count(*) "
+        "LIMIT 1 OFFSET 2500",
+        (END_MS - 7 * DAY_MS,),
+    ).fetchone()[0]
+    return session, user
+
+
+# Hand-written floors: the same answers, plain sqlite3, best index, no objects.
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def floor_session_traces(conn: sqlite3.Connection, session: str) -> list[Any]:
+    # The same answer as search_traces(..., return_type="list"): every column of the
+    # traces, their metadata, tags and spans, the spans' JSON decoded.
+    rows = conn.execute(
+        "SELECT * FROM traces WHERE session_id = ? ORDER BY request_time", (session,)
+    ).fetchall()
+    ids = [r[0] for r in rows]
+    marks = ",".join("?" * len(ids))
+    spans = [
+        (*r[:9], _json(r[9]), _json(r[10]), _json(r[11]), _json(r[12]))
+        for r in conn.execute(f"SELECT * FROM spans WHERE trace_id IN ({marks})", ids)
+    ]
+    return [
+        rows,
+        conn.execute(f"SELECT * FROM trace_metadata WHERE trace_id IN ({marks})", ids).fetchall(),
+        conn.execute(f"SELECT * FROM trace_tags WHERE trace_id IN ({marks})", ids).fetchall(),
+        spans,
+    ]
+
+
+def floor_session_flow(conn: sqlite3.Connection, session: str) -> list[Any]:
+    return [
+        (*r[:4], _json(r[4]), _json(r[5]))
+        for r in conn.execute(
+            "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, s.inputs, "
+            "s.outputs FROM traces t LEFT JOIN spans s ON s.trace_id = t.trace_id "
+            "AND s.span_id = t.root_span_id WHERE t.session_id = ? ORDER BY t.request_time",
+            (session,),
+        )
+    ]
+
+
+def floor_user_report(conn: sqlite3.Connection, user: str) -> list[Any]:
+    since = END_MS - 7 * DAY_MS
+    return [
+        conn.execute(
+            "SELECT min(request_time), max(request_time) FROM traces WHERE user_id = ?", (user,)
+        ).fetchone(),
+        conn.execute(
+            "SELECT count(*), count(DISTINCT session_id), sum(state = 'ERROR'), "
+            "avg(execution_time_ms) FROM traces WHERE user_id = ? AND request_time > ?",
+            (user, since),
+        ).fetchone(),
+        conn.execute(
+            "SELECT date(request_time / 1000, 'unixepoch') d, count(*), sum(state = 'ERROR') "
+            "FROM traces WHERE user_id = ? AND request_time > ? GROUP BY d",
+            (user, since),
+        ).fetchall(),
+        conn.execute(
+            "SELECT g.key, g.value, count(*) FROM traces t JOIN trace_tags g "
+            "ON g.trace_id = t.trace_id WHERE t.user_id = ? AND t.request_time > ? "
+            "GROUP BY g.key, g.value",
+            (user, since),
+        ).fetchall(),
+    ]
+
+
+def floor_sessions_page(conn: sqlite3.Connection) -> list[Any]:
+    # Newest trace of each session, newest first: the request_time index walked backwards.
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT t.session_id FROM traces t WHERE t.session_id IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM traces u WHERE u.session_id = t.session_id "
+            "AND u.request_time > t.request_time) ORDER BY t.request_time DESC LIMIT 51"
+        )
+    ][:50]
+    marks = ",".join("?" * len(ids))
+    return conn.execute(
+        "SELECT session_id, min(request_time), max(request_time), count(*), "
+        "sum(state = 'ERROR'), sum(execution_time_ms), avg(execution_time_ms), "
+        "json_group_array(DISTINCT user_id), (SELECT f.request_preview FROM traces f "
+        "WHERE f.session_id = t.session_id ORDER BY f.request_time LIMIT 1) "
+        f"FROM traces t WHERE session_id IN ({marks}) GROUP BY session_id",
+        ids,
+    ).fetchall()
+
+
+def naive_sessions_page(conn: sqlite3.Connection) -> list[Any]:
+    return conn.execute(
+        "SELECT session_id, min(request_time), max(request_time) AS last, count(*), "
+        "sum(state = 'ERROR'), avg(execution_time_ms) FROM traces "
+        "WHERE session_id IS NOT NULL GROUP BY session_id ORDER BY last DESC LIMIT 50"
+    ).fetchall()
+
+
+def floor_versions(conn: sqlite3.Connection) -> list[Any]:
+    return conn.execute(
+        "SELECT m.value, count(*) n, count(DISTINCT t.user_id), sum(t.state = 'ERROR'), "
+        "avg(t.execution_time_ms), min(t.request_time), max(t.request_time) "
+        "FROM trace_metadata m JOIN traces t ON t.trace_id = m.trace_id "
+        "WHERE m.key = 'app_version' GROUP BY m.value ORDER BY n DESC"
+    ).fetchall()
+
+
+def run_million(runs: int) -> list[dict[str, Any]]:
+    path = ensure_db("search-1m.db", N_TRACES, N_SESSIONS, N_USERS)
+    store = SQLiteStore(path)
+    conn = sqlite3.connect(path)
+    session, user = pick(conn)
+    where_session = f"metadata.`mlflow.trace.session` = '{session}'"
+    cases: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+        (
+            "one session's traces (search_traces, list, with spans)",
+            lambda: sessiontrace.search_traces(
+                filter_string=where_session,
+                order_by=["timestamp ASC"],
+                return_type="list",
+                store=store,
+            ),
+            lambda: floor_session_traces(conn, session),
+        ),
+        (
+            "one session's turns (session_flow)",
+            lambda: sessiontrace.session_flow(session, store=store),
+            lambda: floor_session_flow(conn, session),
+        ),
+        (
+            "one user's 7-day report (user_report)",
+            lambda: sessiontrace.user_report(user, days=7, now_ms=END_MS, store=store),
+            lambda: floor_user_report(conn, user),
+        ),
+        (
+            "sessions list, first page of 50 (list_sessions)",
+            lambda: sessiontrace.list_sessions(store=store),
+            lambda: floor_sessions_page(conn),
+        ),
+        (
+            "per-version aggregates (metadata_breakdown)",
+            lambda: sessiontrace.metadata_breakdown("app_version", store=store),
+            lambda: floor_versions(conn),
+        ),
+    ]
+    results = []
+    for name, ours, floor in cases:
+        ours_ms = median_ms(ours, runs)
+        floor_ms = median_ms(floor, runs)
+        results.append({"query": name, "ours_ms": ours_ms, "floor_ms": floor_ms})
+        print(
+            f"{name:58} {ours_ms:9.2f} ms   floor {floor_ms:9.2f} ms   x{ours_ms / floor_ms:.2f}",
+            flush=True,
+        )
+    naive = median_ms(lambda: naive_sessions_page(conn), max(3, runs // 5))
+    print(f"{'(for scale: sessions page by GROUP BY over every session)':58} {naive:9.2f} ms")
+    pandas_ms = median_ms(
+        lambda: sessiontrace.search_traces(
+            filter_string=where_session, order_by=["timestamp ASC"], store=store
+        ),
+        runs,
+    )
+    print(f"{'(one session as a pandas DataFrame)':58} {pandas_ms:9.2f} ms")
+    results.append({"query": "naive sessions GROUP BY", "ours_ms": naive, "floor_ms": None})
+    results.append({"query": "one session, pandas", "ours_ms": pandas_ms, "floor_ms": None})
+    return results
+
+
+# -- MLflow on a 10,000-trace subset ---------------------------------------------------
+
+MLFLOW_WORKER = r"""
+import json, sys, time, statistics, os, sqlite3
+import mlflow
+from mlflow.entities import SpanType
+
+db, src, runs, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+mlflow.set_tracking_uri(f"sqlite:///{db}")
+mlflow.set_experiment("search-bench")
+if log:
+    rows = sqlite3.connect(src).execute(
+        "SELECT t.trace_id, t.user_id, t.session_id, t.state, m.value, s.inputs, s.outputs "
+        "FROM traces t JOIN trace_metadata m ON m.trace_id = t.trace_id AND m.key = 'app_version' "
+        "JOIN spans s ON s.trace_id = t.trace_id AND s.parent_id IS NULL ORDER BY t.request_time"
+    ).fetchall()
+    t0 = time.perf_counter()
+    for tid, user, session, state, version, inputs, outputs in rows:
+        with mlflow.start_span(name="chat", span_type=SpanType.CHAIN) as root:
+            root.set_inputs(json.loads(inputs))
+            mlflow.update_current_trace(
+                metadata={"mlflow.trace.user": user, "mlflow.trace.session": session,
+                          "app_version": version},
+                tags={"query_category": "chat"},
+            )
+            with mlflow.start_span(name="llm", span_type=SpanType.LLM) as child:
+                child.set_inputs(json.loads(inputs))
+            root.set_outputs(json.loads(outputs) if outputs else None)
+    mlflow.flush_trace_async_logging() if hasattr(mlflow, "flush_trace_async_logging") else None
+    print(json.dumps({"logged": len(rows), "log_s": time.perf_counter() - t0}), flush=True)
+    sys.exit(0)
+session, user = sys.argv[5], sys.argv[6]
+def med(fn):
+    fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter(); fn(); ts.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(ts)
+q_session = lambda: mlflow.search_traces(
+    filter_string=f"metadata.`mlflow.trace.session` = '{session}'", order_by=["timestamp ASC"])
+q_user = lambda: mlflow.search_traces(
+    filter_string=f"metadata.`mlflow.trace.user` = '{user}'", order_by=["timestamp_ms DESC"])
+out = {"session_rows": len(q_session()), "user_rows": len(q_user()),
+       "session_ms": med(q_session), "user_ms": med(q_user)}
+print(json.dumps(out), flush=True)
+"""
+
+
+def mlflow_python() -> Path:
+    venv = DATA / "mlflow-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv} with mlflow=={MLFLOW_VERSION} (once)", flush=True)
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"mlflow=={MLFLOW_VERSION}"], check=True
+        )
+    return python
+
+
+def run_mlflow(runs: int) -> dict[str, Any]:
+    subset = ensure_db("search-10k.db", SUBSET, SUBSET // 10, SUBSET // 100)
+    python = mlflow_python()
+    mlflow_db = DATA / "mlflow-10k.db"
+    worker = DATA / "mlflow_worker.py"
+    worker.write_text(MLFLOW_WORKER)
+    env = {**os.environ, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}
+    conn = sqlite3.connect(subset)
+    session, user = conn.execute(
+        "SELECT session_id, user_id FROM traces GROUP BY session_id HAVING count(*) = 10 "
+        "LIMIT 1 OFFSET 100"
+    ).fetchone()
+    with tempfile.TemporaryDirectory() as tmp:
+        if not mlflow_db.exists():
+            print(f"logging {SUBSET:,} traces through MLflow into {mlflow_db} (once)", flush=True)
+            partial = Path(tmp) / "mlflow.db"
+            out = subprocess.run(
+                [str(python), str(worker), str(partial), str(subset), "0", "1"],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp,
+            )
+            print("  " + out.stdout.strip().splitlines()[-1], flush=True)
+            partial.replace(mlflow_db)
+        out = subprocess.run(
+            [str(python), str(worker), str(mlflow_db), str(subset), str(runs), "0", session, user],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+        )
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    store = SQLiteStore(subset)
+
+    def q_session() -> Any:
+        return sessiontrace.search_traces(
+            filter_string=f"metadata.`mlflow.trace.session` = '{session}'",
+            order_by=["timestamp ASC"],
+            store=store,
+        )
+
+    def q_user() -> Any:
+        return sessiontrace.search_traces(
+            filter_string=f"metadata.`mlflow.trace.user` = '{user}'",
+            order_by=["timestamp_ms DESC"],
+            store=store,
+        )
+
+    assert len(q_session()) == theirs["session_rows"], (len(q_session()), theirs)
+    assert len(q_user()) == theirs["user_rows"], (len(q_user()), theirs)
+    ours = {"session_ms": median_ms(q_session, runs), "user_ms": median_ms(q_user, runs)}
+    for key, label in (("session_ms", "one session"), ("user_ms", "one user")):
+        print(
+            f"10k subset, {label} as a DataFrame: ours {ours[key]:8.2f} ms   "
+            f"MLflow {theirs[key]:9.2f} ms   {theirs[key] / ours[key]:6.0f}x faster",
+            flush=True,
+        )
+    return {"ours": ours, "mlflow": theirs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--mlflow", action="store_true", help="compare with MLflow (10k subset)")
+    parser.add_argument("--skip-million", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"sqlite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, "
+        f"medians of {args.runs} runs"
+    )
+    if not args.skip_million:
+        run_million(args.runs)
+    if args.mlflow:
+        run_mlflow(args.runs)
+
+
+if __name__ == "__main__":
+    main()
