@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install demo test lint typecheck pytest bench clean chromium
 
 help:
-	@echo "make demo   - create $(VENV), install, run the demo on the embedded SQLite store"
+	@echo "make demo   - create $(VENV), install, run the demo on the embedded SQLite store, open the UI"
 	@echo "make test   - install everything the tests need, then lint, type-check and test"
 	@echo "make bench  - run the benchmarks in bench/ (installs the peers)"
 
@@ -20,7 +20,7 @@ $(STAMP)-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP)-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[fast,pandas,examples]"
+	$(BIN)/python -m pip install --quiet -e ".[fast,pandas,examples,ui]"
 	touch $@
 
 $(STAMP)-bench: pyproject.toml | $(BIN)/python
@@ -29,8 +29,14 @@ $(STAMP)-bench: pyproject.toml | $(BIN)/python
 
 install: $(STAMP)-test
 
+# The demo's traces stay in $(DEMO_DB) and the UI serves them until Ctrl+C.
+DEMO_DB ?= demo.db
+UI_PORT ?= 5000
+
 demo: $(STAMP)-demo
-	$(BIN)/python examples/chat_demo.py
+	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	$(BIN)/python examples/chat_demo.py --db $(DEMO_DB)
+	$(BIN)/sessiontrace ui --db $(DEMO_DB) --port $(UI_PORT)
 
 # ruff reads pyproject.toml and skips what .gitignore ignores (.venv, build output).
 lint: $(STAMP)-test
