@@ -113,3 +113,23 @@ def test_reopening_an_existing_file_keeps_its_traces(store_path: Path) -> None:
     sessiontrace.flush()
     assert store.count_traces() == 2
     assert store.get_trace(trace_id) is not None
+
+
+def test_lone_surrogates_are_stored_not_dropped(store_path: Path) -> None:
+    broken = "half an emoji: \ud83d"
+
+    @sessiontrace.trace(name="surrogate \udc00 name")
+    def chat(message: str) -> str:
+        sessiontrace.update_current_trace(metadata={"note": broken}, tags={"t": broken})
+        return broken
+
+    with sessiontrace.user_session(user_id="user-\ud800"):
+        chat(broken)
+    trace = sessiontrace.get_trace(sessiontrace.get_last_active_trace_id() or "")
+    assert trace is not None
+    assert sessiontrace.get_stats()["dropped"] == 0
+    assert trace.info.user_id == "user-?"
+    assert trace.info.trace_metadata["note"] == "half an emoji: ?"
+    assert trace.info.tags["t"] == "half an emoji: ?"
+    assert trace.data.spans[0].name == "surrogate ? name"
+    assert "half an emoji" in trace.data.spans[0].outputs

@@ -145,6 +145,11 @@ def get_store() -> SQLiteStore:
     return store
 
 
+def store_is_local() -> bool:
+    """True when this process writes (and can read) the store itself: SQLite."""
+    return parse_tracking_uri(settings().tracking_uri).scheme == "sqlite"
+
+
 def _sink(s: Settings) -> Sink:
     location = parse_tracking_uri(s.tracking_uri)
     if location.scheme in ("http", "https"):

@@ -56,11 +56,13 @@ def _new_trace_id() -> str:
     # MLflow's shape ("tr-" + 32 hex), ordered like a UUIDv7: 48 bits of milliseconds,
     # a 24-bit per-process sequence (so traces started in the same millisecond keep
     # their order), then 56 random bits. The store's indexes grow at one end.
-    return f"tr-{time_ns() // 1_000_000:012x}{next(_sequence) & 0xFFFFFF:06x}{getrandbits(56):014x}"
+    # ``int.to_bytes().hex()`` is twice as fast as formatting with ``:x`` (same text).
+    value = (time_ns() // 1_000_000) << 80 | (next(_sequence) & 0xFFFFFF) << 56 | getrandbits(56)
+    return "tr-" + value.to_bytes(16, "big").hex()
 
 
 def _new_span_id() -> str:
-    return f"{getrandbits(64):016x}"
+    return getrandbits(64).to_bytes(8, "big").hex()
 
 
 # Replaceable for tests (``sessiontrace.testing``) so rows can be asserted exactly.
@@ -399,7 +401,7 @@ def start_span(
 class _InputCapture:
     """Turns a call's arguments into the inputs dict, without ``inspect.bind`` when possible."""
 
-    __slots__ = ("_defaults", "_fast", "_names", "_sig", "_skip_first")
+    __slots__ = ("_defaults", "_exact", "_fast", "_names", "_sig", "_skip_first")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         try:
@@ -422,8 +424,14 @@ class _InputCapture:
         self._defaults = tuple(
             (p.name, p.default) for p in params if p.default is not inspect.Parameter.empty
         )
+        # The common call (every parameter passed by position, no keyword-only ones,
+        # not a method) needs neither defaults nor a signature: one dict(zip()).
+        plain = self._fast and not self._skip_first and len(self._names) == len(params)
+        self._exact = len(self._names) if plain else -1
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not kwargs and len(args) == self._exact:
+            return dict(zip(self._names, args))
         try:
             return self._capture(args, kwargs)
         except Exception:  # e.g. an argument whose __eq__/__hash__ misbehaves
@@ -833,6 +841,28 @@ def update_current_trace(
     ...     tags={"query_category": "chat"},
     ... )
     """
+    if (
+        type(metadata) is dict
+        and tags is None
+        and state is None
+        and client_request_id is None
+        and request_preview is None
+        and response_preview is None
+    ):
+        # Fast path for the call every request makes: string metadata on a live trace.
+        span = _current_span.get()
+        if span is not None and not span.trace.done:
+            for key, value in metadata.items():
+                if (
+                    type(key) is not str
+                    or not key
+                    or type(value) is not str
+                    or len(value) > _MAX_METADATA_VALUE
+                ):
+                    break  # anything unusual takes the checked path below
+            else:
+                span.trace.metadata.update(metadata)
+                return
     tags = _check_mapping("tags", tags)
     metadata = _check_mapping("metadata", metadata)
     if state is not None:
@@ -914,7 +944,8 @@ def _set_tag(live: LiveTrace, key: str, value: str) -> None:
 def set_trace_tag(trace_id: str, key: str, value: Any) -> None:
     """Set a tag on a trace, live or already logged. Tags stay editable; metadata does not.
 
-    Raises ``TraceNotFoundError`` when no trace has that id.
+    Raises ``TraceNotFoundError`` when no trace has that id in the local store. With an
+    http(s) tracking URI the edit is queued behind the trace and sent to the server.
     """
     if not isinstance(key, str) or not key:
         raise ValueError(f"tag keys must be non-empty strings, got {key!r}")
@@ -922,6 +953,9 @@ def set_trace_tag(trace_id: str, key: str, value: Any) -> None:
     live = _live_traces.get(trace_id)
     if live is not None and not live.done:
         live.tags[key] = value
+        return
+    if not _runtime.store_is_local():  # a remote server: send the edit after the trace
+        _runtime.submit(_runtime.TagOp(trace_id, key, value))
         return
     _runtime.flush(_runtime.settings().shutdown_timeout)
     _runtime.get_store().set_tag(trace_id, key, value)
@@ -935,6 +969,9 @@ def delete_trace_tag(trace_id: str, key: str) -> None:
     live = _live_traces.get(trace_id)
     if live is not None and not live.done:
         live.tags.pop(key, None)
+        return
+    if not _runtime.store_is_local():
+        _runtime.submit(_runtime.TagOp(trace_id, key, None))
         return
     _runtime.flush(_runtime.settings().shutdown_timeout)
     _runtime.get_store().delete_tag(trace_id, key)

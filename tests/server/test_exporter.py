@@ -170,3 +170,14 @@ def test_big_batches_are_split_under_the_request_limit(server: ServerProcess) ->
     assert sessiontrace.flush(10)
     assert _stored_ids(server.db) == set(ids)
     assert len(posts) > 2 and max(posts) < 4000
+
+
+def test_tag_edits_on_logged_traces_reach_the_server(server: ServerProcess) -> None:
+    sessiontrace.configure(tracking_uri=server.url, flush_interval=0.01)
+    (trace_id,) = _send(1, "tags")
+    sessiontrace.set_trace_tag(trace_id, "reviewed", "yes")
+    sessiontrace.set_trace_tag(trace_id, "gone", "soon")
+    sessiontrace.delete_trace_tag(trace_id, "gone")
+    assert sessiontrace.flush(10)
+    r = httpx.get(f"{server.url}/api/trace", params={"id": trace_id}, timeout=5)
+    assert r.json()["info"]["tags"] == {"reviewed": "yes"}

@@ -226,8 +226,8 @@ class SQLiteStore:
 
         trace_rows: list[tuple[Any, ...]] = []
         span_rows: list[tuple[Any, ...]] = []
-        metadata_rows: list[tuple[str, str, str]] = []
-        tag_rows: list[tuple[str, str, str]] = []
+        metadata_rows: list[tuple[Any, ...]] = []
+        tag_rows: list[tuple[Any, ...]] = []
         tag_deletes: list[tuple[str, str]] = []
         for item in items:
             if isinstance(item, LiveTrace):
@@ -248,6 +248,27 @@ class SQLiteStore:
                     tag_rows.append((item.trace_id, item.key, item.value))
             else:
                 raise TypeError(f"cannot store {type(item).__name__}")
+        try:
+            self._write_rows(trace_rows, span_rows, metadata_rows, tag_rows, tag_deletes)
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. half an emoji from a truncated byte stream) cannot
+            # be stored as UTF-8. Rare, so only this path pays for the clean-up.
+            self._write_rows(
+                _clean_rows(trace_rows),
+                _clean_rows(span_rows),
+                _clean_rows(metadata_rows),
+                _clean_rows(tag_rows),
+                tag_deletes,
+            )
+
+    def _write_rows(
+        self,
+        trace_rows: list[tuple[Any, ...]],
+        span_rows: list[tuple[Any, ...]],
+        metadata_rows: list[tuple[Any, ...]],
+        tag_rows: list[tuple[Any, ...]],
+        tag_deletes: list[tuple[str, str]],
+    ) -> None:
         try:
             conn = self._writer
             if conn is None or self._pid != os.getpid():
@@ -392,6 +413,16 @@ class SQLiteStore:
     def count_traces(self) -> int:
         row = self._read_conn().execute("SELECT count(*) FROM traces").fetchone()
         return int(row[0])
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
+    return value
+
+
+def _clean_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [tuple(_clean(v) for v in row) for row in rows]
 
 
 def info_from_row(row: Sequence[Any]) -> TraceInfo:
