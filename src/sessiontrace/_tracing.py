@@ -431,7 +431,8 @@ class _InputCapture:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if not kwargs and len(args) == self._exact:
-            return dict(zip(self._names, args))
+            # Lengths are equal here; a ``strict=`` keyword would cost 0.3 µs a call.
+            return dict(zip(self._names, args))  # noqa: B905
         try:
             return self._capture(args, kwargs)
         except Exception:  # e.g. an argument whose __eq__/__hash__ misbehaves
