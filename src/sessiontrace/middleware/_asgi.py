@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from .._context import _reset_request_context, _set_request_context
+from .._context import UserSession, _reset_request_context, _set_request_context, _user_session
 from .._runtime import count_internal_error, flush, settings
 from .._tracing import _current_span
 from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, Resolved, logger
@@ -124,8 +124,102 @@ class ASGIMiddleware:
         self._wanted = wanted
         self._max_length = policy.max_length
         self._valid = policy._valid
+        # The common case (ids from headers, no option that needs more) takes a path
+        # that allocates nothing per request beyond the context node.
+        self._fast = policy.plain and policy.byte_table is not None
+        self._hot = (
+            wanted,
+            policy.max_length,
+            policy.byte_table or b"",
+            policy.excludes,
+            policy.trace_requests,
+        )
+        self._names = (
+            policy.user_header or "",
+            policy.session_header or "",
+            policy.request_id_header or "",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._fast or scope["type"] != "http" or SCOPE_KEY in scope:
+            await self._general(scope, receive, send)
+            return
+        wanted, maximum, table, excludes, trace = self._hot
+        if excludes and self._policy.excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = self
+        # One pass over the headers, one dict lookup each; no allocation.
+        user = session = request_id = None
+        repeated = False
+        for name, value in scope["headers"]:
+            slot = wanted.get(name)
+            if slot is None:
+                continue
+            if slot == 0:
+                repeated = repeated or user is not None
+                user = value
+            elif slot == 1:
+                repeated = repeated or session is not None
+                session = value
+            else:
+                repeated = repeated or request_id is not None
+                request_id = value
+        # Accepted as is when non-empty, short, and of allowed bytes only (one C-level
+        # translate each). Anything else (spaces, commas, too long, empty, repeated)
+        # goes through the full check, value by value, which logs why.
+        if repeated:
+            user, session, request_id = self._checked(scope["headers"])
+        else:
+            if user is not None:
+                if 0 < len(user) <= maximum and 1 not in user.translate(table):
+                    user = user.decode("latin-1")
+                else:
+                    user = self._check_one(user, 0)
+            if session is not None:
+                if 0 < len(session) <= maximum and 1 not in session.translate(table):
+                    session = session.decode("latin-1")
+                else:
+                    session = self._check_one(session, 1)
+            if request_id is not None:
+                if 0 < len(request_id) <= maximum and 1 not in request_id.translate(table):
+                    request_id = request_id.decode("latin-1")
+                else:
+                    request_id = self._check_one(request_id, 2)
+        token = _user_session.set(UserSession(user, session, _user_session.get(), request_id))
+        try:
+            if trace:
+                await self._traced(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            _user_session.reset(token)
+
+    def _check_one(self, value: bytes, slot: int) -> str | None:
+        return self._policy.check(value.decode("latin-1"), self._names[slot])[0]
+
+    def _checked(self, headers: Any) -> tuple[str | None, str | None, str | None]:
+        found, multi = self._scan(headers)
+        policy = self._policy
+        return (
+            None if found[0] is None else policy.check(found[0], self._names[0], multi[0])[0],
+            None if found[1] is None else policy.check(found[1], self._names[1], multi[1])[0],
+            None if found[2] is None else policy.check(found[2], self._names[2], multi[2])[0],
+        )
+
+    def _scan(self, headers: Any) -> tuple[list[str | None], list[bool]]:
+        found: list[str | None] = [None, None, None]
+        multi = [False, False, False]
+        wanted = self._wanted
+        for name, value in headers:
+            slot = wanted.get(name)
+            if slot is not None:
+                if found[slot] is not None:
+                    multi[slot] = True
+                found[slot] = value.decode("latin-1")
+        return found, multi
+
+    async def _general(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if (kind != "http" and kind != "websocket") or SCOPE_KEY in scope:
             if kind == "lifespan":
@@ -138,16 +232,7 @@ class ASGIMiddleware:
             return
         scope[SCOPE_KEY] = self
 
-        # One pass over the headers; each wanted one decoded once.
-        found: list[str | None] = [None, None, None]
-        multi = [False, False, False]
-        wanted = self._wanted
-        for name, value in scope["headers"]:
-            slot = wanted.get(name)
-            if slot is not None:
-                if found[slot] is not None:
-                    multi[slot] = True
-                found[slot] = value.decode("latin-1")
+        found, multi = self._scan(scope["headers"])
 
         resolved: Resolved | None = None
         if policy.plain:

@@ -129,6 +129,15 @@ class IdPolicy:
         if bad:
             raise ValueError(f"allowed_chars must not contain whitespace or controls: {bad!r}")
         self.comma_allowed = "," in allowed_chars
+        # For the ASGI fast path: ``value.translate(byte_table)`` maps each allowed
+        # byte to 0 and any other to 1, so ``1 not in ...`` checks a raw header value
+        # in one C pass (header bytes decode as latin-1).
+        try:
+            allowed_bytes = frozenset(allowed_chars.encode("latin-1"))
+        except UnicodeEncodeError:
+            self.byte_table: bytes | None = None
+        else:
+            self.byte_table = bytes(0 if b in allowed_bytes else 1 for b in range(256))
         self._valid = re.compile(f"[{re.escape(allowed_chars)}]+").fullmatch
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be a bool, not {type(strict).__name__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -90,8 +91,47 @@ class WSGIMiddleware:
         self._session_key = _environ_key(policy.session_header)
         self._request_key = _environ_key(policy.request_id_header)
         self._echo_name = policy.session_header or "X-Session-ID"
+        self._fast = policy.plain
+        self._ok = re.compile(f"[{re.escape(allowed_chars)}]{{1,{policy.max_length}}}").fullmatch
+        self._names = (
+            policy.user_header or "",
+            policy.session_header or "",
+            policy.request_id_header or "",
+        )
+        self._excludes = policy.excludes
+        self._trace = policy.trace_requests
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self._fast or ENVIRON_KEY in environ:
+            return self._general(environ, start_response)
+        if self._excludes and self._policy.excluded(environ.get("PATH_INFO", "")):
+            return self.app(environ, start_response)
+        environ[ENVIRON_KEY] = self
+        # Accepted as is when short and of allowed characters only (one regex each);
+        # anything else goes through the full check, which logs why.
+        ok = self._ok
+        user = environ.get(self._user_key)  # type: ignore[arg-type]
+        if user is not None and ok(user) is None:
+            user = self._policy.check(user, self._names[0])[0]
+        session = environ.get(self._session_key)  # type: ignore[arg-type]
+        if session is not None and ok(session) is None:
+            session = self._policy.check(session, self._names[1])[0]
+        request_id = environ.get(self._request_key)  # type: ignore[arg-type]
+        if request_id is not None and ok(request_id) is None:
+            request_id = self._policy.check(request_id, self._names[2])[0]
+        node = UserSession(user, session, _user_session.get(), request_id)
+        token = _user_session.set(node)
+        try:
+            if self._trace:
+                return self._traced(environ, start_response, node)
+            iterable = self.app(environ, start_response)
+        finally:
+            _user_session.reset(token)
+        if type(iterable) is list or type(iterable) is tuple:
+            return iterable  # already materialised: nothing runs while it is sent
+        return _ScopedResponse(iterable, node)
+
+    def _general(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if ENVIRON_KEY in environ:
             return self.app(environ, start_response)
         policy = self._policy
@@ -126,7 +166,7 @@ class WSGIMiddleware:
             _user_session.reset(token)
         if type(iterable) is list or type(iterable) is tuple:
             return iterable  # already materialised: nothing runs while it is sent
-        return _ScopedResponse(iterable, node, None)
+        return _ScopedResponse(iterable, node)
 
     def _traced(
         self, environ: Environ, start_response: StartResponse, node: UserSession
@@ -140,7 +180,7 @@ class WSGIMiddleware:
             )
         except Exception:  # tracing must never cost the request
             count_internal_error("middleware_request_trace")
-            return _ScopedResponse(self.app(environ, start_response), node, None)
+            return _ScopedResponse(self.app(environ, start_response), node)
 
         def traced_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -165,66 +205,105 @@ class WSGIMiddleware:
             raise
         finally:
             _current_span.reset(span_token)
-        return _ScopedResponse(iterable, node, rt)
+        return _TracedResponse(iterable, node, rt)
+
+
+_END: Any = object()
 
 
 class _ScopedResponse:
-    """The app's response iterable, run inside the request's context, chunk by chunk."""
+    """The app's response iterable, run inside the request's context, chunk by chunk.
+
+    Iterating gives a generator: its end costs no Python-level StopIteration.
+    """
+
+    __slots__ = ("_iterable", "_node")
+
+    def __init__(self, iterable: Iterable[bytes], node: UserSession) -> None:
+        self._iterable = iterable
+        self._node = node
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        node = self._node
+        token = _user_session.set(node)
+        try:
+            iterator = iter(self._iterable)
+        finally:
+            _user_session.reset(token)
+        while True:
+            token = _user_session.set(node)
+            try:
+                chunk = next(iterator, _END)
+            finally:
+                _user_session.reset(token)
+            if chunk is _END:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._iterable, "close", None)
+        if close is not None:
+            token = _user_session.set(self._node)
+            try:
+                close()
+            finally:
+                _user_session.reset(token)
+
+
+class _TracedResponse:
+    """Like ``_ScopedResponse``, with the request span current and ended at the end."""
 
     __slots__ = ("_iterable", "_iterator", "_node", "_span", "_trace")
 
-    def __init__(self, iterable: Iterable[bytes], node: UserSession, rt: RequestTrace | None):
+    def __init__(self, iterable: Iterable[bytes], node: UserSession, rt: RequestTrace) -> None:
         self._iterable = iterable
         self._iterator: Iterator[bytes] | None = None
         self._node = node
         self._trace = rt
-        self._span: LiveSpan | None = rt.span if rt is not None else None
+        self._span: LiveSpan = rt.span
 
-    def __iter__(self) -> _ScopedResponse:
+    def __iter__(self) -> _TracedResponse:
         return self
 
     def __next__(self) -> bytes:
         token = _user_session.set(self._node)
-        span_token = _current_span.set(self._span) if self._span is not None else None
+        span_token = _current_span.set(self._span)
         try:
             iterator = self._iterator
             if iterator is None:
                 iterator = self._iterator = iter(self._iterable)
             chunk = next(iterator)
         except StopIteration:
-            if self._trace is not None:
-                self._trace.finish(None)
+            self._trace.finish(None)
             raise
         except BaseException as exc:
-            if self._trace is not None:
-                self._trace.finish(exc)
+            self._trace.finish(exc)
             raise
         finally:
-            if span_token is not None:
-                _current_span.reset(span_token)
+            _current_span.reset(span_token)
             _user_session.reset(token)
-        if self._trace is not None:
-            self._trace.add_body(chunk)
+        self._trace.add_body(chunk)
         return chunk
 
     def close(self) -> None:
         close = getattr(self._iterable, "close", None)
         rt = self._trace
         token = _user_session.set(self._node)
-        span_token = _current_span.set(self._span) if self._span is not None else None
+        span_token = _current_span.set(self._span)
         try:
             if close is not None:
                 close()
         except BaseException as exc:
-            if rt is not None:
-                rt.finish(exc)
+            rt.finish(exc)
             raise
         finally:
-            if span_token is not None:
-                _current_span.reset(span_token)
+            _current_span.reset(span_token)
             _user_session.reset(token)
             # Closed before the end: the client went away or the server gave up.
-            if rt is not None and not rt.done:
+            if not rt.done:
                 rt.finish(None, disconnected=True)
 
 
