@@ -15,7 +15,6 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from .._entities import (
     span_from_row,
 )
 from .._pipeline import RetryableExportError
+from .._serialize import dumps
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError"]
 
@@ -102,15 +102,21 @@ SPAN_COLUMNS = (
     "status_message, inputs, outputs, attributes, events"
 )
 
+# Binding None costs the sqlite3 module an adapter lookup that raises and swallows an
+# AttributeError (about 250 ns, with the GIL held, so the app pays for it). Rows carry
+# 0 instead of None in the text columns that are often NULL; ``nullif(?,0)`` turns it
+# back into NULL. A real value there is always a str, never the integer 0.
+_NULL = 0
+_N = "nullif(?,0)"
 _INSERT_TRACE = (
-    "INSERT OR REPLACE INTO traces (trace_id, request_time, end_time, execution_time_ms, "
+    "INSERT OR REPLACE INTO traces (trace_id, request_time, end_time, execution_time_ms, "  # noqa: S608
     "state, name, user_id, session_id, client_request_id, request_preview, response_preview, "
-    "root_span_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"root_span_id) VALUES (?,?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?)"
 )
 # Only constant column lists are interpolated; values are always bound.
 _INSERT_SPAN = (
     f"INSERT OR REPLACE INTO spans ({SPAN_COLUMNS}) "  # noqa: S608
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"VALUES (?,?,{_N},?,?,?,?,?,{_N},{_N},{_N},{_N},{_N})"
 )
 _INSERT_METADATA = "INSERT OR REPLACE INTO trace_metadata (trace_id, key, value) VALUES (?,?,?)"
 _INSERT_TAG = "INSERT OR REPLACE INTO trace_tags (trace_id, key, value) VALUES (?,?,?)"
@@ -138,7 +144,10 @@ def _insert_rows(conn: sqlite3.Connection, insert: str, rows: list[tuple[Any, ..
     start = 0
     while start < total:
         n = 1 << (min(limit, total - start).bit_length() - 1)
-        conn.execute(_multi_row(insert, n), list(chain.from_iterable(rows[start : start + n])))
+        params: list[Any] = []
+        for row in rows[start : start + n]:
+            params += row  # twice as fast as itertools.chain here
+        conn.execute(_multi_row(insert, n), params)
         start += n
 
 
@@ -147,20 +156,22 @@ class TraceNotFoundError(KeyError):
 
 
 def _span_row(span: Any) -> tuple[Any, ...]:
+    parent_id, inputs, outputs = span.parent_id, span.inputs_json, span.outputs_json
+    attributes, events = span._attributes, span._events
     return (
         span.trace.trace_id,
         span.span_id,
-        span.parent_id,
+        _NULL if parent_id is None else parent_id,
         span.name,
         span.span_type,
         span.start_ns,
         span.end_ns,
         span.status,
-        span.status_message or None,
-        span.inputs_json,
-        span.outputs_json,
-        span.attributes_json(),
-        span.events_json(),
+        span.status_message or _NULL,
+        _NULL if inputs is None else inputs,
+        _NULL if outputs is None else outputs,
+        dumps(attributes) if attributes else _NULL,
+        dumps(events) if events else _NULL,
     )
 
 
@@ -335,11 +346,14 @@ class SQLiteStore:
         end_ns = t.end_ns
         md = t.metadata
         request_preview = t.request_preview
-        if request_preview is None and root.inputs_json is not None:
-            request_preview = root.inputs_json[:PREVIEW_CHARS]
+        if request_preview is None:
+            inputs = root.inputs_json
+            request_preview = _NULL if inputs is None else inputs[:PREVIEW_CHARS]
         response_preview = t.response_preview
-        if response_preview is None and root.outputs_json is not None:
-            response_preview = root.outputs_json[:PREVIEW_CHARS]
+        if response_preview is None:
+            outputs = root.outputs_json
+            response_preview = _NULL if outputs is None else outputs[:PREVIEW_CHARS]
+        client_request_id = t.client_request_id
         return (
             t.trace_id,
             t.start_ns // 1_000_000,
@@ -347,9 +361,9 @@ class SQLiteStore:
             None if end_ns is None else (end_ns - t.start_ns) / 1e6,
             t.state,
             root.name,
-            md.get(METADATA_USER),
-            md.get(METADATA_SESSION),
-            t.client_request_id,
+            md.get(METADATA_USER, _NULL),
+            md.get(METADATA_SESSION, _NULL),
+            _NULL if client_request_id is None else client_request_id,
             request_preview,
             response_preview,
             root.span_id,
