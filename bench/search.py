@@ -295,15 +295,18 @@ def floor_sessions_page(conn: sqlite3.Connection) -> list[Any]:
         for r in conn.execute(
             "SELECT t.session_id FROM traces t WHERE t.session_id IS NOT NULL AND NOT EXISTS "
             "(SELECT 1 FROM traces u WHERE u.session_id = t.session_id "
-            "AND u.request_time > t.request_time) ORDER BY t.request_time DESC LIMIT 51"
+            "AND u.request_time >= t.request_time "
+            "AND (u.request_time > t.request_time OR u.trace_id > t.trace_id)) "
+            "ORDER BY t.request_time DESC, t.trace_id DESC LIMIT 51"
         )
     ][:50]
     marks = ",".join("?" * len(ids))
     return conn.execute(
         "SELECT session_id, min(request_time), max(request_time), count(*), "
         "sum(state = 'ERROR'), sum(execution_time_ms), avg(execution_time_ms), "
-        "json_group_array(DISTINCT user_id), (SELECT f.request_preview FROM traces f "
-        "WHERE f.session_id = t.session_id ORDER BY f.request_time LIMIT 1) "
+        "json_group_array(DISTINCT user_id) FILTER (WHERE user_id IS NOT NULL), "
+        "(SELECT f.request_preview FROM traces f WHERE f.session_id = t.session_id "
+        "ORDER BY f.request_time, f.trace_id LIMIT 1) "
         f"FROM traces t WHERE session_id IN ({marks}) GROUP BY session_id",
         ids,
     ).fetchall()
@@ -456,8 +459,8 @@ def run_mlflow(runs: int) -> dict[str, Any]:
     env = {**os.environ, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}
     conn = sqlite3.connect(subset)
     session, user = conn.execute(
-        "SELECT session_id, user_id FROM traces GROUP BY session_id HAVING count(*) = 10 "
-        "LIMIT 1 OFFSET 100"
+        "SELECT session_id, min(user_id) FROM traces GROUP BY session_id HAVING count(*) >= 8 "
+        "LIMIT 1 OFFSET 10"
     ).fetchone()
     with tempfile.TemporaryDirectory() as tmp:
         if not mlflow_db.exists():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from .._entities import METADATA_SESSION, METADATA_USER, Trace
+from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace
 from ._compile import (
     NOT_NULL_COLUMNS,
     Compiled,
@@ -266,6 +267,17 @@ def _root_io(trace: Trace) -> tuple[Any, Any]:
     )
 
 
+_SPAN_FIELDS = [f.name for f in dataclasses.fields(Span)]
+
+
+def _span_dict(span: Span) -> dict[str, Any]:
+    # Span.to_dict() (dataclasses.asdict) deep-copies every input and output; a frame
+    # of a user's traces does not need copies of values nobody else holds.
+    row = {name: getattr(span, name) for name in _SPAN_FIELDS}
+    row["events"] = [dataclasses.asdict(e) for e in span.events]
+    return row
+
+
 def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     """One row per trace: MLflow 3's columns, ``info.*`` and ``metadata.<key>``."""
     import pandas as pd
@@ -286,7 +298,7 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
             "response": response,
             "trace_metadata": info.trace_metadata,
             "tags": info.tags,
-            "spans": [span.to_dict() for span in trace.data.spans],
+            "spans": [_span_dict(span) for span in trace.data.spans],
             "assessments": [],
             "info.trace_id": info.trace_id,
             "info.request_id": info.trace_id,
