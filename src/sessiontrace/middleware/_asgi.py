@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from .._context import UserSession, _reset_request_context, _set_request_context, _user_session
+from .._context import _user_session
 from .._runtime import count_internal_error, flush, settings
 from .._tracing import _current_span
-from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, Resolved, logger
+from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, RequestNode, Resolved, logger
 from ._trace import RequestTrace, route_of
 
 __all__ = ["ASGIMiddleware"]
@@ -18,9 +18,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-#: The scope key that marks a request as handled (a second instance passes it on).
-SCOPE_KEY = "sessiontrace"
 
 
 class ASGIMiddleware:
@@ -131,6 +128,7 @@ class ASGIMiddleware:
             wanted,
             policy.max_length,
             policy.byte_table or b"",
+            policy.header_encoding,
             policy.excludes,
             policy.trace_requests,
         )
@@ -141,50 +139,44 @@ class ASGIMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._fast or scope["type"] != "http" or SCOPE_KEY in scope:
+        parent = _user_session.get()
+        if not self._fast or scope["type"] != "http" or type(parent) is RequestNode:
             await self._general(scope, receive, send)
             return
-        wanted, maximum, table, excludes, trace = self._hot
+        wanted, maximum, table, encoding, excludes, trace = self._hot
         if excludes and self._policy.excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
-        scope[SCOPE_KEY] = self
         # One pass over the headers, one dict lookup each; no allocation.
         user = session = request_id = None
-        repeated = False
+        seen = 0
         for name, value in scope["headers"]:
             slot = wanted.get(name)
             if slot is None:
                 continue
+            seen += 1
             if slot == 0:
-                repeated = repeated or user is not None
                 user = value
             elif slot == 1:
-                repeated = repeated or session is not None
                 session = value
             else:
-                repeated = repeated or request_id is not None
                 request_id = value
-        # Accepted as is when each is non-empty and short and, joined, every byte is
-        # allowed (one C-level translate through a 256-byte table). Anything else
-        # (spaces, commas, too long, empty, repeated) gets the full check, value by
-        # value, which logs why.
-        if (
-            not repeated
-            and (user is None or 0 < len(user) <= maximum)
-            and (session is None or 0 < len(session) <= maximum)
-            and (request_id is None or 0 < len(request_id) <= maximum)
-            and 1 not in ((user or b"") + (session or b"") + (request_id or b"")).translate(table)
-        ):
+        repeated = seen > (user is not None) + (session is not None) + (request_id is not None)
+        # Accepted as is when, joined, they fit within one value's length cap and every
+        # byte is allowed (one C-level translate through a 256-byte table); an empty
+        # value is absent. Anything else (spaces, commas, long ids, repeated headers)
+        # gets the full check, value by value, which logs why.
+        joined = (user or b"") + (session or b"") + (request_id or b"")
+        if not repeated and len(joined) <= maximum and 1 not in joined.translate(table):
             if user is not None:
-                user = user.decode("latin-1")
+                user = user.decode(encoding) or None
             if session is not None:
-                session = session.decode("latin-1")
+                session = session.decode(encoding) or None
             if request_id is not None:
-                request_id = request_id.decode("latin-1")
+                request_id = request_id.decode(encoding) or None
         else:
             user, session, request_id = self._checked(scope["headers"])
-        token = _user_session.set(UserSession(user, session, _user_session.get(), request_id))
+        token = _user_session.set(RequestNode(user, session, parent, request_id))
         try:
             if trace:
                 await self._traced(scope, receive, send)
@@ -216,7 +208,7 @@ class ASGIMiddleware:
 
     async def _general(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if (kind != "http" and kind != "websocket") or SCOPE_KEY in scope:
+        if (kind != "http" and kind != "websocket") or type(_user_session.get()) is RequestNode:
             if kind == "lifespan":
                 send = _flush_before_shutdown_complete(send)
             await self.app(scope, receive, send)
@@ -225,7 +217,6 @@ class ASGIMiddleware:
         if policy.excludes and policy.excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
-        scope[SCOPE_KEY] = self
 
         found, multi = self._scan(scope["headers"])
 
@@ -255,14 +246,14 @@ class ASGIMiddleware:
             if resolved.echo_session and session is not None:
                 send = _echo(send, policy.echo_header, session)
 
-        token = _set_request_context(user, session, request_id)
+        token = _user_session.set(RequestNode(user, session, _user_session.get(), request_id))
         try:
             if policy.trace_requests and kind == "http":
                 await self._traced(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
         finally:
-            _reset_request_context(token)
+            _user_session.reset(token)
 
     async def _resolve(self, scope: Scope) -> Any:
         policy = self._policy

@@ -24,8 +24,9 @@ from functools import lru_cache
 from typing import Any, Final
 
 from .. import _runtime
+from .._context import UserSession
 
-__all__ = ["DEFAULT_ALLOWED_CHARS", "IdPolicy", "Resolved", "logger"]
+__all__ = ["DEFAULT_ALLOWED_CHARS", "IdPolicy", "RequestNode", "Resolved", "logger"]
 
 logger = logging.getLogger("sessiontrace.middleware")
 
@@ -53,12 +54,23 @@ def _header_name(option: str, value: object) -> str | None:
     return value
 
 
+class RequestNode(UserSession):
+    """The context node a middleware sets for a request.
+
+    Its type is the mounted-twice guard: a second middleware instance that finds one
+    in force passes the request on untouched. It costs nothing (the node exists
+    anyway) and leaves the ASGI scope and the WSGI environ unmodified.
+    """
+
+    __slots__ = ()
+
+
 def _new_session_id() -> str:
     return secrets.token_hex(16)
 
 
 class Resolved:
-    """The ids accepted for one request (ASGI puts it in ``scope["sessiontrace"]``)."""
+    """The ids accepted for one request, after validation and the options."""
 
     __slots__ = ("echo_session", "error", "request_id", "session_id", "user_id")
 
@@ -138,6 +150,8 @@ class IdPolicy:
             self.byte_table: bytes | None = None
         else:
             self.byte_table = bytes(0 if b in allowed_bytes else 1 for b in range(256))
+        # Accepted bytes then decode the same as UTF-8 (faster) or need latin-1.
+        self.header_encoding = "utf-8" if allowed_chars.isascii() else "latin-1"
         self._valid = re.compile(f"[{re.escape(allowed_chars)}]+").fullmatch
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be a bool, not {type(strict).__name__}")

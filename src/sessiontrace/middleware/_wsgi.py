@@ -10,7 +10,7 @@ from typing import Any
 from .._context import UserSession, _user_session
 from .._runtime import count_internal_error
 from .._tracing import LiveSpan, _current_span
-from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy
+from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, RequestNode
 from ._trace import RequestTrace
 
 __all__ = ["WSGIMiddleware"]
@@ -19,9 +19,6 @@ Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-#: The environ key that marks a request as handled (a second instance passes it on).
-ENVIRON_KEY = "sessiontrace.middleware"
 
 
 def _environ_key(header: str | None) -> str | None:
@@ -102,11 +99,11 @@ class WSGIMiddleware:
         self._trace = policy.trace_requests
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if not self._fast or ENVIRON_KEY in environ:
+        parent = _user_session.get()
+        if not self._fast or type(parent) is RequestNode:
             return self._general(environ, start_response)
         if self._excludes and self._policy.excluded(environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
-        environ[ENVIRON_KEY] = self
         # Accepted as is when short and of allowed characters only (one regex each);
         # anything else goes through the full check, which logs why.
         ok = self._ok
@@ -119,7 +116,7 @@ class WSGIMiddleware:
         request_id = environ.get(self._request_key)  # type: ignore[arg-type]
         if request_id is not None and ok(request_id) is None:
             request_id = self._policy.check(request_id, self._names[2])[0]
-        node = UserSession(user, session, _user_session.get(), request_id)
+        node = RequestNode(user, session, parent, request_id)
         token = _user_session.set(node)
         try:
             if self._trace:
@@ -132,12 +129,11 @@ class WSGIMiddleware:
         return _ScopedResponse(iterable, node)
 
     def _general(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if ENVIRON_KEY in environ:
+        if type(_user_session.get()) is RequestNode:
             return self.app(environ, start_response)
         policy = self._policy
         if policy.excludes and policy.excluded(environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
-        environ[ENVIRON_KEY] = self
 
         user = environ.get(self._user_key) if self._user_key else None
         session = environ.get(self._session_key) if self._session_key else None
@@ -154,7 +150,7 @@ class WSGIMiddleware:
         if resolved.echo_session and resolved.session_id is not None:
             start_response = _echo(start_response, self._echo_name, resolved.session_id)
 
-        node = UserSession(
+        node = RequestNode(
             resolved.user_id, resolved.session_id, _user_session.get(), resolved.request_id
         )
         token = _user_session.set(node)
