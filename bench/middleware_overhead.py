@@ -277,13 +277,29 @@ def wsgi_direct(app: Any, n: int) -> float:
     return (clock() - start) / n
 
 
+class Result:
+    """Medians of per-run figures; ``ratio`` pairs each run with bare's run of the same round."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        bare = samples["bare"]
+        self.median = {v: statistics.median(s) for v, s in samples.items()}
+        self.ratio = {
+            v: statistics.median(x / b for x, b in zip(s, bare, strict=True))
+            for v, s in samples.items()
+        }
+        self.added = {
+            v: statistics.median(x - b for x, b in zip(s, bare, strict=True))
+            for v, s in samples.items()
+        }
+
+
 def measure(
     variants: list[str],
     make: Callable[[str], Any],
     driver: Callable[[Any, int], float],
     n: int,
     repeats: int,
-) -> dict[str, float]:
+) -> Result:
     import sessiontrace
 
     apps = {v: make(v) for v in variants}
@@ -294,7 +310,7 @@ def measure(
             gc.collect()
             samples[v].append(driver(apps[v], n))
             sessiontrace.flush()  # the writer's backlog does not spill into the next run
-    return {v: statistics.median(s) for v, s in samples.items()}
+    return Result(samples)
 
 
 # -- uvicorn ------------------------------------------------------------------------------
@@ -348,7 +364,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def uvicorn_rps(
     variants: list[str], burst: int, connections: int, rounds: int, time_cap: float
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[Result, Result]:
     """Both servers run side by side and take turns: (median req/s, median server CPU/req)."""
     here = Path(__file__).resolve().parent
     rps: dict[str, list[float]] = {v: [] for v in variants}
@@ -388,10 +404,7 @@ def uvicorn_rps(
                 server.terminate()
             for server, _ in servers.values():
                 server.wait(30)
-    return (
-        {v: statistics.median(s) for v, s in rps.items()},
-        {v: statistics.median(s) for v, s in cpu.items()},
-    )
+    return Result(rps), Result(cpu)
 
 
 def _wait_for(port: int, server: subprocess.Popen[bytes]) -> None:
@@ -411,14 +424,13 @@ def _wait_for(port: int, server: subprocess.Popen[bytes]) -> None:
 # -- report -------------------------------------------------------------------------------
 
 
-def _table(title: str, results: dict[str, float]) -> None:
-    bare = results["bare"]
+def _table(title: str, result: Result) -> None:
     print(f"\n{title}")
     print(f"  {'variant':<22} {'per request':>12} {'x bare':>7} {'added':>9}")
-    for variant, value in results.items():
+    for variant, value in result.median.items():
         print(
-            f"  {variant:<22} {value * 1e6:>9.1f} us {value / bare:>7.2f} "
-            f"{(value - bare) * 1e6:>+6.1f} us"
+            f"  {variant:<22} {value * 1e6:>9.1f} us {result.ratio[variant]:>7.2f} "
+            f"{result.added[variant] * 1e6:>+6.1f} us"
         )
 
 
@@ -439,17 +451,18 @@ def main(argv: list[str] | None = None) -> int:
     clock = CLOCKS[args.clock]
     quick = args.quick
     # Many short interleaved runs: a burst of load from elsewhere spoils few samples.
-    repeats = args.repeats or (3 if quick else 31)
-    n_direct = 200 if quick else 500
-    n_client = 50 if quick else 200
+    repeats = args.repeats or (3 if quick else 61)
+    n_direct = 200 if quick else 300
+    n_client = 50 if quick else 150
 
     import sessiontrace
 
     tmp = tempfile.TemporaryDirectory(prefix="sessiontrace-bench-")
     sessiontrace.configure(tracking_uri=f"sqlite:///{tmp.name}/bench.db")
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {args.clock} time, "
-        f"medians of {repeats} interleaved runs"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {args.clock} time; "
+        f"{repeats} rounds, variants interleaved; per request and added: medians; "
+        "x bare: median of each round's ratio to bare"
     )
 
     direct = measure(ASGI_VARIANTS, make_asgi_app, asgi_direct, n_direct, repeats)
@@ -458,37 +471,36 @@ def main(argv: list[str] | None = None) -> int:
     _table(f"Starlette hello world, through httpx's ASGI transport ({n_client} per run)", client)
     wsgi = measure(WSGI_VARIANTS, make_wsgi_app, wsgi_direct, n_direct, repeats)
     _table(f"Flask hello world, direct WSGI calls ({n_direct} per run)", wsgi)
-    burst = 500 if quick else 1500
-    rounds = 2 if quick else 10
+    burst = 500 if quick else 1000
+    rounds = 2 if quick else 16
     rps, server_cpu = uvicorn_rps(["bare", "sessiontrace"], burst, 8, rounds, 20.0)
     print(
         f"\nuvicorn on 127.0.0.1, both servers side by side, {rounds} alternating bursts of "
         f"{burst} keep-alive GETs over 8 connections"
     )
     print(f"  {'variant':<22} {'req/s':>8} {'x bare':>7} {'server CPU/req':>15}")
-    for variant in rps:
+    for variant in rps.median:
         print(
-            f"  {variant:<22} {rps[variant]:>8.0f} {rps[variant] / rps['bare']:>7.3f} "
-            f"{server_cpu[variant] * 1e6:>12.0f} us"
+            f"  {variant:<22} {rps.median[variant]:>8.0f} {rps.ratio[variant]:>7.3f} "
+            f"{server_cpu.median[variant] * 1e6:>12.0f} us"
         )
     sessiontrace.flush()
     tmp.cleanup()
 
     print("\nTargets")
     ok = True
-    bare = direct["bare"]
-    ctx = direct["sessiontrace"] / bare
-    cid = direct["asgi-correlation-id"] / bare
+    ctx = direct.ratio["sessiontrace"]
+    cid = direct.ratio["asgi-correlation-id"]
     ok &= _verdict("context only <= 1.25x bare (direct ASGI)", ctx <= 1.25, f"{ctx:.2f}x")
     ok &= _verdict("cheaper than asgi-correlation-id", ctx < cid, f"{ctx:.2f}x vs {cid:.2f}x")
-    ours = direct["sessiontrace+trace"] - bare
-    otel = direct["otel"] - bare
+    ours = direct.added["sessiontrace+trace"]
+    otel = direct.added["otel"]
     ok &= _verdict(
         "trace_requests overhead <= 1/5 of OpenTelemetry ASGI's",
         ours <= otel / 5,
         f"{ours * 1e6:.1f} us vs {otel * 1e6:.1f} us ({ours / otel:.2f})",
     )
-    r = rps["sessiontrace"] / rps["bare"]
+    r = rps.ratio["sessiontrace"]
     ok &= _verdict("uvicorn req/s context only >= 0.95x bare", r >= 0.95, f"{r:.3f}x")
     return 0 if ok else 1
 

@@ -119,31 +119,38 @@ def run_traffic(db: Path) -> None:
 
 def print_summary(db: Path) -> None:
     store = sessiontrace.SQLiteStore(db)
-    conn = store.connection()
-    total = conn.execute("SELECT COUNT(*) FROM traces").fetchone()[0]
+    total = store.count_traces()
     print(f"\n{total} traces in {db}")
-    print("\nPer user:")
-    print(f"  {'user':<12} {'traces':>6} {'sessions':>8} {'avg ms':>8} {'errors':>6}")
-    rows = conn.execute(
-        "SELECT user_id, COUNT(*), COUNT(DISTINCT session_id), AVG(execution_time_ms),"
-        " SUM(state = 'ERROR') FROM traces WHERE user_id IS NOT NULL"
-        " GROUP BY user_id ORDER BY user_id"
-    ).fetchall()
-    for user, count, sessions, avg_ms, errors in rows:
-        print(f"  {user:<12} {count:>6} {sessions:>8} {avg_ms:>8.1f} {errors:>6}")
-    print("\nPer session:")
+
+    print("\nPer user (sessiontrace.list_users):")
+    print(f"  {'user':<12} {'traces':>6} {'sessions':>8} {'mean ms':>8} {'errors':>6}")
+    for user in sessiontrace.list_users(order_by="user_id", store=store):
+        latency = user.mean_latency_ms or 0.0
+        print(
+            f"  {user.user_id:<12} {user.traces:>6} {user.sessions:>8} {latency:>8.1f} "
+            f"{user.errors:>6}"
+        )
+
+    print("\nPer session (sessiontrace.list_sessions):")
     print(f"  {'session':<12} {'user':<12} {'turns':>5}  first message")
-    rows = conn.execute(
-        "SELECT session_id, user_id, COUNT(*), MIN(request_time) FROM traces"
-        " WHERE session_id IS NOT NULL GROUP BY session_id, user_id ORDER BY session_id"
-    ).fetchall()
-    for session, user, turns, first_time in rows:
-        preview = conn.execute(
-            "SELECT request_preview FROM traces WHERE session_id = ? AND request_time = ?",
-            (session, first_time),
-        ).fetchone()[0]
+    for session in sessiontrace.list_sessions(order_by="session_id", store=store):
+        preview = session.first_request_preview
         first = json.loads(preview).get("message", preview) if preview else ""
-        print(f"  {session:<12} {user:<12} {turns:>5}  {first}")
+        print(
+            f"  {session.session_id:<12} {session.user_id or '-':<12} {session.turns:>5}  {first}"
+        )
+
+    # The analysis from MLflow's "Track Users & Sessions" page, unchanged but the import.
+    user_id = "user-alice"
+    df = sessiontrace.search_traces(
+        filter_string=f"metadata.`mlflow.trace.user` = '{user_id}'", store=store
+    )
+    total_interactions = len(df)
+    unique_sessions = df["metadata.mlflow.trace.session"].nunique()
+    avg_response_time = df["info.execution_time_ms"].mean()
+    success_rate = df["info.state"].value_counts().get("OK", 0) / total_interactions
+    print(f"\n{user_id}: {total_interactions} interactions across {unique_sessions} sessions")
+    print(f"  average response time {avg_response_time:.1f} ms, success rate {success_rate:.0%}")
     store.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -135,7 +136,20 @@ def test_make_demo_script_runs_offline_and_prints_the_summary(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "Per user" in out and "Per session" in out
-    for user in ("user-alice", "user-bob", "user-carol"):
-        assert user in out
-    assert db.exists()
+    assert "10 traces in" in out
+    # (user, traces, sessions) and (session, user, turns) as the script sent them.
+    for user, traces, sessions in (("user-alice", 4, 2), ("user-bob", 4, 2), ("user-carol", 2, 1)):
+        assert re.search(rf"^  {user} +{traces} +{sessions} ", out, re.M), user
+    for session, user, turns in (("session-a1", "user-alice", 3), ("session-c1", "user-carol", 2)):
+        assert re.search(rf"^  {session} +{user} +{turns}  ", out, re.M), session
+    assert "user-alice: 4 interactions across 2 sessions" in out
+    assert "success rate 100%" in out
+    rows = stored(db)
+    assert {(r["user"], r["session"]) for r in rows} == {
+        ("user-alice", "session-a1"),
+        ("user-alice", "session-a2"),
+        ("user-bob", "session-b1"),
+        ("user-bob", "session-b2"),
+        ("user-carol", "session-c1"),
+    }
+    assert sorted({r["name"] for r in rows}) == ["chat", "chat_stream"]
