@@ -750,3 +750,10 @@ def test_bad_configuration_fails_at_construction(options: dict[str, Any], error:
 def test_not_an_app_fails_at_construction() -> None:
     with pytest.raises(TypeError):
         ASGIMiddleware(None)  # type: ignore[arg-type]
+
+
+def test_public_names() -> None:
+    assert sessiontrace.ASGIMiddleware is sessiontrace.middleware.ASGIMiddleware
+    assert sessiontrace.WSGIMiddleware is sessiontrace.middleware.WSGIMiddleware
+    assert {"ASGIMiddleware", "WSGIMiddleware"} <= set(sessiontrace.__all__)
+    assert sessiontrace.__all__ == sorted(sessiontrace.__all__)

@@ -223,8 +223,8 @@ class ASGIMiddleware:
         resolved: Resolved | None = None
         if policy.plain:
             user, session, request_id = found
-            # Fast path: a short value of allowed characters. Anything else (spaces,
-            # commas, too long) goes through the full check, which explains and logs.
+            # Websockets, or allowed characters beyond latin-1: a short value of
+            # allowed characters passes; anything else gets the full check, which logs.
             maximum, valid = self._max_length, self._valid
             if user is not None and (multi[0] or len(user) > maximum or valid(user) is None):
                 user = policy.check(user, policy.user_header or "", multi[0])[0]
