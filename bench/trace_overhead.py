@@ -58,6 +58,7 @@ SESSIONS = [f"session-{i}" for i in range(32)]
 MESSAGE = "What is ML vs. AI?"
 
 CONTENDERS = ("untraced", "sessiontrace", "opentelemetry-sdk", "mlflow-tracing")
+BASELINE = "sessiontrace-baseline"  # --baseline-src: another checkout's src, for A/B runs
 
 
 # -- the contenders (run inside a worker process) -----------------------------------------
@@ -295,34 +296,42 @@ FACTORIES: dict[str, Callable[[Path], Contender]] = {
 }
 
 
-def _produce(contender: Contender, n: int) -> int:
-    """Run ``n`` traces back to back; return the elapsed nanoseconds."""
+def _produce(contender: Contender, n: int) -> tuple[int, int]:
+    """Run ``n`` traces back to back; return elapsed and this thread's CPU nanoseconds."""
     outer = contender.outer
     users, sessions, message = USERS, SESSIONS, MESSAGE
+    cpu = time.thread_time_ns()
     start = time.perf_counter_ns()
     for i in range(n):
         outer(users[i & 7], sessions[i & 31], message)
     elapsed = time.perf_counter_ns() - start
+    cpu = time.thread_time_ns() - cpu
     contender.produced += n
-    return elapsed
+    return elapsed, cpu
 
 
 def worker(name: str, workdir: Path) -> None:
     """Serve the parent's commands, one JSON object per line, until EOF."""
-    contender = FACTORIES[name](workdir)
+    contender = FACTORIES[name.replace("-baseline", "")](workdir)
     out = sys.stdout
     for line in sys.stdin:
         cmd = json.loads(line)
         op = cmd["op"]
         reply: dict[str, Any]
         if op == "block":
-            ns = _produce(contender, cmd["n"])
+            process_cpu = time.process_time_ns()
+            ns, cpu = _produce(contender, cmd["n"])
             drain_start = time.perf_counter_ns()
             contender.drain()
-            reply = {"ns": ns, "drain_ns": time.perf_counter_ns() - drain_start}
+            reply = {
+                "ns": ns,
+                "cpu_ns": cpu,
+                "drain_ns": time.perf_counter_ns() - drain_start,
+                "process_cpu_ns": time.process_time_ns() - process_cpu,
+            }
         elif op == "load":
             start = time.perf_counter_ns()
-            ns = _produce(contender, cmd["n"])
+            ns, _ = _produce(contender, cmd["n"])
             contender.drain()
             total = time.perf_counter_ns() - start
             reply = {
@@ -344,9 +353,11 @@ def worker(name: str, workdir: Path) -> None:
 
 
 class Worker:
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, src: Path | None = None) -> None:
         self.name = name
         env = dict(os.environ)
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
         env.update(
             {
                 "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -421,11 +432,12 @@ def _fmt_ratio(values: list[float]) -> str:
 
 
 def run_overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    names = CONTENDERS + ((BASELINE,) if args.baseline_src else ())
     workers = {}
-    for name in CONTENDERS:
+    for name in names:
         workdir = root / name
         workdir.mkdir()
-        workers[name] = Worker(name, workdir)
+        workers[name] = Worker(name, workdir, args.baseline_src if name == BASELINE else None)
 
     # Calibrate: one warm-up block each, then a block size of about --block-seconds.
     sizes: dict[str, int] = {}
@@ -437,19 +449,23 @@ def run_overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         sizes[name] = max(20, int(args.block_seconds * 1e9 / per))
     print("block sizes (traces):", ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
 
-    per_trace: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    per_trace: dict[str, list[float]] = {name: [] for name in names}
+    caller_cpu: dict[str, list[float]] = {name: [] for name in names}
+    all_cpu: dict[str, list[float]] = {name: [] for name in names}
     rng = random.Random(args.seed)
-    order = list(CONTENDERS)
+    order = list(names)
     started = time.monotonic()
     for r in range(args.rounds):
         rng.shuffle(order)
         for name in order:
             reply = workers[name].ask(op="block", n=sizes[name])
             per_trace[name].append(reply["ns"] / sizes[name] / 1000)
+            caller_cpu[name].append(reply["cpu_ns"] / sizes[name] / 1000)
+            all_cpu[name].append(reply["process_cpu_ns"] / sizes[name] / 1000)
         if not args.quiet:
             print(
                 f"  round {r + 1:>2}/{args.rounds}: "
-                + ", ".join(f"{n} {per_trace[n][-1]:.2f}" for n in CONTENDERS)
+                + ", ".join(f"{n} {per_trace[n][-1]:.2f}" for n in names)
                 + " µs/trace",
                 flush=True,
             )
@@ -460,14 +476,14 @@ def run_overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         w.close()
 
     base = per_trace["untraced"]
-    overhead = {
-        name: [t - b for t, b in zip(per_trace[name], base, strict=True)] for name in CONTENDERS
-    }
+    overhead = {name: [t - b for t, b in zip(per_trace[name], base, strict=True)] for name in names}
     st = overhead["sessiontrace"]
     ratio_otel = [a / b for a, b in zip(st, overhead["opentelemetry-sdk"], strict=True)]
     ratio_mlflow = [a / b for a, b in zip(st, overhead["mlflow-tracing"], strict=True)]
     return {
         "per_trace": per_trace,
+        "caller_cpu": caller_cpu,
+        "all_cpu": all_cpu,
         "overhead": overhead,
         "ratio_otel": ratio_otel,
         "ratio_mlflow": ratio_mlflow,
@@ -491,18 +507,23 @@ def run_load(name: str, n: int, root: Path, tag: str) -> dict[str, Any]:
 
 def print_overhead(res: dict[str, Any]) -> None:
     per, over = res["per_trace"], res["overhead"]
+    caller_cpu, all_cpu = res["caller_cpu"], res["all_cpu"]
     rounds = len(per["untraced"])
     print()
     print(f"Caller-side cost of one two-span trace, median of {rounds} interleaved rounds")
-    print("(IQR in brackets; overhead = traced minus untraced, per round)")
+    print("(wall-clock µs per trace in the calling thread, IQR in brackets; overhead =")
+    print(" traced minus untraced, per round; ratios are of overheads; CPU columns: the")
+    print(" calling thread's CPU time, and all threads' CPU including export/drain)")
     print()
-    header = f"| {'contender':<18} | {'µs/trace':>8} | {'IQR':>13} | {'overhead µs':>11} |"
-    header += f" {'vs OTel SDK':>11} | {'vs MLflow':>11} |"
+    width = max(len(name) for name in per)
+    header = f"| {'contender':<{width}} | {'µs/trace':>8} | {'IQR':>15} | {'overhead µs':>11} |"
+    header += f" {'vs OTel SDK':>11} | {'vs MLflow':>10} | {'caller CPU':>10} |"
+    header += f" {'all CPU':>8} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     otel_med = statistics.median(over["opentelemetry-sdk"])
     mlflow_med = statistics.median(over["mlflow-tracing"])
-    for name in CONTENDERS:
+    for name in per:
         p25, med, p75 = _quantiles(per[name])
         ov = statistics.median(over[name])
         if name == "untraced":
@@ -512,14 +533,27 @@ def print_overhead(res: dict[str, Any]) -> None:
             r_otel = f"{ov / otel_med:.3f}x"
             r_mlflow = f"{ov / mlflow_med:.4f}x"
         print(
-            f"| {name:<18} | {med:>8.2f} | {p25:>6.2f}-{p75:<6.2f} | {ov_s:>11} |"
-            f" {r_otel:>11} | {r_mlflow:>11} |"
+            f"| {name:<{width}} | {med:>8.2f} | {f'{p25:.2f}-{p75:.2f}':>15} | {ov_s:>11} |"
+            f" {r_otel:>11} | {r_mlflow:>10} | {statistics.median(caller_cpu[name]):>10.2f} |"
+            f" {statistics.median(all_cpu[name]):>8.2f} |"
         )
     print()
     print("sessiontrace overhead / OpenTelemetry SDK overhead, per round:", end=" ")
     print(_fmt_ratio(res["ratio_otel"]), "  target <= 0.25x")
     print("sessiontrace overhead / mlflow-tracing overhead, per round:   ", end=" ")
     print(_fmt_ratio(res["ratio_mlflow"]), "  target <= 0.01x")
+    cpu_over = {
+        name: [c - b for c, b in zip(caller_cpu[name], caller_cpu["untraced"], strict=True)]
+        for name in caller_cpu
+    }
+    cpu_ratio = [
+        a / b for a, b in zip(cpu_over["sessiontrace"], cpu_over["opentelemetry-sdk"], strict=True)
+    ]
+    print("same, caller-thread CPU time instead of wall clock, per round: ", end=" ")
+    print(_fmt_ratio(cpu_ratio))
+    if BASELINE in over:
+        ab = [a / b for a, b in zip(over["sessiontrace"], over[BASELINE], strict=True)]
+        print(f"sessiontrace overhead / {BASELINE} overhead, per round:", _fmt_ratio(ab))
     print()
     for name, check in res["checks"].items():
         v = check["verify"]
@@ -585,7 +619,13 @@ def main() -> None:
         "--mlflow-load", type=int, help="traces for MLflow's arrival count (default 10,000)"
     )
     parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also time the sessiontrace package found in this src folder (A/B runs)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-round lines")
+    parser.add_argument("--no-load", action="store_true", help="caller-side table only")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -610,14 +650,14 @@ def main() -> None:
     try:
         res = run_overhead(args, root)
         print_overhead(res)
-        st = [run_load("sessiontrace", args.load, root, str(i)) for i in range(args.load_runs)]
-        otel = run_load("opentelemetry-sdk", args.load, root, "0")
-        ml = (
-            run_load("mlflow-tracing", args.mlflow_load, root, "0")
-            if args.mlflow_load > 0
-            else None
-        )
-        print_load(st, otel, ml)
+        st: list[dict[str, Any]] = []
+        otel = ml = None
+        if not args.no_load:
+            st = [run_load("sessiontrace", args.load, root, str(i)) for i in range(args.load_runs)]
+            otel = run_load("opentelemetry-sdk", args.load, root, "0")
+            if args.mlflow_load > 0:
+                ml = run_load("mlflow-tracing", args.mlflow_load, root, "0")
+            print_load(st, otel, ml)
         if args.json:
             args.json.write_text(
                 json.dumps({"overhead": res, "load": st, "otel": otel, "mlflow": ml})
