@@ -604,7 +604,12 @@ def print_load(
             f" {ml['produce_ns'] / 1e9:.1f} s, stored after {ml['total_ns'] / 1e9:.1f} s"
             f" = {n / (ml['total_ns'] / 1e9):,.0f} traces/s; arrived {a['traces']:,}/{n:,}"
             f" ({a['traces'] / n:.2%}), {a['with_spans']:,} with spans"
-            + ("; the rest were discarded by its full export queue" if a["traces"] < n else "")
+            + (
+                f"; {n - a['traces']:,} missing (MLflow discards a trace when its export"
+                " queue is full, with one warning per 30 s)"
+                if a["traces"] < n
+                else ""
+            )
         )
 
 
