@@ -76,7 +76,9 @@ class LiveServer:
         self.thread.join(10)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in
+# the main thread until it stops, and asyncio.run() in later test folders would fail.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Any]:
     _require_browser()
     from playwright.sync_api import sync_playwright
@@ -100,7 +102,7 @@ def launch(pw: Any, **options: Any) -> Any:
     return context
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Any) -> Iterator[Any]:
     context = launch(playwright)
     try:
@@ -109,7 +111,7 @@ def browser(playwright: Any) -> Iterator[Any]:
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_without_csp(playwright: Any) -> Iterator[Any]:
     """Ignores the server's CSP, to prove escaping alone keeps payloads inert."""
     context = launch(playwright, bypass_csp=True)
