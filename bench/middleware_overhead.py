@@ -10,9 +10,10 @@
    (writing real traces to a temporary SQLite file); asgi-correlation-id; and
    OpenTelemetry's ASGI/WSGI middleware with an SDK TracerProvider and a
    BatchSpanProcessor whose exporter does nothing.
-2. Requests/s under uvicorn on 127.0.0.1, bare and context only, with a bounded
-   load: a fixed number of keep-alive requests from a small asyncio client, capped
-   in time.
+2. Requests/s under uvicorn on 127.0.0.1, bare and context only: one server process
+   serves both apps (and a second copy of bare, to show the noise floor) under their
+   own paths, and bounded bursts of keep-alive requests from a small asyncio client
+   take turns between them, so process placement and machine load hit all alike.
 
 Every request carries X-User-ID, X-Session-ID and X-Request-ID. Variants run
 interleaved, repeated; the figures are medians, the ratios are against bare.
@@ -164,8 +165,18 @@ def make_wsgi_app(variant: str) -> Any:
 
 
 def uvicorn_app() -> Any:
-    """``uvicorn --factory``: the variant comes from BENCH_VARIANT."""
-    return make_asgi_app(os.environ["BENCH_VARIANT"])
+    """``uvicorn --factory``: one app per variant in BENCH_VARIANTS, served as ``/0``,
+    ``/1``...: the same process, connections and core serve every variant."""
+    # "name#2" is another copy of "name" (to see the noise floor).
+    apps = [make_asgi_app(v.split("#")[0]) for v in os.environ["BENCH_VARIANTS"].split(",")]
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        app = apps[int(scope["path"][1:])]
+        scope["path"] = "/"
+        scope["raw_path"] = b"/"
+        await app(scope, receive, send)
+
+    return dispatch
 
 
 # -- drivers ------------------------------------------------------------------------------
@@ -322,10 +333,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _load(port: int, total: int, connections: int, time_cap: float) -> tuple[int, float]:
+async def _load(
+    port: int, path: str, total: int, connections: int, time_cap: float
+) -> tuple[int, float]:
     """Keep-alive GETs from ``connections`` sockets: (requests done, seconds)."""
     header_lines = b"".join(k + b": " + v + b"\r\n" for k, v in HEADERS if k != b"connection")
-    request = b"GET / HTTP/1.1\r\n" + header_lines + b"\r\n"
+    request = b"GET " + path.encode() + b" HTTP/1.1\r\n" + header_lines + b"\r\n"
     done = 0
     deadline = time.perf_counter() + time_cap
 
@@ -353,58 +366,54 @@ async def _load(port: int, total: int, connections: int, time_cap: float) -> tup
     return done, time.perf_counter() - start
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, from /proc (Linux); NaN elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _pin(server_pid: int) -> None:
+    """The server on one core, the load generator on another (Linux, 2+ cores), so
+    they do not take turns on the same core."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    os.sched_setaffinity(server_pid, {cpus[-1]})
+    os.sched_setaffinity(0, {cpus[0]})
 
 
 def uvicorn_rps(
     variants: list[str], burst: int, connections: int, rounds: int, time_cap: float
-) -> tuple[Result, Result]:
-    """Both servers run side by side and take turns: (median req/s, median server CPU/req)."""
+) -> Result:
+    """One uvicorn process serves every variant; bounded bursts take turns between them."""
     here = Path(__file__).resolve().parent
     rps: dict[str, list[float]] = {v: [] for v in variants}
-    cpu: dict[str, list[float]] = {v: [] for v in variants}
-    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "BENCH_VARIANTS": ",".join(variants),
+            "SESSIONTRACE_TRACKING_URI": f"sqlite:///{tmp}/uvicorn.db",
+        }
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "middleware_overhead:uvicorn_app"]
+        cmd += ["--app-dir", str(here), "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--log-level", "warning", "--no-access-log", "--lifespan", "off"]
+        server = subprocess.Popen(cmd, env=env)
         try:
-            for variant in variants:
-                port = _free_port()
-                env = {
-                    **os.environ,
-                    "BENCH_VARIANT": variant,
-                    "SESSIONTRACE_TRACKING_URI": f"sqlite:///{tmp}/uvicorn.db",
-                }
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "middleware_overhead:uvicorn_app",
-                ]
-                cmd += ["--app-dir", str(here), "--host", "127.0.0.1", "--port", str(port)]
-                cmd += ["--log-level", "warning", "--no-access-log"]
-                servers[variant] = (subprocess.Popen(cmd, env=env), port)
-            for server, port in servers.values():
-                _wait_for(port, server)
-                asyncio.run(_load(port, 500, connections, 10))  # warm up
+            _pin(server.pid)
+            _wait_for(port, server)
+            for index in range(len(variants)):
+                asyncio.run(_load(port, f"/{index}", 500, connections, 10))  # warm up
             for i in range(rounds):
-                for variant in variants if i % 2 == 0 else variants[::-1]:
-                    server, port = servers[variant]
-                    before = _cpu_seconds(server.pid)
-                    done, seconds = asyncio.run(_load(port, burst, connections, time_cap))
+                order = list(enumerate(variants))
+                for index, variant in order if i % 2 == 0 else order[::-1]:
+                    done, seconds = asyncio.run(
+                        _load(port, f"/{index}", burst, connections, time_cap)
+                    )
                     rps[variant].append(done / seconds)
-                    cpu[variant].append((_cpu_seconds(server.pid) - before) / done)
         finally:
-            for server, _ in servers.values():
-                server.terminate()
-            for server, _ in servers.values():
-                server.wait(30)
-    return Result(rps), Result(cpu)
+            if hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, affinity)
+            server.terminate()
+            server.wait(30)
+    return Result(rps)
 
 
 def _wait_for(port: int, server: subprocess.Popen[bytes]) -> None:
@@ -471,19 +480,18 @@ def main(argv: list[str] | None = None) -> int:
     _table(f"Starlette hello world, through httpx's ASGI transport ({n_client} per run)", client)
     wsgi = measure(WSGI_VARIANTS, make_wsgi_app, wsgi_direct, n_direct, repeats)
     _table(f"Flask hello world, direct WSGI calls ({n_direct} per run)", wsgi)
-    burst = 500 if quick else 1000
-    rounds = 2 if quick else 16
-    rps, server_cpu = uvicorn_rps(["bare", "sessiontrace"], burst, 8, rounds, 20.0)
+    burst = 300 if quick else 500
+    rounds = 2 if quick else 40
+    # bare#2 is a second copy of the bare app: how far apart two identical apps land.
+    rps = uvicorn_rps(["bare", "sessiontrace", "bare#2"], burst, 8, rounds, 20.0)
     print(
-        f"\nuvicorn on 127.0.0.1, both servers side by side, {rounds} alternating bursts of "
-        f"{burst} keep-alive GETs over 8 connections"
+        f"\nuvicorn on 127.0.0.1: one server process (pinned to one core, the load generator "
+        f"to another) serving each app under its own path; {rounds} rounds of alternating "
+        f"bursts of {burst} keep-alive GETs over 8 connections"
     )
-    print(f"  {'variant':<22} {'req/s':>8} {'x bare':>7} {'server CPU/req':>15}")
+    print(f"  {'variant':<22} {'req/s':>8} {'x bare':>7}")
     for variant in rps.median:
-        print(
-            f"  {variant:<22} {rps.median[variant]:>8.0f} {rps.ratio[variant]:>7.3f} "
-            f"{server_cpu.median[variant] * 1e6:>12.0f} us"
-        )
+        print(f"  {variant:<22} {rps.median[variant]:>8.0f} {rps.ratio[variant]:>7.3f}")
     sessiontrace.flush()
     tmp.cleanup()
 

@@ -163,11 +163,15 @@ class ASGIMiddleware:
                 request_id = value
         repeated = seen > (user is not None) + (session is not None) + (request_id is not None)
         # Accepted as is when, joined, they fit within one value's length cap and every
-        # byte is allowed (one C-level translate through a 256-byte table); an empty
+        # byte is allowed (a C-level translate through a 256-byte table); an empty
         # value is absent. Anything else (spaces, commas, long ids, repeated headers)
         # gets the full check, value by value, which logs why.
         joined = (user or b"") + (session or b"") + (request_id or b"")
-        if not repeated and len(joined) <= maximum and 1 not in joined.translate(table):
+        if (
+            not repeated
+            and len(joined) <= maximum
+            and (not joined or joined.translate(table).isalpha())
+        ):
             if user is not None:
                 user = user.decode(encoding) or None
             if session is not None:

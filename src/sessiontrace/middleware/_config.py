@@ -142,14 +142,15 @@ class IdPolicy:
             raise ValueError(f"allowed_chars must not contain whitespace or controls: {bad!r}")
         self.comma_allowed = "," in allowed_chars
         # For the ASGI fast path: ``value.translate(byte_table)`` maps each allowed
-        # byte to 0 and any other to 1, so ``1 not in ...`` checks a raw header value
-        # in one C pass (header bytes decode as latin-1).
+        # byte to "a" and any other to "0", so ``.isalpha()`` checks a raw header
+        # value in two C passes without a Python-level loop (header bytes decode as
+        # latin-1).
         try:
             allowed_bytes = frozenset(allowed_chars.encode("latin-1"))
         except UnicodeEncodeError:
             self.byte_table: bytes | None = None
         else:
-            self.byte_table = bytes(0 if b in allowed_bytes else 1 for b in range(256))
+            self.byte_table = bytes(b"a"[0] if b in allowed_bytes else b"0"[0] for b in range(256))
         # Accepted bytes then decode the same as UTF-8 (faster) or need latin-1.
         self.header_encoding = "utf-8" if allowed_chars.isascii() else "latin-1"
         self._valid = re.compile(f"[{re.escape(allowed_chars)}]+").fullmatch
