@@ -289,10 +289,12 @@ def wsgi_direct(app: Any, n: int) -> float:
 
 
 class Result:
-    """Medians of per-run figures; ``ratio`` pairs each run with bare's run of the same round."""
+    """Medians of per-run figures; ``ratio`` pairs each run with bare's run of the same
+    round (with several copies of bare, their mean in that round)."""
 
     def __init__(self, samples: dict[str, list[float]]) -> None:
-        bare = samples["bare"]
+        copies = [s for v, s in samples.items() if v.split("#")[0] == "bare"]
+        bare = [statistics.fmean(round_) for round_ in zip(*copies, strict=True)]
         self.median = {v: statistics.median(s) for v, s in samples.items()}
         self.ratio = {
             v: statistics.median(x / b for x, b in zip(s, bare, strict=True))

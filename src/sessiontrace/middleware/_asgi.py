@@ -149,19 +149,23 @@ class ASGIMiddleware:
             return
         # One pass over the headers, one dict lookup each; no allocation.
         user = session = request_id = None
-        seen = 0
+        repeated = False
         for name, value in scope["headers"]:
             slot = wanted.get(name)
             if slot is None:
                 continue
-            seen += 1
             if slot == 0:
+                if user is not None:
+                    repeated = True
                 user = value
             elif slot == 1:
+                if session is not None:
+                    repeated = True
                 session = value
             else:
+                if request_id is not None:
+                    repeated = True
                 request_id = value
-        repeated = seen > (user is not None) + (session is not None) + (request_id is not None)
         # Accepted as is when, joined, they fit within one value's length cap and every
         # byte is allowed (a C-level translate through a 256-byte table); an empty
         # value is absent. Anything else (spaces, commas, long ids, repeated headers)
