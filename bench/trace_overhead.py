@@ -21,9 +21,11 @@ background threads; its own temporary directory). The parent runs rounds; in eac
 round every contender, in a fresh random order, times one block of back-to-back
 traces (about ``--block-seconds`` long, with its exporter/writer running and
 competing for the GIL, garbage collector on), then drains its queue untimed. Only
-one worker is busy at a time. Reported: the median over rounds of µs per trace, the
-interquartile range, and ratios of overhead (traced minus untraced) computed per
-round, so slow phases of a noisy machine hit both sides of a ratio alike.
+one worker is busy at a time. Reported: the median over rounds of wall-clock µs per
+trace in the calling thread, the interquartile range, the calling thread's CPU time,
+all threads' CPU time including the drain, and ratios of overhead (traced minus
+untraced), also computed per round, so slow phases of a noisy machine hit both sides
+of a ratio alike. ``--baseline-src`` adds another checkout's sessiontrace (A/B runs).
 
 Then, in fresh processes and fresh stores: N traces produced back to back, then
 ``flush()``; end-to-end traces/s and how many traces are in the store afterwards
