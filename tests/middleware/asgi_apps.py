@@ -25,6 +25,12 @@ def record(label: str) -> list[str | None]:
     return list(sessiontrace.get_user_session_context())
 
 
+@sessiontrace.trace
+def record_as_someone_else(label: str) -> list[str | None]:
+    sessiontrace.update_trace_user_session(user_id="different_user_123")
+    return list(sessiontrace.get_user_session_context())
+
+
 def make_app(*, lifespan_label: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,6 +137,11 @@ def make_app(*, lifespan_label: str | None = None) -> FastAPI:
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
         return {"item": item_id, "seen": record(f"item-{item_id}")}
+
+    @app.get("/override")
+    async def override(label: str) -> dict[str, Any]:
+        record_as_someone_else(f"{label}-override")
+        return {"seen": record(label)}
 
     @app.get("/healthz")
     async def healthz(label: str) -> dict[str, Any]:

@@ -184,6 +184,16 @@ def test_what_reaches_thread_pools_and_threads() -> None:
         assert ids(rows[f"T-{name}"]) == ("user-1", "session-1"), name
 
 
+def test_per_trace_override_changes_that_trace_only() -> None:
+    with uvicorn_server(app_with()) as base:
+        r = httpx.get(f"{base}/override", params={"label": "o"}, headers=ID)
+    assert r.json() == {"seen": ["user-1", "session-1"]}  # the request default is intact
+    rows = stored()
+    (other,) = [row for row in rows if row["name"] == "record_as_someone_else"]
+    assert ids(other) == ("different_user_123", "session-1")
+    assert ids(by_label(rows)["o"]) == ("user-1", "session-1")
+
+
 # -- exceptions ---------------------------------------------------------------------------
 
 
