@@ -736,6 +736,7 @@ def test_custom_header_names_and_allowed_characters() -> None:
         ({"user_header": "X User"}, ValueError),
         ({"user_header": 3}, TypeError),
         ({"user_header": None, "session_header": None}, ValueError),
+        ({"session_header": "x-user-id"}, ValueError),
         ({"resolver": "not callable"}, TypeError),
         ({"strict": "yes"}, TypeError),
         ({"echo_session_id": 1}, TypeError),

@@ -122,7 +122,7 @@ class ASGIMiddleware:
         self._max_length = policy.max_length
         self._valid = policy._valid
         # The common case (ids from headers, no option that needs more) takes a path
-        # that allocates nothing per request beyond the context node.
+        # that allocates nothing per request beyond the ids and the context node.
         self._fast = policy.plain and policy.byte_table is not None
         self._hot = (
             wanted,

@@ -126,6 +126,11 @@ class IdPolicy:
             inspect.iscoroutinefunction(resolver)
             or inspect.iscoroutinefunction(type(resolver).__call__)
         )
+        names = [
+            n.lower() for n in (self.user_header, self.session_header, self.request_id_header) if n
+        ]
+        if len(set(names)) != len(names):
+            raise ValueError("user_header, session_header and request_id_header must differ")
         if self.user_header is None and self.session_header is None and resolver is None:
             raise ValueError("nothing to read: set user_header, session_header or resolver")
         if isinstance(max_length, bool) or not isinstance(max_length, int):
