@@ -768,3 +768,21 @@ def test_public_names() -> None:
     assert sessiontrace.WSGIMiddleware is sessiontrace.middleware.WSGIMiddleware
     assert {"ASGIMiddleware", "WSGIMiddleware"} <= set(sessiontrace.__all__)
     assert sessiontrace.__all__ == sorted(sessiontrace.__all__)
+
+
+def test_a_flood_of_bad_headers_logs_one_warning_per_kind(
+    lenient_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sessiontrace.middleware")
+    with httpx.Client() as client:
+        for i in range(40):
+            r = client.get(
+                f"{lenient_server}/whoami",
+                params={"label": f"flood-{i}"},
+                headers={"X-User-ID": "bad value!", "X-Session-ID": "x" * 300},
+            )
+            assert r.status_code == 200
+    messages = [rec.getMessage() for rec in caplog.records if rec.name.startswith("sessiontrace")]
+    assert len(messages) == 2  # one for the user header's characters, one for the length
+    rows = by_label(stored())
+    assert all(ids(rows[f"flood-{i}"]) == (None, None) for i in range(40))

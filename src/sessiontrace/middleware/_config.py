@@ -19,6 +19,8 @@ import logging
 import re
 import secrets
 import string
+import threading
+import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, Final
@@ -29,6 +31,29 @@ from .._context import UserSession
 __all__ = ["DEFAULT_ALLOWED_CHARS", "IdPolicy", "RequestNode", "Resolved", "logger"]
 
 logger = logging.getLogger("sessiontrace.middleware")
+
+
+class _WarningBudget:
+    """At most one warning per key every ``interval`` seconds; counts the rest."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._state: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def take(self, key: tuple[str, str]) -> int | None:
+        """``None``: stay quiet. Otherwise log now, mentioning this many held back."""
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._state.get(key, (-1e18, 0))
+            if now - last < self.interval:
+                self._state[key] = (last, held + 1)
+                return None
+            self._state[key] = (now, 0)
+            return held
+
+
+_warn_budget = _WarningBudget()
 
 #: Letters, digits and ``- _ . : @ + = / ~``: UUIDs, emails, prefixed ids, base64url.
 DEFAULT_ALLOWED_CHARS: Final = string.ascii_letters + string.digits + "-_.:@+=/~"
@@ -224,13 +249,17 @@ class IdPolicy:
         else:
             return value, None
         # Length only: the value is client input and may be crafted for log injection.
-        logger.warning(
-            "sessiontrace: ignored the %s header (%s, %d characters)%s",
-            header,
-            reason,
-            len(raw),
-            "; answering 400" if self.strict else "",
-        )
+        # Rate-limited per header and reason, so one client cannot flood the logs.
+        held_back = _warn_budget.take((header, reason))
+        if held_back is not None:
+            logger.warning(
+                "sessiontrace: ignored the %s header (%s, %d characters)%s%s",
+                header,
+                reason,
+                len(raw),
+                "; answering 400" if self.strict else "",
+                f"; {held_back} more like it since the last warning" if held_back else "",
+            )
         return None, reason
 
     # -- the whole request ----------------------------------------------------------
