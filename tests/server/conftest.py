@@ -14,8 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.importorskip("starlette")
-
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from starlette.types import ASGIApp
 
