@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from starlette.types import ASGIApp
 
