@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import statistics
 from collections import Counter, defaultdict
@@ -207,3 +208,29 @@ def test_results_are_frozen_and_serialisable(dataset: list[Record]) -> None:
         summary.turns = 0  # type: ignore[misc]
     assert page.to_dict()["items"][0]["session_id"] == summary.session_id
     assert isinstance(page.to_dict()["next_page_token"], str)
+
+
+def test_every_record_to_dict_is_what_asdict_gives(dataset: list[Record]) -> None:
+    # The records build their dicts by hand (asdict is slow): a field added to a record
+    # but not to its to_dict(), or a container shared instead of copied, fails here.
+    now = BASE_MS + 9 * DAY_MS
+    report = sessiontrace.user_report("user-5", days=None, now_ms=now)
+    assert report is not None and report.tags
+    records = [
+        *sessiontrace.list_sessions(max_results=5),
+        *sessiontrace.session_flow("session-3"),
+        *sessiontrace.list_users(max_results=5),
+        report,
+        *report.daily_activity,
+        *sessiontrace.metadata_breakdown("app_version"),
+    ]
+    kinds = {type(r).__name__ for r in records}
+    exported = {n for n in sessiontrace._analytics.__all__ if n[0].isupper()}
+    assert kinds == exported
+    for record in records:
+        as_dict = record.to_dict()
+        assert as_dict == dataclasses.asdict(record)
+        assert list(as_dict) == [f.name for f in dataclasses.fields(record)]
+    turn = sessiontrace.session_flow("session-3")[0]
+    turn.to_dict()["request"]["message"] = "changed"
+    assert turn.request["message"] != "changed"
