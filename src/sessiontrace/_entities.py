@@ -7,7 +7,7 @@ analysis code written against MLflow's documentation runs unchanged.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._serialize import loads
 
@@ -101,6 +101,17 @@ class Span:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    if not TYPE_CHECKING:  # keeps mypy's check of attribute names
+
+        def __getattr__(self, name: str) -> Any:
+            # A span read from the store decodes a JSON field when it is first read,
+            # as MLflow's spans do: listing a user's traces parses no inputs.
+            stored = self.__dict__.get("_stored_json")
+            if stored is None or name not in _LAZY_FIELDS:
+                raise AttributeError(f"'Span' object has no attribute {name!r}")
+            value = _LAZY_FIELDS[name](stored[_LAZY_ORDER[name]])
+            return self.__dict__.setdefault(name, value)  # first decode wins under threads
 
 
 @dataclasses.dataclass
@@ -197,38 +208,40 @@ def _json_text(value: Any) -> str:
     return dumps(value)
 
 
+def _events(text: str | None) -> list[SpanEvent]:
+    if text is None:
+        return []
+    return [
+        SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {})
+        for e in (loads(text) or [])
+    ]
+
+
+_LAZY_FIELDS = {
+    "inputs": loads,
+    "outputs": loads,
+    "attributes": lambda text: {} if text is None else loads(text) or {},
+    "events": _events,
+}
+_LAZY_ORDER = {name: i for i, name in enumerate(_LAZY_FIELDS)}
+_new = object.__new__
+
+
 def span_from_row(row: tuple[Any, ...]) -> Span:
-    """Build a ``Span`` from a stored row (see the store's column order)."""
-    (
-        trace_id,
-        span_id,
-        parent_id,
-        name,
-        span_type,
-        start_ns,
-        end_ns,
-        status,
-        message,
-        inputs,
-        outputs,
-        attributes,
-        events,
-    ) = row
-    return Span(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_id=parent_id,
-        name=name,
-        span_type=span_type,
-        start_time_ns=start_ns,
-        end_time_ns=end_ns,
-        status=status,
-        status_message=message or "",
-        inputs=loads(inputs),
-        outputs=loads(outputs),
-        attributes=loads(attributes) or {},
-        events=[
-            SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {})
-            for e in (loads(events) or [])
-        ],
+    """A ``Span`` from a stored row (see the store's column order); the JSON fields
+    (inputs, outputs, attributes, events) are decoded when first read."""
+    span = _new(Span)
+    # What the frozen dataclass's __init__ does, without an object.__setattr__ a field.
+    span.__dict__.update(
+        trace_id=row[0],
+        span_id=row[1],
+        parent_id=row[2],
+        name=row[3],
+        span_type=row[4],
+        start_time_ns=row[5],
+        end_time_ns=row[6],
+        status=row[7],
+        status_message=row[8] or "",
+        _stored_json=row[9:13],
     )
+    return span

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -105,8 +106,37 @@ dumps: Callable[[Any], str] = _load_orjson() or _stdlib_dumps
 """Encode ``value`` as compact JSON text; never raises."""
 
 
+# 19 digits in a row may be an integer outside orjson's 64-bit range, which it would
+# read as a float; such text (rare: also long digit runs inside strings) takes json.
+_LONG_DIGITS = re.compile(r"\d{19}").search
+
+
+def _load_orjson_loads() -> Callable[[str], Any] | None:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    decode, error, slow = orjson.loads, orjson.JSONDecodeError, json.loads
+    long_digits = _LONG_DIGITS
+
+    def orjson_loads(text: str) -> Any:
+        # The stdlib reader decides whenever orjson would differ: NaN and Infinity (the
+        # stdlib encoder writes them), lone surrogates, integers beyond 64 bits.
+        if long_digits(text) is None:
+            try:
+                return decode(text)
+            except error:
+                pass
+        return slow(text)
+
+    return orjson_loads
+
+
+_loads: Callable[[str], Any] = _load_orjson_loads() or json.loads
+
+
 def loads(text: str | None) -> Any:
     """Decode stored JSON text; ``None`` stays ``None``."""
     if text is None:
         return None
-    return json.loads(text)
+    return _loads(text)

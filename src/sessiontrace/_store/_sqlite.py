@@ -28,7 +28,7 @@ from .._entities import (
     span_from_row,
 )
 from .._pipeline import RetryableExportError
-from .._serialize import dumps
+from .._serialize import dumps, loads
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError"]
 
@@ -100,6 +100,22 @@ TRACE_COLUMNS = (
 SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, status, "
     "status_message, inputs, outputs, attributes, events"
+)
+
+# Reading: constant column lists and ``{marks}`` (a run of ``?``) are the only text
+# put into these statements; the ids are bound.
+_LOAD_TRACES_PLAIN = f"SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id IN ({{marks}})"  # noqa: S608
+# NULL when a trace has no tags (json_group_object over no rows gives '{}').
+_LOAD_TRACES = (
+    "SELECT " + ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
+    "(SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
+    "WHERE m.trace_id = t.trace_id), "
+    "(SELECT json_group_object(g.key, g.value) FROM trace_tags g WHERE g.trace_id = t.trace_id) "
+    "FROM traces t WHERE t.trace_id IN ({marks})"
+)
+_LOAD_SPANS = (
+    f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id IN ({{marks}}) "  # noqa: S608
+    "ORDER BY start_ns, rowid"
 )
 
 # Binding None costs the sqlite3 module an adapter lookup that raises and swallows an
@@ -442,32 +458,23 @@ class SQLiteStore:
         conn = self._read_conn()
         infos: dict[str, TraceInfo] = {}
         spans: dict[str, list[Span]] = {}
+        # Two statements a chunk: the traces with their metadata and tags gathered into
+        # JSON objects by SQLite (no row per key to build in Python), then the spans.
+        grouped = _has_json()
+        select = _LOAD_TRACES if grouped else _LOAD_TRACES_PLAIN
         for chunk in _chunks(trace_ids, 500):
             marks = ",".join("?" * len(chunk))
-            for row in conn.execute(
-                f"SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id IN ({marks})",  # noqa: S608
-                chunk,
-            ):
+            for row in conn.execute(select.format(marks=marks), chunk):
                 infos[row[0]] = info_from_row(row)
-            for tid, key, value in conn.execute(
-                f"SELECT trace_id, key, value FROM trace_metadata WHERE trace_id IN ({marks})",  # noqa: S608
-                chunk,
-            ):
-                if tid in infos:
-                    infos[tid].trace_metadata[key] = value
-            for tid, key, value in conn.execute(
-                f"SELECT trace_id, key, value FROM trace_tags WHERE trace_id IN ({marks})",  # noqa: S608
-                chunk,
-            ):
-                if tid in infos:
-                    infos[tid].tags[key] = value
+            if not grouped:
+                _add_metadata_and_tags(conn, marks, chunk, infos)
             if include_spans:
-                for row in conn.execute(
-                    f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id IN ({marks}) "  # noqa: S608
-                    "ORDER BY start_ns, rowid",
-                    chunk,
-                ):
-                    spans.setdefault(row[0], []).append(span_from_row(row))
+                for row in conn.execute(_LOAD_SPANS.format(marks=marks), chunk):
+                    tid = row[0]
+                    if tid in spans:
+                        spans[tid].append(span_from_row(row))
+                    else:
+                        spans[tid] = [span_from_row(row)]
         return [
             Trace(infos[tid], TraceData(spans.get(tid, []))) for tid in trace_ids if tid in infos
         ]
@@ -497,7 +504,8 @@ def _clean_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def info_from_row(row: Sequence[Any]) -> TraceInfo:
-    """A ``TraceInfo`` from a row in ``TRACE_COLUMNS`` order (metadata/tags filled later)."""
+    """A ``TraceInfo`` from a row in ``TRACE_COLUMNS`` order, then optionally the
+    metadata and the tags as JSON objects (``_LOAD_TRACES``)."""
     (
         trace_id,
         request_time,
@@ -515,18 +523,42 @@ def info_from_row(row: Sequence[Any]) -> TraceInfo:
         metadata[METADATA_USER] = user_id
     if session_id is not None:
         metadata[METADATA_SESSION] = session_id
+    tags: dict[str, str] = {}
+    if len(row) > 10:
+        if row[10] is not None:
+            metadata.update(loads(row[10]))
+        if row[11] is not None:
+            tags = loads(row[11])
     return TraceInfo(
         trace_id=trace_id,
         request_time=request_time,
         execution_duration=None if execution_ms is None else round(execution_ms),
         state=state,
         trace_metadata=metadata,
-        tags={},
+        tags=tags,
         client_request_id=client_request_id,
         request_preview=request_preview,
         response_preview=response_preview,
         name=name,
     )
+
+
+def _add_metadata_and_tags(
+    conn: sqlite3.Connection, marks: str, chunk: list[str], infos: dict[str, TraceInfo]
+) -> None:
+    # Without SQLite's JSON functions: a row per key.
+    for tid, key, value in conn.execute(
+        f"SELECT trace_id, key, value FROM trace_metadata WHERE trace_id IN ({marks})",  # noqa: S608
+        chunk,
+    ):
+        if tid in infos:
+            infos[tid].trace_metadata[key] = value
+    for tid, key, value in conn.execute(
+        f"SELECT trace_id, key, value FROM trace_tags WHERE trace_id IN ({marks})",  # noqa: S608
+        chunk,
+    ):
+        if tid in infos:
+            infos[tid].tags[key] = value
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
