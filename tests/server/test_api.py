@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -124,6 +125,47 @@ def test_sessions_session_users_user_versions(client: httpx.Client) -> None:
     assert [(v["value"], v["traces"]) for v in versions["rows"]] == [("1.0", 2), ("2.0", 1)]
     env = client.get("/api/versions", params={"key": "mlflow.trace.user"}).json()
     assert {v["value"] for v in env["rows"]} == {"alice", "bob"}
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/api/sessions", {}),
+        ("/api/session", {"id": "s1"}),
+        ("/api/users", {"order_by": "traces DESC"}),
+        ("/api/user", {"id": "alice"}),
+        ("/api/versions", {}),
+        ("/api/traces", {"filter": "trace.status = 'ERROR'"}),
+    ],
+)
+def test_reads_over_their_budget_finish_in_the_thread_pool(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, params: dict[str, str]
+) -> None:
+    # Quick reads run inline on the event loop; one whose SQL outlives the budget is
+    # interrupted and run again in the thread pool, with the same answer.
+    from sessiontrace.server import _app
+
+    _seed()
+    hops: list[object] = []
+    run_sync = _app.anyio.to_thread.run_sync
+
+    async def counting(fn: Any, *args: Any) -> Any:
+        hops.append(fn)
+        return await run_sync(fn, *args)
+
+    monkeypatch.setattr(_app.anyio.to_thread, "run_sync", counting)
+    with app_client(create_app()) as c:
+        inline = c.get(path, params=params)
+    assert inline.status_code == 200 and hops == []
+    monkeypatch.setattr(_app, "_INLINE_BUDGET_SECONDS", -1.0)  # over budget at once
+    monkeypatch.setattr(_app, "_PROGRESS_STEPS", 1)  # and told so at the first step
+    with app_client(create_app()) as c:
+        pooled = c.get(path, params=params)
+    assert pooled.status_code == 200 and len(hops) == 1
+    clock = {"since_ms", "until_ms"}  # the user report's window ends "now"
+    assert {k: v for k, v in pooled.json().items() if k not in clock} == {
+        k: v for k, v in inline.json().items() if k not in clock
+    }
 
 
 def test_trace_detail(client: httpx.Client) -> None:

@@ -11,7 +11,9 @@ exporter that got a 2xx never needs to send it again.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,14 +49,34 @@ PAGES = ("/", "/traces", "/trace", "/sessions", "/session", "/users", "/user", "
 _MAX_RESULTS = 500
 
 
+def _load_orjson() -> Callable[[Any], bytes] | None:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    encode, option = orjson.dumps, orjson.OPT_NON_STR_KEYS
+    return lambda content: encode(content, option=option)
+
+
+_orjson_dumps = _load_orjson()
+
+
 class JSON(Response):
     media_type = "application/json"
 
-    def __init__(self, content: Any, status_code: int = 200, **kwargs: Any) -> None:
-        super().__init__(content, status_code, **kwargs)
-        self.headers.setdefault("cache-control", "no-store")
+    def __init__(
+        self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(content, status_code, {**_NO_STORE, **headers} if headers else _NO_STORE)
 
     def render(self, content: Any) -> bytes:
+        # orjson straight to bytes when installed (the ``fast`` extra); anything it
+        # refuses (a lone surrogate, an odd type) goes through the forgiving encoder.
+        if _orjson_dumps is not None:
+            try:
+                return _orjson_dumps(content)
+            except TypeError:  # orjson.JSONEncodeError is a TypeError
+                pass
         return dumps(content).encode("utf-8", "replace")
 
 
@@ -103,14 +125,60 @@ def _paging(request: Request) -> dict[str, Any]:
     }
 
 
+_INLINE_BUDGET_SECONDS = 0.005
+_PROGRESS_STEPS = 1000  # SQLite VM instructions between two looks at the clock
+
+
+class _Reads:
+    """Where the JSON API's readers run: on the event loop while they are quick.
+
+    A reader first runs inline, on the loop thread's own read connection, with an
+    SQLite progress handler that interrupts its SQL once the budget is spent; an
+    interrupted reader starts again in the thread pool. The page lookups (a session,
+    a user, the first page of sessions) take 0.1-2 ms and so skip the hop to a
+    worker thread (0.25-1 ms, more than they cost); an aggregate over the whole
+    store (the versions page, a filter no index serves) holds the loop for at most
+    the budget, then runs beside it. Readers only read, so a second run is safe.
+    """
+
+    def __init__(self, store: SQLiteStore, budget_seconds: float) -> None:
+        self.store = store
+        self.budget = budget_seconds
+
+    async def run(self, fn: Callable[[Request, SQLiteStore], Any], request: Request) -> Any:
+        conn = self.store.connection()  # the loop thread's connection
+        deadline = time.perf_counter() + self.budget
+        interrupted = False
+
+        def over_budget() -> bool:
+            nonlocal interrupted
+            interrupted = time.perf_counter() > deadline
+            return interrupted
+
+        conn.set_progress_handler(over_budget, _PROGRESS_STEPS)
+        try:
+            return fn(request, self.store)
+        except sqlite3.OperationalError:
+            if not interrupted:
+                raise
+        finally:
+            conn.set_progress_handler(None, 0)
+        return await anyio.to_thread.run_sync(fn, request, self.store)
+
+
 def _json_endpoint(
-    fn: Callable[[Request, SQLiteStore], Any], store: SQLiteStore
+    fn: Callable[[Request, SQLiteStore], Any], reads: _Reads, *, inline: bool = True
 ) -> Callable[[Request], Any]:
-    """Run a sync reader in the thread pool and map the package's errors to 4xx."""
+    """Run a sync reader (inline while quick, else in the thread pool) and map the
+    package's errors to 4xx. ``inline=False`` for readers whose Python work can be
+    large where their SQL is not (decoding a whole span tree)."""
 
     async def endpoint(request: Request) -> Response:
         try:
-            result = await anyio.to_thread.run_sync(fn, request, store)
+            if inline:
+                result = await reads.run(fn, request)
+            else:
+                result = await anyio.to_thread.run_sync(fn, request, reads.store)
         except _BadRequest as exc:
             return _error(str(exc), 400, **exc.extra)
         except FilterSyntaxError as exc:
@@ -126,7 +194,7 @@ def _json_endpoint(
     return endpoint
 
 
-# -- readers (run in the thread pool: SQLite connections are per thread) -------------
+# -- readers (inline or in the thread pool: SQLite connections are per thread) ------
 
 
 def _trace_row(trace: Trace) -> dict[str, Any]:
@@ -296,7 +364,8 @@ def create_app(
     if db is None:
         db = _runtime.get_store().path  # raises ValueError for an http(s) tracking URI
     path = str(Path(db).expanduser().resolve())
-    store = SQLiteStore(path)  # reads: one connection per thread-pool thread
+    store = SQLiteStore(path)  # reads: one connection per thread (the loop's, the pool's)
+    reads = _Reads(store, _INLINE_BUDGET_SECONDS)
     writer = _Writer(path)
     auth = Auth(token)
     shell = (STATIC_DIR / "index.html").read_bytes()
@@ -373,20 +442,22 @@ def create_app(
 
         return JSON({"version": __version__, "db": store.path, "auth": auth.required})
 
+    # Starlette tries routes in order: the JSON API, which the pages call many times
+    # each, comes first.
     routes = [
-        *(Route(p, page, methods=["GET"]) for p in PAGES),
-        Route("/login", login, methods=["GET"], name="login"),
+        Route("/api/traces", _json_endpoint(api_traces, reads), methods=["GET"]),
+        Route("/api/trace", _json_endpoint(api_trace, reads, inline=False), methods=["GET"]),
+        Route("/api/trace/tags", edit_tag, methods=["PUT", "DELETE"]),
+        Route("/api/sessions", _json_endpoint(api_sessions, reads), methods=["GET"]),
+        Route("/api/session", _json_endpoint(api_session, reads), methods=["GET"]),
+        Route("/api/users", _json_endpoint(api_users, reads), methods=["GET"]),
+        Route("/api/user", _json_endpoint(api_user, reads), methods=["GET"]),
+        Route("/api/versions", _json_endpoint(api_versions, reads), methods=["GET"]),
+        Route("/api/ingest", ingest, methods=["POST"]),
         Route("/api/info", info, methods=["GET"]),
         Route("/api/login-links", login_links, methods=["POST"]),
-        Route("/api/traces", _json_endpoint(api_traces, store), methods=["GET"]),
-        Route("/api/trace", _json_endpoint(api_trace, store), methods=["GET"]),
-        Route("/api/trace/tags", edit_tag, methods=["PUT", "DELETE"]),
-        Route("/api/sessions", _json_endpoint(api_sessions, store), methods=["GET"]),
-        Route("/api/session", _json_endpoint(api_session, store), methods=["GET"]),
-        Route("/api/users", _json_endpoint(api_users, store), methods=["GET"]),
-        Route("/api/user", _json_endpoint(api_user, store), methods=["GET"]),
-        Route("/api/versions", _json_endpoint(api_versions, store), methods=["GET"]),
-        Route("/api/ingest", ingest, methods=["POST"]),
+        *(Route(p, page, methods=["GET"]) for p in PAGES),
+        Route("/login", login, methods=["GET"], name="login"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes)

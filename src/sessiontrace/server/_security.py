@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -136,14 +135,29 @@ class Auth:
             return _digest(value) in self._sessions
 
 
-def _cookies(headers: Headers) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for chunk in headers.getlist("cookie"):
-        for part in chunk.split(";"):
-            name, sep, value = part.strip().partition("=")
-            if sep:
-                out.setdefault(name, value)
-    return out
+_WANTED = frozenset(
+    {b"host", b"authorization", b"cookie", b"origin", b"sec-fetch-site", b"content-type"}
+    | {CSRF_HEADER.encode()}
+)
+
+
+def _request_headers(scope: Scope) -> tuple[dict[str, str], dict[str, str]]:
+    """The headers the checks read (first of each name) and the cookies, in one pass."""
+    found: dict[str, str] = {}
+    cookies: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.lower()
+        if name not in _WANTED:
+            continue
+        value = raw_value.decode("latin-1")
+        if name == b"cookie":
+            for part in value.split(";"):
+                key, sep, val = part.strip().partition("=")
+                if sep:
+                    cookies.setdefault(key, val)
+        else:
+            found.setdefault(name.decode(), value)
+    return found, cookies
 
 
 def _host_name(host_header: str) -> str:
@@ -153,7 +167,11 @@ def _host_name(host_header: str) -> str:
 
 
 class SecurityMiddleware:
-    """Pure ASGI: host check, authentication, cross-site write guard, security headers."""
+    """Pure ASGI: host check, authentication, cross-site write guard, security headers.
+
+    Everything that does not depend on the request is built once, here; a request
+    costs one pass over its headers.
+    """
 
     def __init__(
         self, app: ASGIApp, *, auth: Auth, allowed_hosts: Iterable[str] | None = None
@@ -168,14 +186,13 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        refusal = self._refusal(scope, headers)
-        set_csrf = CSRF_COOKIE not in _cookies(headers)
+        headers, cookies = _request_headers(scope)
+        refusal = self._refusal(scope, headers, cookies)
+        set_csrf = CSRF_COOKIE not in cookies
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                raw = list(message.get("headers", []))
-                raw.extend(_SECURITY_HEADERS)
+                raw = [*message.get("headers", ()), *_SECURITY_HEADERS]
                 if set_csrf and _is_html(raw):
                     cookie = f"{CSRF_COOKIE}={secrets.token_urlsafe(24)}; Path=/; SameSite=Strict"
                     raw.append((b"set-cookie", cookie.encode()))
@@ -187,13 +204,14 @@ class SecurityMiddleware:
             return
         await self.app(scope, receive, send_with_headers)
 
-    def _refusal(self, scope: Scope, headers: Headers) -> Response | None:
+    def _refusal(
+        self, scope: Scope, headers: dict[str, str], cookies: dict[str, str]
+    ) -> Response | None:
         path: str = scope["path"]
         host = _host_name(headers.get("host", "")).lower()
         if self.allowed_hosts is not None and host not in self.allowed_hosts:
             return PlainTextResponse("Invalid Host header", status_code=400)
         bearer = self.auth.check_bearer(headers.get("authorization"))
-        cookies = _cookies(headers)
         if (
             self.auth.required
             and not bearer
@@ -206,7 +224,9 @@ class SecurityMiddleware:
         return None
 
 
-def _cross_site_refusal(path: str, headers: Headers, cookies: dict[str, str]) -> Response | None:
+def _cross_site_refusal(
+    path: str, headers: dict[str, str], cookies: dict[str, str]
+) -> Response | None:
     origin = headers.get("origin")
     if origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
         return _forbidden("cross-origin request refused")
