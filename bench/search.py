@@ -3,6 +3,7 @@
     python bench/search.py                 # generate once (cached), then time
     python bench/search.py --runs 15       # more repetitions
     python bench/search.py --mlflow        # also MLflow's search_traces on 10,000 traces
+    python bench/search.py --mlflow --skip-million   # only the MLflow comparison
 
 The data set (10,000 users, 100,000 sessions of 5-15 turns, two spans a trace,
 four app versions, two environments, a query_category tag) is bulk-inserted
@@ -13,7 +14,11 @@ same answer fetched with plain ``sqlite3`` and hand-written SQL on the best inde
 
 MLflow runs in its own virtualenv (``bench/.data/mlflow-venv``, created on first
 use with ``pip install mlflow``): full MLflow pins older versions of packages the
-project's ``.venv`` shares, so it is kept out of it.
+project's ``.venv`` shares, so it is kept out of it. Its worker process stays up and
+times calls on request, so the two sides' runs interleave: one session's and one
+user's traces, as a DataFrame and as a list, each side returning the same traces in
+the same order (checked first). Medians of every call; "cold" is the median of the
+first call of each round, made just after the other process ran.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ SPAN_DAYS = 30
 DAY_MS = 86_400_000
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "2.0.0")
 MLFLOW_VERSION = "3.17.2"
+BLOCK = 5  # consecutive calls a side makes per round in the MLflow comparison
 
 
 # -- data -----------------------------------------------------------------------------
@@ -393,11 +399,11 @@ def run_million(runs: int) -> list[dict[str, Any]]:
 # -- MLflow on a 10,000-trace subset ---------------------------------------------------
 
 MLFLOW_WORKER = r"""
-import json, sys, time, statistics, os, sqlite3
+import json, sys, time, sqlite3
 import mlflow
 from mlflow.entities import SpanType
 
-db, src, runs, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+db, src, log = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 mlflow.set_tracking_uri(f"sqlite:///{db}")
 mlflow.set_experiment("search-bench")
 if log:
@@ -421,20 +427,29 @@ if log:
     mlflow.flush_trace_async_logging() if hasattr(mlflow, "flush_trace_async_logging") else None
     print(json.dumps({"logged": len(rows), "log_s": time.perf_counter() - t0}), flush=True)
     sys.exit(0)
-session, user = sys.argv[5], sys.argv[6]
-def med(fn):
-    fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter(); fn(); ts.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(ts)
-q_session = lambda: mlflow.search_traces(
-    filter_string=f"metadata.`mlflow.trace.session` = '{session}'", order_by=["timestamp ASC"])
-q_user = lambda: mlflow.search_traces(
-    filter_string=f"metadata.`mlflow.trace.user` = '{user}'", order_by=["timestamp_ms DESC"])
-out = {"session_rows": len(q_session()), "user_rows": len(q_user()),
-       "session_ms": med(q_session), "user_ms": med(q_user)}
-print(json.dumps(out), flush=True)
+
+# Serve timing requests, one call each, so the parent can interleave both sides' runs.
+def messages(result, mode):
+    # The generator's request messages are unique per turn: they identify a trace on
+    # both sides, whose trace ids and timestamps differ (MLflow logged them anew).
+    if mode == "pandas":
+        return [r["message"] for r in result["request"]]
+    return [json.loads(t.data.request)["message"] for t in result]
+
+print(json.dumps({"ready": mlflow.__version__}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    times = []
+    for _ in range(req.get("repeat", 1)):
+        t0 = time.perf_counter()
+        result = mlflow.search_traces(
+            filter_string=req["filter"], order_by=req["order_by"], return_type=req["mode"]
+        )
+        times.append((time.perf_counter() - t0) * 1000)
+    out = {"ms": times, "n": len(result)}
+    if req.get("check"):
+        out["messages"] = messages(result, req["mode"])
+    print(json.dumps(out), flush=True)
 """
 
 
@@ -450,7 +465,18 @@ def mlflow_python() -> Path:
     return python
 
 
-def run_mlflow(runs: int) -> dict[str, Any]:
+def _messages(result: Any, mode: str) -> list[str]:
+    if mode == "pandas":
+        return [r["message"] for r in result["request"]]
+    return [_root_inputs(t)["message"] for t in result]
+
+
+def _root_inputs(trace: Any) -> Any:
+    return next(s.inputs for s in trace.data.spans if s.parent_id is None)
+
+
+def run_mlflow(runs: int) -> list[dict[str, Any]]:
+    """Both libraries' ``search_traces`` on the same 10,000 traces, runs interleaved."""
     subset = ensure_db("search-10k.db", SUBSET, SUBSET // 10, SUBSET // 100)
     python = mlflow_python()
     mlflow_db = DATA / "mlflow-10k.db"
@@ -467,7 +493,7 @@ def run_mlflow(runs: int) -> dict[str, Any]:
             print(f"logging {SUBSET:,} traces through MLflow into {mlflow_db} (once)", flush=True)
             partial = Path(tmp) / "mlflow.db"
             out = subprocess.run(
-                [str(python), str(worker), str(partial), str(subset), "0", "1"],
+                [str(python), str(worker), str(partial), str(subset), "1"],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -476,41 +502,97 @@ def run_mlflow(runs: int) -> dict[str, Any]:
             )
             print("  " + out.stdout.strip().splitlines()[-1], flush=True)
             partial.replace(mlflow_db)
-        out = subprocess.run(
-            [str(python), str(worker), str(mlflow_db), str(subset), str(runs), "0", session, user],
-            check=True,
-            capture_output=True,
+        proc = subprocess.Popen(
+            [str(python), str(worker), str(mlflow_db), str(subset), "0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
             env=env,
             cwd=tmp,
         )
-    theirs = json.loads(out.stdout.strip().splitlines()[-1])
-    store = SQLiteStore(subset)
+        try:
+            return _compare(proc, SQLiteStore(subset), session, user, runs)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=60)
 
-    def q_session() -> Any:
+
+def _compare(
+    proc: subprocess.Popen[str], store: SQLiteStore, session: str, user: str, runs: int
+) -> list[dict[str, Any]]:
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    print(f"MLflow {json.loads(stdout.readline())['ready']} worker ready", flush=True)
+
+    def theirs(request: dict[str, Any]) -> dict[str, Any]:
+        stdin.write(json.dumps(request) + "\n")
+        stdin.flush()
+        return json.loads(stdout.readline())  # type: ignore[no-any-return]
+
+    queries = {
+        "one session": {
+            "filter": f"metadata.`mlflow.trace.session` = '{session}'",
+            "order_by": ["timestamp ASC"],
+        },
+        "one user": {
+            "filter": f"metadata.`mlflow.trace.user` = '{user}'",
+            "order_by": ["timestamp_ms DESC"],
+        },
+    }
+    cases = [(label, mode) for label in queries for mode in ("pandas", "list")]
+
+    def ours(label: str, mode: str) -> Any:
+        q = queries[label]
         return sessiontrace.search_traces(
-            filter_string=f"metadata.`mlflow.trace.session` = '{session}'",
-            order_by=["timestamp ASC"],
-            store=store,
+            filter_string=q["filter"], order_by=q["order_by"], return_type=mode, store=store
         )
 
-    def q_user() -> Any:
-        return sessiontrace.search_traces(
-            filter_string=f"metadata.`mlflow.trace.user` = '{user}'",
-            order_by=["timestamp_ms DESC"],
-            store=store,
+    # The same traces in the same order on both sides (this is also the warm-up).
+    for label, mode in cases:
+        mine = _messages(ours(label, mode), mode)
+        other = theirs({**queries[label], "mode": mode, "check": True})["messages"]
+        assert mine == other, (label, mode, mine, other)
+    # Rounds alternate the two processes; within a round each side makes BLOCK calls in
+    # a row, so that both are timed warm (the first call after the other process has run
+    # finds the CPU caches cold: reported apart, as "cold").
+    times: dict[tuple[str, str], tuple[list[float], list[float]]] = {c: ([], []) for c in cases}
+    cold: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
+    for r in range(max(1, runs // BLOCK)):
+        for label, mode in cases:
+            mine_t, their_t = times[(label, mode)]
+            for side in (0, 1) if r % 2 else (1, 0):  # alternate who goes first
+                if side == 1:
+                    their_t += theirs({**queries[label], "mode": mode, "repeat": BLOCK})["ms"]
+                    continue
+                for i in range(BLOCK):
+                    t0 = time.perf_counter()
+                    ours(label, mode)
+                    mine_t.append((time.perf_counter() - t0) * 1000)
+                    if i == 0:
+                        cold[(label, mode)].append(mine_t[-1])
+    results = []
+    for label, mode in cases:
+        mine_ms, their_ms = (statistics.median(t) for t in times[(label, mode)])
+        n = len(ours(label, mode))
+        cold_ms = statistics.median(cold[(label, mode)])
+        results.append(
+            {
+                "query": f"{label}, {mode}",
+                "traces": n,
+                "ours_ms": mine_ms,
+                "ours_cold_ms": cold_ms,
+                "mlflow_ms": their_ms,
+            }
         )
-
-    assert len(q_session()) == theirs["session_rows"], (len(q_session()), theirs)
-    assert len(q_user()) == theirs["user_rows"], (len(q_user()), theirs)
-    ours = {"session_ms": median_ms(q_session, runs), "user_ms": median_ms(q_user, runs)}
-    for key, label in (("session_ms", "one session"), ("user_ms", "one user")):
+        name = f"10k subset, {label} ({n} traces), {mode}:"
         print(
-            f"10k subset, {label} as a DataFrame: ours {ours[key]:8.2f} ms   "
-            f"MLflow {theirs[key]:9.2f} ms   {theirs[key] / ours[key]:6.0f}x faster",
+            f"{name:45} ours {mine_ms:6.2f} ms (cold {cold_ms:5.2f})   MLflow {their_ms:7.2f} ms"
+            f"   {their_ms / mine_ms:4.0f}x (cold {their_ms / cold_ms:3.0f}x)",
             flush=True,
         )
-    return {"ours": ours, "mlflow": theirs}
+    return results
 
 
 def main() -> None:
