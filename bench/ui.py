@@ -3,11 +3,14 @@
     python bench/ui.py                    # 1,000,000-trace DB from bench/search.py (cached)
     python bench/ui.py --db other.db      # any store
     python bench/ui.py --ingest 20000     # traces sent for the ingest comparison
+    python bench/ui.py --skip-ingest      # pages only (about 30 s)
 
-Part 1: for the sessions list, one session, one user and the versions page, the
-median time of the JSON endpoint over HTTP (a real ``sessiontrace ui`` server in
-another process, keep-alive connection, body read and decoded) beside the median of
-the same analytics calls made in-process on the same file. Target: ratio <= 1.3.
+Part 1: for the sessions list, one session, one user and the versions page, in
+interleaved rounds (a random order each round), medians of: (a) the analytics calls
+beneath the endpoint, in-process; (b) the app called straight through ASGI in this
+process (prebuilt scope, no socket: the server's own time); (c) the endpoint over
+HTTP on 127.0.0.1 (a real ``sessiontrace ui`` server in another process, keep-alive
+``http.client`` connection, body read, not decoded). Target: response / query <= 1.3.
 
 Part 2: N traces produced by the SDK, end to end until ``flush()`` returns, once
 into the embedded SQLite store in-process and once over HTTP into a server on
