@@ -116,17 +116,9 @@ class WSGIMiddleware:
         request_id = environ.get(self._request_key)  # type: ignore[arg-type]
         if request_id is not None and ok(request_id) is None:
             request_id = self._policy.check(request_id, self._names[2])[0]
-        node = RequestNode(user, session, parent, request_id)
-        token = _user_session.set(node)
-        try:
-            if self._trace:
-                return self._traced(environ, start_response, node)
-            iterable = self.app(environ, start_response)
-        finally:
-            _user_session.reset(token)
-        if type(iterable) is list or type(iterable) is tuple:
-            return iterable  # already materialised: nothing runs while it is sent
-        return _ScopedResponse(iterable, node)
+        return self._serve(
+            environ, start_response, RequestNode(user, session, parent, request_id), self._trace
+        )
 
     def _general(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if type(_user_session.get()) is RequestNode:
@@ -153,9 +145,15 @@ class WSGIMiddleware:
         node = RequestNode(
             resolved.user_id, resolved.session_id, _user_session.get(), resolved.request_id
         )
+        return self._serve(environ, start_response, node, policy.trace_requests)
+
+    def _serve(
+        self, environ: Environ, start_response: StartResponse, node: RequestNode, traced: bool
+    ) -> Iterable[bytes]:
+        """Run the app with ``node`` as the request context; the body keeps it until closed."""
         token = _user_session.set(node)
         try:
-            if policy.trace_requests:
+            if traced:
                 return self._traced(environ, start_response, node)
             iterable = self.app(environ, start_response)
         finally:
