@@ -42,7 +42,7 @@ DATA = HERE / ".data"
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import sessiontrace  # noqa: E402
-from sessiontrace._store._sqlite import _SCHEMA, SQLiteStore  # noqa: E402
+from sessiontrace._store._sqlite import _SCHEMA, SCHEMA_VERSION, SQLiteStore  # noqa: E402
 
 N_TRACES = 1_000_000
 N_USERS = 10_000
@@ -103,7 +103,7 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
 
     def flush() -> None:
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", batch["t"])
+        conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["t"])
         conn.executemany("INSERT INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["s"])
         conn.executemany("INSERT INTO trace_metadata VALUES (?,?,?)", batch["m"])
         conn.executemany("INSERT INTO trace_tags VALUES (?,?,?)", batch["g"])
@@ -140,6 +140,16 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
                     inputs,
                     outputs,
                     root,
+                    # what the SDK writes: the metadata and tags as JSON in the row too
+                    json.dumps(
+                        {
+                            "mlflow.trace.user": user_id,
+                            "mlflow.trace.session": session_id,
+                            "app_version": version,
+                            "mlflow.source.type": env,
+                        }
+                    ),
+                    json.dumps({"query_category": categories[seq % 3]}),
                 )
             )
             start_ns = t * 1_000_000
@@ -197,6 +207,12 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
 def ensure_db(name: str, n_traces: int, n_sessions: int, n_users: int) -> Path:
     DATA.mkdir(exist_ok=True)
     path = DATA / name
+    if path.exists():
+        with sqlite3.connect(path) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            print(f"{path} has schema {version}, not {SCHEMA_VERSION}: regenerating", flush=True)
+            path.unlink()
     if not path.exists():
         print(f"generating {path} ({n_traces:,} traces; cached for later runs)", flush=True)
         generate(path, n_traces, n_sessions, n_users)
@@ -239,22 +255,21 @@ def _json(text: str | None) -> Any:
 
 def floor_session_traces(conn: sqlite3.Connection, session: str) -> list[Any]:
     # The same answer as search_traces(..., return_type="list"): every column of the
-    # traces, their metadata, tags and spans, the spans' JSON decoded.
-    rows = conn.execute(
-        "SELECT * FROM traces WHERE session_id = ? ORDER BY request_time", (session,)
-    ).fetchall()
+    # traces (the metadata and tags are JSON copies in the row), and their spans, the
+    # JSON decoded.
+    rows = [
+        (*r[:12], _json(r[12]), _json(r[13]))
+        for r in conn.execute(
+            "SELECT * FROM traces WHERE session_id = ? ORDER BY request_time", (session,)
+        )
+    ]
     ids = [r[0] for r in rows]
     marks = ",".join("?" * len(ids))
     spans = [
         (*r[:9], _json(r[9]), _json(r[10]), _json(r[11]), _json(r[12]))
         for r in conn.execute(f"SELECT * FROM spans WHERE trace_id IN ({marks})", ids)
     ]
-    return [
-        rows,
-        conn.execute(f"SELECT * FROM trace_metadata WHERE trace_id IN ({marks})", ids).fetchall(),
-        conn.execute(f"SELECT * FROM trace_tags WHERE trace_id IN ({marks})", ids).fetchall(),
-        spans,
-    ]
+    return [rows, spans]
 
 
 def floor_session_flow(conn: sqlite3.Connection, session: str) -> list[Any]:

@@ -9,6 +9,7 @@ import pytest
 
 import sessiontrace
 from sessiontrace import SQLiteStore
+from sessiontrace._store._sqlite import SCHEMA_VERSION
 
 
 @sessiontrace.trace
@@ -100,6 +101,37 @@ def test_a_file_from_a_newer_version_is_refused_clearly(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 999")
     with pytest.raises(RuntimeError, match="newer sessiontrace"):
         SQLiteStore(path).get_trace("tr-x")
+
+
+def test_a_schema_1_file_is_upgraded_in_place_and_reads_the_same(
+    store_path: Path,
+) -> None:
+    with sessiontrace.user_session(user_id="u1", session_id="s1"):
+        app("old")
+    sessiontrace.flush()
+    old_id = sessiontrace.get_last_active_trace_id()
+    assert old_id is not None
+    sessiontrace._runtime.get_store().close()
+    # Make the file what schema 1 wrote: no JSON copies in the traces row.
+    with sqlite3.connect(store_path) as conn:
+        conn.execute("ALTER TABLE traces DROP COLUMN metadata")
+        conn.execute("ALTER TABLE traces DROP COLUMN tags")
+        conn.execute("PRAGMA user_version = 1")
+    sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}")
+    old = sessiontrace.get_trace(old_id)
+    assert old is not None
+    assert old.info.trace_metadata["app_version"] == "3"
+    assert old.info.trace_metadata["mlflow.trace.session"] == "s1"
+    assert old.info.tags == {"kind": "chat"}
+    app("new")
+    sessiontrace.flush()
+    new = sessiontrace.get_trace(sessiontrace.get_last_active_trace_id() or "")
+    assert new is not None and new.info.tags == {"kind": "chat"}
+    sessiontrace.set_trace_tag(old_id, "reviewed", "yes")
+    found = sessiontrace.search_traces("tags.reviewed = 'yes'", return_type="list")
+    assert [t.info.tags for t in found] == [{"kind": "chat", "reviewed": "yes"}]
+    with sqlite3.connect(store_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_reopening_an_existing_file_keeps_its_traces(store_path: Path) -> None:

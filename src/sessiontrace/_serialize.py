@@ -140,3 +140,24 @@ def loads(text: str | None) -> Any:
     if text is None:
         return None
     return _loads(text)
+
+
+def _load_strings_loader() -> Callable[[str], Any]:
+    try:
+        import orjson
+    except ImportError:
+        return json.loads
+    decode, error, slow = orjson.loads, orjson.JSONDecodeError, json.loads
+
+    def loads_strings(text: str) -> Any:
+        try:
+            return decode(text)
+        except error:
+            return slow(text)
+
+    return loads_strings
+
+
+loads_strings: Callable[[str], Any] = _load_strings_loader()
+"""Decode JSON text holding no numbers, such as a ``{str: str}`` object (metadata,
+tags): no check for integers beyond 64 bits, which only numbers can be."""

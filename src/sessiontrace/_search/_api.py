@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace
+from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace, decode_spans
 from ._compile import (
     NOT_NULL_COLUMNS,
     Compiled,
@@ -17,6 +17,7 @@ from ._compile import (
     compile_order_by,
     register_functions,
 )
+from ._frame import frame_from_columns
 from ._paging import check_offset, check_values, decode_token, encode_token, fingerprint
 from ._parser import OrderKey, parse_filter, parse_order_by
 
@@ -91,6 +92,22 @@ def search_trace_ids(
     page_token: str | None = None,
 ) -> tuple[list[str], str | None]:
     """Ids of the matching traces, in order, and the next page's token."""
+    rows, token = _search_rows(
+        store, "t.trace_id", filter_string, order_by, max_results, page_token
+    )
+    return [r[0] for r in rows], token
+
+
+def _search_rows(
+    store: SQLiteStore,
+    select: str,
+    filter_string: str | None,
+    order_by: Sequence[str] | None,
+    max_results: int | None,
+    page_token: str | None,
+) -> tuple[list[Any], str | None]:
+    """The matching rows of ``select`` (columns on ``traces t``), in order, and the
+    next page's token. One statement: the filter, the order and the page."""
     if isinstance(order_by, str):
         order_by = [order_by]
     if max_results is not None and (
@@ -118,10 +135,11 @@ def search_trace_ids(
             conditions.append(_after(order, values, params))
         else:
             offset = check_offset(state)
-    select = ", ".join(expr for expr, _ in order) if keyset else "NULL"
+    # The sort keys go last, for the page token; ``select`` is a constant of ours.
+    keys = ", ".join(expr for expr, _ in order) if keyset else "NULL"
     order_sql = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc in order)
     sql = (
-        f"SELECT t.trace_id, {select} FROM traces t WHERE {' AND '.join(conditions)} "  # noqa: S608
+        f"SELECT {select}, {keys} FROM traces t WHERE {' AND '.join(conditions)} "  # noqa: S608
         f"ORDER BY {order_sql} LIMIT :_limit OFFSET :_offset"
     )
     params["_limit"] = -1 if max_results is None else max_results + 1
@@ -134,10 +152,10 @@ def search_trace_ids(
     if max_results is not None and len(rows) > max_results:
         rows = rows[:max_results]
         if keyset:
-            token = encode_token(query_id, k=list(rows[-1][1:]))
+            token = encode_token(query_id, k=list(rows[-1][-len(order) :]))
         else:
             token = encode_token(query_id, o=offset + max_results)
-    return [r[0] for r in rows], token
+    return rows, token
 
 
 @functools.lru_cache(maxsize=128)
@@ -238,8 +256,10 @@ def search_traces(
     if return_type == "pandas" and importlib.util.find_spec("pandas") is None:
         raise ImportError(PANDAS_HINT)
     resolved = _resolve_store(store)
-    ids, token = search_trace_ids(resolved, filter_string, order_by, max_results, page_token)
-    traces = resolved.load_traces(ids, include_spans=include_spans)
+    rows, token = _search_rows(
+        resolved, resolved.trace_select(), filter_string, order_by, max_results, page_token
+    )
+    traces = resolved.traces_from_rows(rows, include_spans=include_spans)
     if return_type == "list":
         result = TraceList(traces)
         result.next_page_token = token
@@ -272,9 +292,14 @@ _SPAN_FIELDS = [f.name for f in dataclasses.fields(Span)]
 
 def _span_dict(span: Span) -> dict[str, Any]:
     # Span.to_dict() (dataclasses.asdict) deep-copies every input and output; a frame
-    # of a user's traces does not need copies of values nobody else holds.
-    row = {name: getattr(span, name) for name in _SPAN_FIELDS}
-    row["events"] = [dataclasses.asdict(e) for e in span.events]
+    # of a user's traces does not need copies of values nobody else holds. The JSON
+    # fields are decoded already (decode_spans), so every field is in __dict__.
+    state = span.__dict__
+    row = {name: state[name] for name in _SPAN_FIELDS}
+    if row["events"]:
+        row["events"] = [dataclasses.asdict(e) for e in row["events"]]
+    else:
+        row["events"] = []
     return row
 
 
@@ -303,6 +328,7 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
         return cast("pandas.DataFrame", pd.DataFrame.from_records([], columns=names))
     # Column by column: a list per column, each built once and shared by its aliases
     # (info.request_id is trace_id, ...), then one DataFrame call; no dict per row.
+    decode_spans([span for trace in traces for span in trace.data.spans])
     infos = [trace.info for trace in traces]
     trace_id = [i.trace_id for i in infos]
     client_request_id = [i.client_request_id for i in infos]
@@ -337,6 +363,4 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     for column in sorted(keys):
         key = column[len("metadata.") :]
         columns[column] = [md.get(key, _MISSING) for md in metadata]
-    # Lists, not rows: pandas infers each column's dtype once, with no dict per row
-    # (about 10 us a column remains, pandas' own cost, whatever the input form).
-    return cast("pandas.DataFrame", pd.DataFrame(columns))
+    return frame_from_columns(columns)

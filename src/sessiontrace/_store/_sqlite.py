@@ -4,7 +4,9 @@ Writes come from the pipeline's single writer thread, one transaction per batch
 (``BEGIN IMMEDIATE``, so several processes writing one file queue up on SQLite's
 lock instead of failing half-way). Reads use one connection per thread. User and
 session are real, indexed columns of ``traces``; other metadata and the tags are
-key/value tables indexed by ``(key, value)``. Every statement is parameterised.
+key/value tables indexed by ``(key, value)`` for searching, and are also kept as
+JSON objects in the trace's own row for reading (a trace loads from one row, not
+three b-tree lookups). Every statement is parameterised.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from .._entities import (
     span_from_row,
 )
 from .._pipeline import RetryableExportError
-from .._serialize import dumps, loads
+from .._serialize import dumps, loads_strings
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError"]
 
-SCHEMA_VERSION = 1
+_new = object.__new__
+
+SCHEMA_VERSION = 2
 PREVIEW_CHARS = 1000
 _ID_KEYS = (METADATA_USER, METADATA_SESSION)
 
@@ -49,7 +53,9 @@ CREATE TABLE IF NOT EXISTS traces (
     client_request_id TEXT,
     request_preview TEXT,
     response_preview TEXT,
-    root_span_id TEXT
+    root_span_id TEXT,
+    metadata TEXT,                          -- JSON copy of trace_metadata (+ user, session)
+    tags TEXT                               -- JSON copy of trace_tags, or NULL: read those
 );
 CREATE INDEX IF NOT EXISTS traces_request_time ON traces (request_time);
 CREATE INDEX IF NOT EXISTS traces_user ON traces (user_id, request_time)
@@ -104,15 +110,18 @@ SPAN_COLUMNS = (
 
 # Reading: constant column lists and ``{marks}`` (a run of ``?``) are the only text
 # put into these statements; the ids are bound.
-_LOAD_TRACES_PLAIN = f"SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id IN ({{marks}})"  # noqa: S608
-# NULL when a trace has no tags (json_group_object over no rows gives '{}').
-_LOAD_TRACES = (
-    "SELECT " + ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
-    "(SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
-    "WHERE m.trace_id = t.trace_id), "
-    "(SELECT json_group_object(g.key, g.value) FROM trace_tags g WHERE g.trace_id = t.trace_id) "
-    "FROM traces t WHERE t.trace_id IN ({marks})"
+_TRACE_SELECT_PLAIN = ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", "))
+_LOAD_TRACES_PLAIN = f"SELECT {_TRACE_SELECT_PLAIN} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
+# The JSON copies in the trace's row; where one is NULL (a trace written by schema 1,
+# or tags changed since), the key/value rows gathered by SQLite.
+TRACE_SELECT = (
+    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
+    "coalesce(t.metadata, (SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
+    "WHERE m.trace_id = t.trace_id)), "
+    "coalesce(t.tags, (SELECT json_group_object(g.key, g.value) FROM trace_tags g "
+    "WHERE g.trace_id = t.trace_id))"
 )
+_LOAD_TRACES = f"SELECT {TRACE_SELECT} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 _LOAD_SPANS = (
     f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id IN ({{marks}}) "  # noqa: S608
     "ORDER BY start_ns, rowid"
@@ -127,7 +136,7 @@ _N = "nullif(?,0)"
 _INSERT_TRACE = (
     "INSERT OR REPLACE INTO traces (trace_id, request_time, end_time, execution_time_ms, "  # noqa: S608
     "state, name, user_id, session_id, client_request_id, request_preview, response_preview, "
-    f"root_span_id) VALUES (?,?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?)"
+    f"root_span_id, metadata, tags) VALUES (?,?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?,{_N},{_N})"
 )
 # Only constant column lists are interpolated; values are always bound.
 _INSERT_SPAN = (
@@ -145,6 +154,11 @@ _INSERT_METADATA_JSON = (
 )
 _INSERT_TAG = "INSERT OR REPLACE INTO trace_tags (trace_id, key, value) VALUES (?,?,?)"
 _DELETE_TAG = "DELETE FROM trace_tags WHERE trace_id = ? AND key = ?"
+# A tag changed after the trace was written: readers go back to the key/value rows.
+_STALE_TAGS = "UPDATE traces SET tags = NULL WHERE trace_id = ?"
+_MIGRATIONS = {
+    1: ("ALTER TABLE traces ADD COLUMN metadata TEXT", "ALTER TABLE traces ADD COLUMN tags TEXT"),
+}
 
 # The writer inserts many rows per statement. The sqlite3 module releases the GIL for
 # every statement step and must win it back after; ``executemany`` steps once per row,
@@ -257,6 +271,15 @@ class SQLiteStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    # Read again under the write lock: another process may have migrated.
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    exists = conn.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'traces'"
+                    ).fetchone()
+                    if exists and version < SCHEMA_VERSION:
+                        for step in range(max(version, 1), SCHEMA_VERSION):
+                            for statement in _MIGRATIONS[step]:
+                                conn.execute(statement)
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
@@ -310,12 +333,14 @@ class SQLiteStore:
         metadata_json = _has_json()
         for item in items:
             if isinstance(item, LiveTrace):
-                trace_rows.append(self._trace_row(item))
                 span_rows.extend([_span_row(s) for s in item.spans])
                 tid = item.trace_id
                 if metadata_json:
-                    metadata_rows.append((tid, dumps(item.metadata)))
+                    md = dumps(item.metadata)
+                    metadata_rows.append((tid, md))
+                    trace_rows.append(self._trace_row(item, md, dumps(item.tags)))
                 else:
+                    trace_rows.append(self._trace_row(item, _NULL, _NULL))
                     metadata_rows.extend(
                         [(tid, k, v) for k, v in item.metadata.items() if k not in _ID_KEYS]
                     )
@@ -330,8 +355,9 @@ class SQLiteStore:
                     tag_rows.append((item.trace_id, item.key, item.value))
             else:
                 raise TypeError(f"cannot store {type(item).__name__}")
+        tag_ops = {op.trace_id for op in items if isinstance(op, TagOp)}
         try:
-            self._write_rows(trace_rows, span_rows, metadata_rows, tag_rows, tag_deletes)
+            self._write_rows(trace_rows, span_rows, metadata_rows, tag_rows, tag_deletes, tag_ops)
         except UnicodeEncodeError:
             # A lone surrogate (e.g. half an emoji from a truncated byte stream) cannot
             # be stored as UTF-8. Rare, so only this path pays for the clean-up.
@@ -341,6 +367,7 @@ class SQLiteStore:
                 _clean_rows(metadata_rows),
                 _clean_rows(tag_rows),
                 tag_deletes,
+                tag_ops,
             )
 
     def _write_rows(
@@ -350,6 +377,7 @@ class SQLiteStore:
         metadata_rows: list[tuple[Any, ...]],
         tag_rows: list[tuple[Any, ...]],
         tag_deletes: list[tuple[str, str]],
+        tag_ops: set[str],
     ) -> None:
         try:
             conn = self._writer
@@ -370,6 +398,8 @@ class SQLiteStore:
                     _insert_rows(conn, _INSERT_TAG, tag_rows)
                 if tag_deletes:
                     conn.executemany(_DELETE_TAG, tag_deletes)
+                if tag_ops:
+                    conn.executemany(_STALE_TAGS, [(tid,) for tid in tag_ops])
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -387,7 +417,7 @@ class SQLiteStore:
         self._writer = None
 
     @staticmethod
-    def _trace_row(t: Any) -> tuple[Any, ...]:
+    def _trace_row(t: Any, metadata: Any, tags: Any) -> tuple[Any, ...]:
         root = t.root
         end_ns = t.end_ns
         md = t.metadata
@@ -413,6 +443,8 @@ class SQLiteStore:
             request_preview,
             response_preview,
             root.span_id,
+            metadata,
+            tags,
         )
 
     # -- tags on logged traces (caller's thread) --------------------------------------
@@ -427,6 +459,7 @@ class SQLiteStore:
             ):
                 raise TraceNotFoundError(trace_id)
             conn.execute(_INSERT_TAG, (trace_id, key, value))
+            conn.execute(_STALE_TAGS, (trace_id,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -442,6 +475,7 @@ class SQLiteStore:
             ):
                 raise TraceNotFoundError(trace_id)
             conn.execute(_DELETE_TAG, (trace_id, key))
+            conn.execute(_STALE_TAGS, (trace_id,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -456,17 +490,32 @@ class SQLiteStore:
     def load_traces(self, trace_ids: Sequence[str], *, include_spans: bool = True) -> list[Trace]:
         """Load whole traces by id, in the order given; unknown ids are skipped."""
         conn = self._read_conn()
-        infos: dict[str, TraceInfo] = {}
-        spans: dict[str, list[Span]] = {}
-        # Two statements a chunk: the traces with their metadata and tags gathered into
-        # JSON objects by SQLite (no row per key to build in Python), then the spans.
-        grouped = _has_json()
-        select = _LOAD_TRACES if grouped else _LOAD_TRACES_PLAIN
+        select = _LOAD_TRACES if _has_json() else _LOAD_TRACES_PLAIN
+        rows: list[Sequence[Any]] = []
         for chunk in _chunks(trace_ids, 500):
+            rows += conn.execute(select.format(marks=",".join("?" * len(chunk))), chunk)
+        found = {row[0]: row for row in rows}
+        return self.traces_from_rows(
+            [found[tid] for tid in trace_ids if tid in found],
+            include_spans=include_spans,
+        )
+
+    def trace_select(self) -> str:
+        """The columns ``traces_from_rows`` reads, for a query on ``traces t``."""
+        return TRACE_SELECT if _has_json() else _TRACE_SELECT_PLAIN
+
+    def traces_from_rows(
+        self, rows: Sequence[Sequence[Any]], *, include_spans: bool = True
+    ) -> list[Trace]:
+        """Traces from rows of ``trace_select()`` (extra trailing columns are ignored),
+        in their order, with their spans."""
+        infos = [info_from_row(row) for row in rows]
+        ids = [info.trace_id for info in infos]
+        spans: dict[str, list[Span]] = {}
+        conn = self._read_conn()
+        for chunk in _chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
-            for row in conn.execute(select.format(marks=marks), chunk):
-                infos[row[0]] = info_from_row(row)
-            if not grouped:
+            if not _has_json():
                 _add_metadata_and_tags(conn, marks, chunk, infos)
             if include_spans:
                 for row in conn.execute(_LOAD_SPANS.format(marks=marks), chunk):
@@ -475,9 +524,7 @@ class SQLiteStore:
                         spans[tid].append(span_from_row(row))
                     else:
                         spans[tid] = [span_from_row(row)]
-        return [
-            Trace(infos[tid], TraceData(spans.get(tid, []))) for tid in trace_ids if tid in infos
-        ]
+        return [Trace(info, TraceData(spans.get(info.trace_id, []))) for info in infos]
 
     def list_trace_ids(self, *, limit: int = 100, offset: int = 0) -> list[str]:
         """Trace ids, newest first."""
@@ -526,10 +573,12 @@ def info_from_row(row: Sequence[Any]) -> TraceInfo:
     tags: dict[str, str] = {}
     if len(row) > 10:
         if row[10] is not None:
-            metadata.update(loads(row[10]))
+            metadata.update(loads_strings(row[10]))
         if row[11] is not None:
-            tags = loads(row[11])
-    return TraceInfo(
+            tags = loads_strings(row[11])
+    info = _new(TraceInfo)
+    # What the dataclass's __init__ does, keyword by keyword; a search builds many.
+    info.__dict__.update(
         trace_id=trace_id,
         request_time=request_time,
         execution_duration=None if execution_ms is None else round(execution_ms),
@@ -541,12 +590,14 @@ def info_from_row(row: Sequence[Any]) -> TraceInfo:
         response_preview=response_preview,
         name=name,
     )
+    return info
 
 
 def _add_metadata_and_tags(
-    conn: sqlite3.Connection, marks: str, chunk: list[str], infos: dict[str, TraceInfo]
+    conn: sqlite3.Connection, marks: str, chunk: list[str], info_list: list[TraceInfo]
 ) -> None:
     # Without SQLite's JSON functions: a row per key.
+    infos = {info.trace_id: info for info in info_list}
     for tid, key, value in conn.execute(
         f"SELECT trace_id, key, value FROM trace_metadata WHERE trace_id IN ({marks})",  # noqa: S608
         chunk,
