@@ -224,6 +224,49 @@ _LAZY_FIELDS = {
     "events": _events,
 }
 _LAZY_ORDER = {name: i for i, name in enumerate(_LAZY_FIELDS)}
+_LAZY_NAMES = tuple(_LAZY_FIELDS)
+
+
+def decode_spans(spans: list[Span]) -> None:
+    """Decode the JSON fields of many stored spans at once (a DataFrame needs them all).
+
+    The texts go through one JSON parse, as the elements of one array, instead of
+    one parse a field; what that parse cannot read (text the stdlib wrote with NaN,
+    say) is decoded field by field, as a single read would.
+    """
+    texts: list[str] = []
+    todo: list[tuple[Span, str]] = []
+    for span in spans:
+        state = span.__dict__
+        stored = state.get("_stored_json")
+        if stored is None:
+            continue
+        for i, name in enumerate(_LAZY_NAMES):
+            if name not in state:
+                text = stored[i]
+                texts.append("null" if text is None else text)
+                todo.append((span, name))
+    if not todo:
+        return
+    try:
+        values = loads("[" + ",".join(texts) + "]")
+        if not isinstance(values, list) or len(values) != len(todo):
+            raise ValueError("not one value a field")
+    except ValueError:
+        for span, name in todo:
+            getattr(span, name)
+        return
+    for (span, name), value in zip(todo, values, strict=True):
+        if name == "attributes":
+            value = value or {}
+        elif name == "events":
+            value = [
+                SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {})
+                for e in value or []
+            ]
+        span.__dict__.setdefault(name, value)
+
+
 _new = object.__new__
 
 
