@@ -130,6 +130,8 @@ def test_a_schema_1_file_is_upgraded_in_place_and_reads_the_same(
     sessiontrace.set_trace_tag(old_id, "reviewed", "yes")
     found = sessiontrace.search_traces("tags.reviewed = 'yes'", return_type="list")
     assert [t.info.tags for t in found] == [{"kind": "chat", "reviewed": "yes"}]
+    turns = sessiontrace.session_flow("s1")
+    assert [t.tags for t in turns] == [{"kind": "chat", "reviewed": "yes"}]
     with sqlite3.connect(store_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
@@ -165,3 +167,43 @@ def test_lone_surrogates_are_stored_not_dropped(store_path: Path) -> None:
     assert trace.info.tags["t"] == "half an emoji: ?"
     assert trace.data.spans[0].name == "surrogate ? name"
     assert "half an emoji" in trace.data.spans[0].outputs
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"big": 2**70, "negative": -(2**65), "edge": 2**63},
+        {"digits in text": "1234567890123456789012345", "indic": "\u0661" * 25, "n": 2**70},
+        {"nan": float("nan"), "big": 2**70},
+    ],
+    ids=["big-integers", "digit-runs-in-text", "nan"],
+)
+def test_numbers_json_cannot_hold_in_64_bits_read_back_exactly(
+    store_path: Path, value: dict[str, object]
+) -> None:
+    # orjson reads integers beyond 64 bits as floats and refuses NaN; every read path
+    # (a span's lazy field, a DataFrame's batch decode, a session's turns) must not.
+    @sessiontrace.trace
+    def chat(payload: dict[str, object]) -> dict[str, object]:
+        return payload
+
+    with sessiontrace.user_session(session_id="numbers"):
+        chat(value)
+    sessiontrace.flush()
+
+    def same(decoded: dict[str, object]) -> None:
+        decoded = dict(decoded)
+        if "nan" in value:
+            nan = decoded.pop("nan")
+            assert isinstance(nan, float) and nan != nan
+        assert decoded == {k: v for k, v in value.items() if k != "nan"}
+        assert all(type(decoded[k]) is type(value[k]) for k in decoded)
+
+    trace = sessiontrace.get_trace(sessiontrace.get_last_active_trace_id() or "")
+    assert trace is not None
+    same(trace.data.spans[0].outputs)
+    same(trace.data.spans[0].inputs["payload"])
+    frame = sessiontrace.search_traces(return_type="pandas")
+    same(frame["response"][0])
+    same(frame["spans"][0][0]["inputs"]["payload"])
+    same(sessiontrace.session_flow("numbers")[0].response)
