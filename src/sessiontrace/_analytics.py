@@ -40,7 +40,8 @@ from ._search._paging import (
     fingerprint,
 )
 from ._search._parser import parse_filter
-from ._serialize import loads
+from ._serialize import loads, loads_strings
+from ._store._sqlite import TAGS_SELECT
 
 if TYPE_CHECKING:
     import sqlite3
@@ -117,7 +118,7 @@ class SessionSummary:
 @dataclasses.dataclass(frozen=True)
 class SessionTurn:
     """One turn of a conversation; ``request``/``response`` are the root span's
-    decoded inputs and outputs."""
+    decoded inputs and outputs, ``tags`` the trace's tags."""
 
     turn: int
     trace_id: str
@@ -128,6 +129,7 @@ class SessionTurn:
     response: Any
     name: str | None
     user_id: str | None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +142,7 @@ class SessionTurn:
             "response": _copy_json(self.response),
             "name": self.name,
             "user_id": self.user_id,
+            "tags": dict(self.tags),
         }
 
 
@@ -470,14 +473,16 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
     """
     conn = _store(store).connection()
     rows = conn.execute(
-        "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, t.name, t.user_id, "
-        "s.inputs, s.outputs, t.request_preview, t.response_preview "
+        "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, t.name, t.user_id, "  # noqa: S608
+        f"s.inputs, s.outputs, t.request_preview, t.response_preview, {TAGS_SELECT} "
         "FROM traces t LEFT JOIN spans s ON s.trace_id = t.trace_id AND s.span_id = t.root_span_id "
         "WHERE t.session_id = ? ORDER BY t.request_time, t.trace_id",
         (session_id,),
     ).fetchall()
     turns = []
-    for n, (tid, ts, ms, state, name, user, inputs, outputs, req_p, resp_p) in enumerate(rows, 1):
+    for n, (tid, ts, ms, state, name, user, inputs, outputs, req_p, resp_p, tags) in enumerate(
+        rows, 1
+    ):
         turns.append(
             SessionTurn(
                 turn=n,
@@ -489,6 +494,7 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
                 response=loads(outputs) if outputs is not None else _preview(resp_p),
                 name=name,
                 user_id=user,
+                tags={} if tags is None else loads_strings(tags),
             )
         )
     return turns

@@ -96,6 +96,7 @@ def test_session_summary_and_flow(dataset: list[Record]) -> None:
             "response": r.response,
             "name": "chat",
             "user_id": r.user,
+            "tags": r.tags,
         }
         for i, r in enumerate(rs, 1)
     ]

@@ -114,12 +114,14 @@ _TRACE_SELECT_PLAIN = ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", "))
 _LOAD_TRACES_PLAIN = f"SELECT {_TRACE_SELECT_PLAIN} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 # The JSON copies in the trace's row; where one is NULL (a trace written by schema 1,
 # or tags changed since), the key/value rows gathered by SQLite.
+TAGS_SELECT = (
+    "coalesce(t.tags, (SELECT json_group_object(g.key, g.value) FROM trace_tags g "
+    "WHERE g.trace_id = t.trace_id))"
+)
 TRACE_SELECT = (
     ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
     "coalesce(t.metadata, (SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
-    "WHERE m.trace_id = t.trace_id)), "
-    "coalesce(t.tags, (SELECT json_group_object(g.key, g.value) FROM trace_tags g "
-    "WHERE g.trace_id = t.trace_id))"
+    f"WHERE m.trace_id = t.trace_id)), {TAGS_SELECT}"
 )
 _LOAD_TRACES = f"SELECT {TRACE_SELECT} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 _LOAD_SPANS = (
