@@ -294,3 +294,31 @@ def test_cli_refuses_public_bind_without_token(
     assert "without a token" in capsys.readouterr().err
     assert main(["--db", str(store_path), "ui", "--host", "::", "--token", "short"]) == 2
     assert "16 characters" in capsys.readouterr().err
+
+
+def test_reader_paths_behave_as_routes_head_other_methods_and_a_mount(
+    client: httpx.Client,
+) -> None:
+    # GETs of the readers skip Starlette's router; everything else must still get
+    # what the routes give: HEAD answered, other methods 405, the security headers.
+    _seed()
+    got = client.get("/api/sessions")
+    assert got.status_code == 200 and got.json()["sessions"]
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["cache-control"] == "no-store"
+    assert int(got.headers["content-length"]) == len(got.content)
+    head = client.head("/api/sessions")
+    assert head.status_code == 200 and head.content == b""
+    assert client.post("/api/sessions").status_code in (403, 405)  # CSRF first, or 405
+    assert client.request("PATCH", "/api/sessions").status_code in (403, 405)
+    assert client.get("/api/session").status_code == 400  # the reader's own error
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/traces-ui", app=create_app())])
+    with app_client(outer) as mounted:
+        r = mounted.get("/traces-ui/api/sessions")
+        assert r.status_code == 200
+        assert r.json()["sessions"] == got.json()["sessions"]
+        assert mounted.get("/traces-ui/api/nothing-here").status_code == 404

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import _runtime
 from .._analytics import (
@@ -39,6 +40,7 @@ from .._pipeline import RetryableExportError
 from .._search import FilterSyntaxError, search_traces
 from .._serialize import dumps
 from .._store import SQLiteStore, TraceNotFoundError
+from .._tracing import LiveTrace
 from ._ingest import IngestError, parse_batch
 from ._security import LOOPBACK_HOSTS, SESSION_COOKIE, Auth, SecurityMiddleware
 
@@ -68,6 +70,16 @@ class JSON(Response):
         self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None
     ) -> None:
         super().__init__(content, status_code, {**_NO_STORE, **headers} if headers else _NO_STORE)
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        # Starlette's version scans the headers for each default it may add; ours are known.
+        raw = [
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
+        for name, value in (headers or {}).items():
+            raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        self.raw_headers = raw
 
     def render(self, content: Any) -> bytes:
         # orjson straight to bytes when installed (the ``fast`` extra); anything it
@@ -164,6 +176,39 @@ class _Reads:
         finally:
             conn.set_progress_handler(None, 0)
         return await anyio.to_thread.run_sync(fn, request, self.store)
+
+
+class _ReadDispatch:
+    """GET requests for the JSON readers go straight to their endpoint.
+
+    Starlette's router tries its routes in order, a regex match each (about 1 us a
+    route), then wraps the endpoint in its exception layers; the readers' paths are
+    exact, so one dict lookup finds them. It sits inside the security middleware and
+    Starlette's server-error middleware, so both still apply. Every other request,
+    HEAD included, goes on to the router.
+    """
+
+    def __init__(self, app: ASGIApp, endpoints: Mapping[str, Callable[[Request], Any]]) -> None:
+        self.app = app
+        self.endpoints = dict(endpoints)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            endpoint = self.endpoints.get(_route_path(scope))
+            if endpoint is not None:
+                response = await endpoint(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below ``root_path``, as Starlette's router matches it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
 
 
 def _json_endpoint(
@@ -324,8 +369,15 @@ class _Writer:
         self.lock = threading.Lock()
 
     def export(self, items: Sequence[Any]) -> None:
-        with self.lock:
-            self.store.export(items)
+        try:
+            with self.lock:
+                self.store.export(items)
+        finally:
+            # As the pipeline does after an export: break the trace <-> span cycles,
+            # so reference counting frees a batch at once, not the cyclic GC.
+            for item in items:
+                if isinstance(item, LiveTrace):
+                    item.release()
 
     def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
         with self.lock:
@@ -436,17 +488,20 @@ def create_app(
 
         return JSON({"version": __version__, "db": store.path, "auth": auth.required})
 
-    # Starlette tries routes in order: the JSON API, which the pages call many times
-    # each, comes first.
+    readers = {
+        "/api/traces": _json_endpoint(api_traces, reads),
+        "/api/trace": _json_endpoint(api_trace, reads, inline=False),
+        "/api/sessions": _json_endpoint(api_sessions, reads),
+        "/api/session": _json_endpoint(api_session, reads),
+        "/api/users": _json_endpoint(api_users, reads),
+        "/api/user": _json_endpoint(api_user, reads),
+        "/api/versions": _json_endpoint(api_versions, reads),
+    }
+    # The readers are routes too (HEAD, and the router's 405 for other methods);
+    # _ReadDispatch answers their GETs first.
     routes = [
-        Route("/api/traces", _json_endpoint(api_traces, reads), methods=["GET"]),
-        Route("/api/trace", _json_endpoint(api_trace, reads, inline=False), methods=["GET"]),
+        *(Route(path, endpoint, methods=["GET"]) for path, endpoint in readers.items()),
         Route("/api/trace/tags", edit_tag, methods=["PUT", "DELETE"]),
-        Route("/api/sessions", _json_endpoint(api_sessions, reads), methods=["GET"]),
-        Route("/api/session", _json_endpoint(api_session, reads), methods=["GET"]),
-        Route("/api/users", _json_endpoint(api_users, reads), methods=["GET"]),
-        Route("/api/user", _json_endpoint(api_user, reads), methods=["GET"]),
-        Route("/api/versions", _json_endpoint(api_versions, reads), methods=["GET"]),
         Route("/api/ingest", ingest, methods=["POST"]),
         Route("/api/info", info, methods=["GET"]),
         Route("/api/login-links", login_links, methods=["POST"]),
@@ -455,6 +510,7 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes)
+    app.add_middleware(_ReadDispatch, endpoints=readers)  # added first: runs after security
     app.add_middleware(SecurityMiddleware, auth=auth, allowed_hosts=allowed_hosts)
     app.state.auth = auth
     app.state.store = store
