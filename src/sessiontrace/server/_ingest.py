@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .._runtime import TagOp
 from .._serialize import dumps
@@ -61,15 +61,10 @@ class WireTrace(_Model):
     client_request_id: Annotated[str, Field(max_length=1000)] | None = None
     request_preview: Annotated[str, Field(max_length=10_000)] | None = None
     response_preview: Annotated[str, Field(max_length=10_000)] | None = None
+    # Exactly one root span: checked while converting (_to_store_item), where the
+    # spans are walked anyway; a validator called back from pydantic-core per trace
+    # cost more than the check.
     spans: Annotated[list[WireSpan], Field(min_length=1, max_length=_MAX_SPANS)]
-
-    @field_validator("spans")
-    @classmethod
-    def _one_root(cls, spans: list[WireSpan]) -> list[WireSpan]:
-        roots = sum(1 for s in spans if s.parent_id is None)
-        if roots != 1:
-            raise ValueError(f"a trace needs exactly one root span (parent_id null), got {roots}")
-        return spans
 
 
 class WireLateSpan(WireSpan):
@@ -123,11 +118,27 @@ def parse_batch(body: bytes, *, max_items: int) -> list[Any]:
         raise IngestError(
             [{"loc": "items", "msg": f"at most {max_items} items a batch", "type": "too_long"}]
         )
-    return [_to_store_item(item) for item in batch.items]
+    items = [_to_store_item(item) for item in batch.items]
+    wrong = [i for i, item in enumerate(items) if item is None]
+    if wrong:
+        raise IngestError(
+            [
+                {
+                    "loc": f"items.{i}.trace.spans",
+                    "msg": "Value error, a trace needs exactly one root span (parent_id null)",
+                    "type": "value_error",
+                }
+                for i in wrong[:20]
+            ]
+        )
+    return items
+
+
+_new = object.__new__
 
 
 def _live_span(trace: LiveTrace, wire: WireSpan) -> LiveSpan:
-    span = LiveSpan.__new__(LiveSpan)  # skip id generation: the ids come from the wire
+    span = _new(LiveSpan)  # skip id generation: the ids come from the wire
     span.trace = trace
     span.span_id = wire.span_id
     span.parent_id = wire.parent_id
@@ -137,14 +148,16 @@ def _live_span(trace: LiveTrace, wire: WireSpan) -> LiveSpan:
     span.end_ns = wire.end_ns
     span.status = wire.status
     span.status_message = wire.status_message
-    span.inputs_json = None if wire.inputs is None else dumps(wire.inputs)
-    span.outputs_json = None if wire.outputs is None else dumps(wire.outputs)
-    span._attributes = dict(wire.attributes) or None
-    span._events = [e.model_dump() for e in wire.events] or None
+    inputs, outputs, attributes, events = wire.inputs, wire.outputs, wire.attributes, wire.events
+    span.inputs_json = None if inputs is None else dumps(inputs)
+    span.outputs_json = None if outputs is None else dumps(outputs)
+    span._attributes = attributes or None  # a frozen model's own dict: never mutated
+    span._events = [e.model_dump() for e in events] if events else None
     return span
 
 
 def _to_store_item(item: WireTrace | WireLateSpan | WireTagOp) -> Any:
+    """The store's item for ``item``; ``None`` for a trace without exactly one root."""
     if isinstance(item, WireTagOp):
         return TagOp(item.trace_id, item.key, item.value)
     if isinstance(item, WireLateSpan):
@@ -158,6 +171,9 @@ def _to_store_item(item: WireTrace | WireLateSpan | WireTagOp) -> Any:
     trace.request_preview = item.request_preview
     trace.response_preview = item.response_preview
     trace.done = True
-    trace.spans = [_live_span(trace, s) for s in item.spans]
-    trace.root = next(s for s in trace.spans if s.parent_id is None)
+    spans = trace.spans = [_live_span(trace, s) for s in item.spans]
+    roots = [s for s in spans if s.parent_id is None]
+    if len(roots) != 1:
+        return None
+    trace.root = roots[0]
     return trace
