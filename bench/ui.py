@@ -9,8 +9,12 @@ Part 1: for the sessions list, one session, one user and the versions page, in
 interleaved rounds (a random order each round), medians of: (a) the analytics calls
 beneath the endpoint, in-process; (b) the app called straight through ASGI in this
 process (prebuilt scope, no socket: the server's own time); (c) the endpoint over
-HTTP on 127.0.0.1 (a real ``sessiontrace ui`` server in another process, keep-alive
-``http.client`` connection, body read, not decoded). Target: response / query <= 1.3.
+HTTP on 127.0.0.1 (a real ``sessiontrace ui`` server in another process, one keep-alive
+connection, the request bytes prebuilt and the response read by Content-Length:
+``http.client`` would add about 0.1 ms of its own header parsing to every figure).
+Beside them, the same client against uvicorn serving a constant JSON answer, with
+the same loop and HTTP parser: uvicorn's own cost per request, which no app under
+it can go below. Target: response / query <= 1.3.
 
 Part 2: N traces produced by the SDK, end to end until ``flush()`` returns, once
 into the embedded SQLite store in-process and once over HTTP into a server on
@@ -21,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -52,20 +56,18 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path | None) -> None:
+        """``sessiontrace ui`` on ``db``; with ``None``, uvicorn serving a constant."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONTRACE_")}
+        if db is None:
+            command = [sys.executable, __file__, "--constant-server", str(self.port)]
+        else:
+            command = [sys.executable, "-m", "sessiontrace.server", "--db", str(db)]
+            command += ["--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sessiontrace.server",
-                "--db",
-                str(db),
-                "--port",
-                str(self.port),
-            ],
+            command,
             env={**env, "PYTHONPATH": str(HERE.parent / "src")},
             stdout=subprocess.DEVNULL,
         )
@@ -82,6 +84,58 @@ class Server:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+async def constant_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor: a JSON answer with no work behind it, straight through ASGI."""
+    if scope["type"] != "http":
+        return
+    body = b'{"version":"constant","ok":true}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RawClient:
+    """One keep-alive connection; a GET is prebuilt bytes out, Content-Length bytes in."""
+
+    _length = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.last_used = 0.0
+
+    def get(self, target: str) -> bytes:
+        if self.sock is None or time.monotonic() - self.last_used > 3:  # uvicorn: 5 s idle
+            self.close()
+            self.sock = socket.create_connection(("127.0.0.1", self.port))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n\r\n".encode()
+        self.sock.sendall(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += self._recv()
+        head, _, body = buf.partition(b"\r\n\r\n")
+        found = self._length.search(head)
+        if found is None or head[9:12] != b"200":
+            raise RuntimeError(f"{target}: {head[:200]!r}")
+        while len(body) < int(found.group(1)):
+            body += self._recv()
+        self.last_used = time.monotonic()
+        return body
+
+    def _recv(self) -> bytes:
+        assert self.sock is not None
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise RuntimeError("connection closed")
+        return chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def median_ms(fn: Callable[[], Any], runs: int) -> float:
@@ -173,8 +227,7 @@ def bench_pages(db: Path, runs: int, slow_runs: int) -> list[dict[str, Any]]:
 
     def q_session() -> Any:
         sessiontrace.get_session_summary(session, store=store)
-        turns = sessiontrace.session_flow(session, store=store)
-        store.load_traces([t.trace_id for t in turns], include_spans=False)  # tags per turn
+        sessiontrace.session_flow(session, store=store)  # the turns carry their tags
 
     cases: list[tuple[str, Callable[[], Any], str, dict[str, Any], int]] = [
         (
@@ -203,7 +256,8 @@ def bench_pages(db: Path, runs: int, slow_runs: int) -> list[dict[str, Any]]:
     ]
     inproc = InProcess(db)
     server = Server(db)
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    floor_server = Server(None)
+    client, floor_client = RawClient(server.port), RawClient(floor_server.port)
     print(
         f"  {'page':<20} {'query':>9} {'ASGI':>9} {'HTTP':>9}   {'ASGI/query':>11} "
         f"{'HTTP/query':>11}   (ms; medians, per-round ratio medians in brackets)"
@@ -211,20 +265,28 @@ def bench_pages(db: Path, runs: int, slow_runs: int) -> list[dict[str, Any]]:
     try:
         # One event loop for the whole run, as under uvicorn: a loop stopped and
         # restarted between requests makes anyio's worker threads much slower to answer.
-        return asyncio.run(_rounds(cases, inproc, conn, server.port))
+        results = asyncio.run(_rounds(cases, inproc, client))
+        floor = median_ms(lambda: floor_client.get("/constant"), runs * 20)
+        print(
+            f"  (uvicorn answering a constant, same client: {floor:.3f} ms a request; "
+            "HTTP minus this is the app's part)"
+        )
+        for row in results:
+            row["uvicorn_floor_ms"] = floor
+        return results
     finally:
-        conn.close()
+        client.close()
+        floor_client.close()
         server.close()
+        floor_server.close()
 
 
 async def _rounds(
     cases: list[tuple[str, Callable[[], Any], str, dict[str, Any], int]],
     inproc: InProcess,
-    conn: http.client.HTTPConnection,
-    port: int,
+    client: RawClient,
 ) -> list[dict[str, Any]]:
     rng = random.Random(1)
-    last_used = [time.monotonic()]
     results = []
     for name, query, path, params, n in cases:
         scope = inproc.scope(path, params)
@@ -238,18 +300,7 @@ async def _rounds(
 
         async def over_http(target: str = target) -> float:
             # Blocking on purpose: nothing else runs on this loop meanwhile.
-            if time.monotonic() - last_used[0] > 3:  # uvicorn closes after 5 s idle
-                conn.close()
-                conn.connect()
-            t0 = time.perf_counter()
-            conn.request("GET", target, headers={"Host": f"127.0.0.1:{port}"})
-            response = conn.getresponse()
-            body = response.read()
-            elapsed = (time.perf_counter() - t0) * 1000
-            last_used[0] = time.monotonic()
-            if response.status != 200 or not body:
-                raise RuntimeError(f"{target}: status {response.status}")
-            return elapsed
+            return timed_ms(lambda: client.get(target))
 
         ways: dict[str, Callable[[], Awaitable[float]]] = {
             "query": run_query,
@@ -327,6 +378,11 @@ def bench_ingest(n: int) -> dict[str, float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--constant-server"]:
+        import uvicorn
+
+        uvicorn.run(constant_app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--runs", type=int, default=51, help="rounds for the fast pages")
