@@ -116,7 +116,9 @@ def _search_rows(
         raise ValueError(f"max_results must be a positive integer or None, not {max_results!r}")
     where, order, order_params = _compiled(filter_string, tuple(order_by or ()))
     params: dict[str, Any] = {**where.params, **order_params}
-    query_id = fingerprint("traces", filter_string or "", list(order_by or []))
+    # The page token's tie to its query; only pages need it (a hash of the query text).
+    paged = page_token is not None or max_results is not None
+    query_id = fingerprint("traces", filter_string or "", list(order_by or [])) if paged else ""
 
     # Keyset pagination when every sort key is a NOT NULL column (the default order
     # is): the next page starts where the last one ended, at any depth, from the index.
