@@ -153,3 +153,45 @@ def test_versions_page(page: Any, live_server: Any, seeded: list[str]) -> None:
     assert [r.split("\t")[0] for r in rows] == ["1.0.0", "1.1.0"]
     assert page.locator("svg.chart g.row").count() == 2
     _no_js_errors(page)
+
+
+def test_a_token_server_opens_with_the_one_time_login_link(
+    page: Any, store_path: Any, seeded: list[str]
+) -> None:
+    from sessiontrace.server import create_app
+    from sessiontrace.server._security import SESSION_COOKIE
+
+    from .conftest import LiveServer
+
+    app = create_app(db=store_path, token="a-token-of-24-characters")
+    with LiveServer(app) as server:
+        refused = page.goto(f"{server.url}/sessions")
+        assert refused is not None and refused.status == 401
+        assert "one-time login link" in page.inner_text("body")
+
+        code = app.state.auth.new_login_code()
+        page.goto(f"{server.url}/login?code={code}")
+        page.wait_for_url(re.compile(r"/sessions$"))
+        rows = page.locator("table.grid tbody tr")
+        rows.first.wait_for()
+        assert rows.count() == len(CONVERSATIONS)  # the API answered the cookie
+        cookie = next(c for c in page.context.cookies() if c["name"] == SESSION_COOKIE)
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert SESSION_COOKIE not in page.evaluate("document.cookie")  # out of scripts' reach
+
+        # A tag edit works on the cookie (and its CSRF token), like on a loopback server.
+        page.goto(f"{server.url}/trace?id={seeded[0]}")
+        page.fill("[data-tag-key=query_category]", "reviewed")
+        page.click("button.save-tag")
+        expect(page.locator(".tag-status")).to_have_text("")
+        trace = sessiontrace.get_trace(seeded[0])
+        assert trace is not None and trace.info.tags["query_category"] == "reviewed"
+
+        page.context.clear_cookies()
+        reused = page.goto(f"{server.url}/login?code={code}")
+        assert reused is not None and reused.status == 403  # a link opens one browser
+        again = page.goto(f"{server.url}/sessions")
+        assert again is not None and again.status == 401
+    # Chromium logs the refused page loads themselves; nothing else may appear.
+    refused_loads = re.compile(r"status of 40[13] \((Unauthorized|Forbidden)\)")
+    assert [e for e in page.js_errors if not refused_loads.search(e)] == []
