@@ -419,7 +419,7 @@ def _session_summaries(
     for sid, first, last, turns, errors, total, mean, users, preview in conn.execute(sql, params):
         by_id[sid] = SessionSummary(
             session_id=sid,
-            user_ids=tuple(sorted(json.loads(users))) if users else (),
+            user_ids=tuple(sorted(loads_strings(users))) if users else (),
             first_seen_ms=first,
             last_seen_ms=last,
             turns=turns,

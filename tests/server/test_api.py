@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sessiontrace
 from sessiontrace.server import create_app
@@ -322,3 +325,32 @@ def test_reader_paths_behave_as_routes_head_other_methods_and_a_mount(
         assert r.status_code == 200
         assert r.json()["sessions"] == got.json()["sessions"]
         assert mounted.get("/traces-ui/api/nothing-here").status_code == 404
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="ab=&%+ ;é2F", max_size=6),
+            st.text(alphabet="ab=&%+ ;é2F", max_size=6),
+        ),
+        max_size=4,
+    ),
+    st.text(alphabet="ab=&%+;é2F", max_size=12),
+)
+def test_query_parameters_read_as_starlette_reads_them(
+    pairs: list[tuple[str, str]], raw: str
+) -> None:
+    # The readers' own parser must agree with Starlette's QueryParams on every query
+    # string: encoded ones (its fast path skips those) and raw, odd ones alike.
+    from starlette.datastructures import QueryParams
+
+    from sessiontrace.server._app import _Params
+
+    for query in (urlencode(pairs), raw):
+        encoded = query.encode("utf-8")
+        theirs = QueryParams(encoded.decode("latin-1"))
+        ours = _Params(encoded)
+        for name in {*theirs.keys(), "a", "b", ""}:
+            assert ours.get(name) == theirs.get(name), (query, name)
+            assert ours.getlist(name) == theirs.getlist(name), (query, name)
