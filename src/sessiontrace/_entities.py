@@ -232,39 +232,48 @@ def decode_spans(spans: list[Span]) -> None:
 
     The texts go through one JSON parse, as the elements of one array, instead of
     one parse a field; what that parse cannot read (text the stdlib wrote with NaN,
-    say) is decoded field by field, as a single read would.
+    say) is decoded field by field, as a single read would. Each stored text is one
+    JSON value (the store writes them with ``dumps``), so the array has one element
+    a field. For spans fresh from the store that no other thread reads meanwhile.
     """
     texts: list[str] = []
-    todo: list[tuple[Span, str]] = []
+    todo: list[dict[str, Any]] = []
     for span in spans:
         state = span.__dict__
         stored = state.get("_stored_json")
         if stored is None:
             continue
-        for i, name in enumerate(_LAZY_NAMES):
-            if name not in state:
-                text = stored[i]
-                texts.append("null" if text is None else text)
-                todo.append((span, name))
+        if "inputs" in state or "outputs" in state or "attributes" in state or "events" in state:
+            for name in _LAZY_NAMES:  # partly decoded already: the rest one by one
+                getattr(span, name)
+            continue
+        inputs, outputs, attributes, events = stored
+        texts.append(
+            f"{'null' if inputs is None else inputs},{'null' if outputs is None else outputs},"
+            f"{'null' if attributes is None else attributes},{'null' if events is None else events}"
+        )
+        todo.append(state)
     if not todo:
         return
     try:
         values = loads("[" + ",".join(texts) + "]")
-        if not isinstance(values, list) or len(values) != len(todo):
+        if not isinstance(values, list) or len(values) != 4 * len(todo):
             raise ValueError("not one value a field")
     except ValueError:
-        for span, name in todo:
-            getattr(span, name)
+        for state in todo:
+            for name in _LAZY_NAMES:
+                state.setdefault(name, _LAZY_FIELDS[name](state["_stored_json"][_LAZY_ORDER[name]]))
         return
-    for (span, name), value in zip(todo, values, strict=True):
-        if name == "attributes":
-            value = value or {}
-        elif name == "events":
-            value = [
-                SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {})
-                for e in value or []
-            ]
-        span.__dict__.setdefault(name, value)
+    for k, state in enumerate(todo):
+        inputs, outputs, attributes, events = values[4 * k : 4 * k + 4]
+        state["inputs"] = inputs
+        state["outputs"] = outputs
+        state["attributes"] = attributes or {}
+        state["events"] = (
+            [SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {}) for e in events]
+            if events
+            else []
+        )
 
 
 _new = object.__new__

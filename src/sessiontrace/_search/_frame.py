@@ -90,10 +90,15 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
     ints: list[list[Any]] = []
     int_at: list[int] = []
     blocks: list[tuple[Any, Any]] = []
+    # Aliases (info.trace_id, info.request_id and trace_id) are one list under several
+    # names: classified and converted once, each name getting its own copy.
+    seen: dict[int, tuple[int, Any]] = {}
     for position, values in enumerate(columns.values()):
         if len(values) != n:
             raise ValueError("columns of different lengths")
-        kind = _kind(values)
+        kind, array = seen.get(id(values), (None, None))
+        if kind is None:
+            kind = _kind(values)
         if kind == _OBJECT or (kind == _STR and strings_as_objects):
             objects.append(values)
             object_at.append(position)
@@ -101,16 +106,20 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
             ints.append(values)
             int_at.append(position)
         elif kind == _STR:
-            array = np.fromiter(values, dtype=object, count=n)
-            blocks.append(
-                (string_array._from_sequence(array, dtype=string_dtype), np.array([position]))
-            )
+            if array is None:
+                array = string_array._from_sequence(
+                    np.fromiter(values, dtype=object, count=n), dtype=string_dtype
+                )
+                blocks.append((array, np.array([position])))
+            else:  # an alias: the same strings, not the same array
+                blocks.append((array.copy(), np.array([position])))
         else:
             series = pd.Series(values)
             array = series.array
             if isinstance(array, pd.arrays.NumpyExtensionArray):
                 array = series.to_numpy().reshape(1, n)
             blocks.append((array, np.array([position])))
+        seen[id(values)] = (kind, array if kind == _STR else None)
     if objects:
         block = np.empty((len(objects), n), dtype=object)
         for row, values in enumerate(objects):
