@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -289,15 +290,15 @@ def _root_io(trace: Trace) -> tuple[Any, Any]:
     )
 
 
-_SPAN_FIELDS = [f.name for f in dataclasses.fields(Span)]
+_SPAN_FIELDS = tuple(f.name for f in dataclasses.fields(Span))
+_span_values = operator.itemgetter(*_SPAN_FIELDS)
 
 
 def _span_dict(span: Span) -> dict[str, Any]:
     # Span.to_dict() (dataclasses.asdict) deep-copies every input and output; a frame
     # of a user's traces does not need copies of values nobody else holds. The JSON
     # fields are decoded already (decode_spans), so every field is in __dict__.
-    state = span.__dict__
-    row = {name: state[name] for name in _SPAN_FIELDS}
+    row = dict(zip(_SPAN_FIELDS, _span_values(span.__dict__), strict=True))
     if row["events"]:
         row["events"] = [dataclasses.asdict(e) for e in row["events"]]
     else:
@@ -359,10 +360,9 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     columns: dict[str, list[Any]] = {
         name: values[_ALIASES.get(name, name)] for name in FRAME_COLUMNS + INFO_COLUMNS
     }
-    keys = set(ALWAYS_METADATA)
+    keys: set[str] = set()
     for md in metadata:
-        keys.update(f"metadata.{k}" for k in md)
-    for column in sorted(keys):
-        key = column[len("metadata.") :]
-        columns[column] = [md.get(key, _MISSING) for md in metadata]
+        keys.update(md)
+    for key in sorted({*keys, *(c[len("metadata.") :] for c in ALWAYS_METADATA)}):
+        columns[f"metadata.{key}"] = [md.get(key, _MISSING) for md in metadata]
     return frame_from_columns(columns)
