@@ -381,7 +381,14 @@ def main() -> None:
     if sys.argv[1:2] == ["--constant-server"]:
         import uvicorn
 
-        uvicorn.run(constant_app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+        uvicorn.run(  # the options `sessiontrace ui` runs uvicorn with
+            constant_app,
+            host="127.0.0.1",
+            port=int(sys.argv[2]),
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=None)
