@@ -112,10 +112,18 @@ def test_a_schema_1_file_is_upgraded_in_place_and_reads_the_same(
     old_id = sessiontrace.get_last_active_trace_id()
     assert old_id is not None
     sessiontrace._runtime.get_store().close()
-    # Make the file what schema 1 wrote: no JSON copies in the traces row.
+    # Make the file what schema 1 wrote: no JSON copies in the traces row, and the
+    # three time indexes without trace_id.
     with sqlite3.connect(store_path) as conn:
         conn.execute("ALTER TABLE traces DROP COLUMN metadata")
         conn.execute("ALTER TABLE traces DROP COLUMN tags")
+        conn.executescript(
+            "DROP INDEX traces_request_time; DROP INDEX traces_user; DROP INDEX traces_session;"
+            "CREATE INDEX traces_request_time ON traces (request_time);"
+            "CREATE INDEX traces_user ON traces (user_id, request_time) WHERE user_id IS NOT NULL;"
+            "CREATE INDEX traces_session ON traces (session_id, request_time) "
+            "WHERE session_id IS NOT NULL;"
+        )
         conn.execute("PRAGMA user_version = 1")
     sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}")
     old = sessiontrace.get_trace(old_id)
@@ -134,6 +142,9 @@ def test_a_schema_1_file_is_upgraded_in_place_and_reads_the_same(
     assert [t.tags for t in turns] == [{"kind": "chat", "reviewed": "yes"}]
     with sqlite3.connect(store_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        for name in ("traces_request_time", "traces_user", "traces_session"):
+            columns = [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+            assert columns[-2:] == ["request_time", "trace_id"], (name, columns)
 
 
 def test_reopening_an_existing_file_keeps_its_traces(store_path: Path) -> None:
