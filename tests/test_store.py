@@ -218,3 +218,63 @@ def test_numbers_json_cannot_hold_in_64_bits_read_back_exactly(
     same(frame["response"][0])
     same(frame["spans"][0][0]["inputs"]["payload"])
     same(sessiontrace.session_flow("numbers")[0].response)
+
+
+_UPGRADER = """
+import sys, time
+import sessiontrace
+sessiontrace.configure(tracking_uri="sqlite:///" + sys.argv[1])
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # all processes open the file together
+
+@sessiontrace.trace
+def chat(n):
+    sessiontrace.update_current_trace(tags={"n": n})
+    return n
+
+chat(sys.argv[3])
+assert sessiontrace.flush(30), sessiontrace.get_stats()
+stats = sessiontrace.get_stats()
+assert stats["dropped"] == 0 and stats["written"] == 1, stats
+assert stats["retries"] == 0 and stats["export_failures"] == 0, stats  # no failed upgrade
+"""
+
+
+def test_processes_opening_a_schema_1_file_together_upgrade_it_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "shared.db"
+    store = SQLiteStore(path)
+    store.connection()  # the current schema, then taken back to what schema 1 wrote
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE traces DROP COLUMN metadata")
+        conn.execute("ALTER TABLE traces DROP COLUMN tags")
+        conn.execute("PRAGMA user_version = 1")
+    script = tmp_path / "upgrader.py"
+    script.write_text(_UPGRADER)
+    start = time.time() + 2.0
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(path), str(start), str(n)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(traces)")]
+        assert columns.count("metadata") == 1 and columns.count("tags") == 1
+    tags = sorted(
+        t.info.tags["n"]
+        for t in SQLiteStore(path).load_traces(
+            [r[0] for r in sqlite3.connect(path).execute("SELECT trace_id FROM traces")]
+        )
+    )
+    assert tags == ["0", "1", "2", "3"]
