@@ -110,7 +110,7 @@ class Span:
             stored = self.__dict__.get("_stored_json")
             if stored is None or name not in _LAZY_FIELDS:
                 raise AttributeError(f"'Span' object has no attribute {name!r}")
-            value = _LAZY_FIELDS[name](stored[_LAZY_ORDER[name]])
+            value = _LAZY_FIELDS[name](loads(stored[_LAZY_ORDER[name]]))
             return self.__dict__.setdefault(name, value)  # first decode wins under threads
 
 
@@ -208,19 +208,20 @@ def _json_text(value: Any) -> str:
     return dumps(value)
 
 
-def _events(text: str | None) -> list[SpanEvent]:
-    if text is None:
-        return []
-    return [
-        SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {})
-        for e in (loads(text) or [])
-    ]
+def _attributes(value: Any) -> dict[str, Any]:
+    return value or {}
 
 
+def _events(value: Any) -> list[SpanEvent]:
+    return [SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {}) for e in value or []]
+
+
+# A stored span's JSON fields, in the store's column order: decoded (``loads``; NULL is
+# None), then shaped by these.
 _LAZY_FIELDS = {
-    "inputs": loads,
-    "outputs": loads,
-    "attributes": lambda text: {} if text is None else loads(text) or {},
+    "inputs": lambda value: value,
+    "outputs": lambda value: value,
+    "attributes": _attributes,
     "events": _events,
 }
 _LAZY_ORDER = {name: i for i, name in enumerate(_LAZY_FIELDS)}
@@ -237,22 +238,21 @@ def decode_spans(spans: list[Span]) -> None:
     a field. For spans fresh from the store that no other thread reads meanwhile.
     """
     texts: list[str] = []
-    todo: list[dict[str, Any]] = []
+    todo: list[Span] = []
     for span in spans:
         state = span.__dict__
         stored = state.get("_stored_json")
         if stored is None:
             continue
         if "inputs" in state or "outputs" in state or "attributes" in state or "events" in state:
-            for name in _LAZY_NAMES:  # partly decoded already: the rest one by one
-                getattr(span, name)
+            _decode_one_by_one(span)  # partly decoded already
             continue
         inputs, outputs, attributes, events = stored
         texts.append(
             f"{'null' if inputs is None else inputs},{'null' if outputs is None else outputs},"
             f"{'null' if attributes is None else attributes},{'null' if events is None else events}"
         )
-        todo.append(state)
+        todo.append(span)
     if not todo:
         return
     try:
@@ -260,20 +260,21 @@ def decode_spans(spans: list[Span]) -> None:
         if not isinstance(values, list) or len(values) != 4 * len(todo):
             raise ValueError("not one value a field")
     except ValueError:
-        for state in todo:
-            for name in _LAZY_NAMES:
-                state.setdefault(name, _LAZY_FIELDS[name](state["_stored_json"][_LAZY_ORDER[name]]))
+        for span in todo:
+            _decode_one_by_one(span)
         return
-    for k, state in enumerate(todo):
+    for k, span in enumerate(todo):
         inputs, outputs, attributes, events = values[4 * k : 4 * k + 4]
+        state = span.__dict__
         state["inputs"] = inputs
         state["outputs"] = outputs
-        state["attributes"] = attributes or {}
-        state["events"] = (
-            [SpanEvent(e["name"], e["timestamp_ns"], e.get("attributes") or {}) for e in events]
-            if events
-            else []
-        )
+        state["attributes"] = _attributes(attributes)
+        state["events"] = _events(events)
+
+
+def _decode_one_by_one(span: Span) -> None:
+    for name in _LAZY_NAMES:
+        getattr(span, name)
 
 
 _new = object.__new__
