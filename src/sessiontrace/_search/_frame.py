@@ -21,6 +21,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, cast
 
+from .._entities import Trace
+
 if TYPE_CHECKING:
     import pandas
 
@@ -61,7 +63,8 @@ def _kind(values: list[Any]) -> int:
         elif t is bool or t is float:
             return _INFER
         else:
-            return _OBJECT if _is_plain_object(v) else _INFER
+            # Trace objects (the ``trace`` column): pandas leaves unknown classes alone.
+            return _OBJECT if isinstance(v, Trace) else _INFER
     if strings and strings + missing == len(values):
         return _STR
     if ints == len(values):
@@ -69,13 +72,6 @@ def _kind(values: list[Any]) -> int:
     if missing == len(values) and all(v is None for v in values):
         return _OBJECT
     return _INFER
-
-
-def _is_plain_object(value: Any) -> bool:
-    # Trace objects (the ``trace`` column): pandas leaves unknown classes as objects.
-    from .._entities import Trace
-
-    return isinstance(value, Trace)
 
 
 def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.DataFrame:
