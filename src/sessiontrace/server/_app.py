@@ -70,14 +70,11 @@ class JSON(Response):
     def __init__(
         self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(content, status_code, {**_NO_STORE, **headers} if headers else _NO_STORE)
+        super().__init__(content, status_code, headers)
 
     def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
         # Starlette's version scans the headers for each default it may add; ours are known.
-        raw = [
-            (b"content-length", str(len(self.body)).encode("latin-1")),
-            (b"content-type", b"application/json"),
-        ]
+        raw = _json_headers(self.body)
         for name, value in (headers or {}).items():
             raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
         self.raw_headers = raw
@@ -247,7 +244,7 @@ class _ReadDispatch:
         await self.app(scope, receive, send)
 
 
-def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+def _json_headers(body: bytes | memoryview) -> list[tuple[bytes, bytes]]:
     return [
         (b"content-length", b"%d" % len(body)),
         (b"content-type", b"application/json"),
