@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 import httpx  # noqa: E402
 
 import sessiontrace  # noqa: E402
+from search import median_ms  # noqa: E402
 from sessiontrace import SQLiteStore  # noqa: E402
 
 
@@ -136,16 +137,6 @@ class RawClient:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-
-
-def median_ms(fn: Callable[[], Any], runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def pick(store: SQLiteStore) -> tuple[str, str]:
