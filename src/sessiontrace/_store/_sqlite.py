@@ -342,6 +342,7 @@ class SQLiteStore:
         metadata_rows: list[tuple[Any, ...]] = []
         tag_rows: list[tuple[Any, ...]] = []
         tag_deletes: list[tuple[str, str]] = []
+        tag_ops: set[str] = set()  # traces whose tags change after they were written
         metadata_json = _has_json()
         for item in items:
             if isinstance(item, LiveTrace):
@@ -350,7 +351,8 @@ class SQLiteStore:
                 if metadata_json:
                     md = dumps(item.metadata)
                     metadata_rows.append((tid, md))
-                    trace_rows.append(self._trace_row(item, md, dumps(item.tags)))
+                    tags = dumps(item.tags) if item.tags else "{}"
+                    trace_rows.append(self._trace_row(item, md, tags))
                 else:
                     trace_rows.append(self._trace_row(item, _NULL, _NULL))
                     metadata_rows.extend(
@@ -361,13 +363,13 @@ class SQLiteStore:
             elif isinstance(item, LiveSpan):
                 span_rows.append(_span_row(item))
             elif isinstance(item, TagOp):
+                tag_ops.add(item.trace_id)
                 if item.value is None:
                     tag_deletes.append((item.trace_id, item.key))
                 else:
                     tag_rows.append((item.trace_id, item.key, item.value))
             else:
                 raise TypeError(f"cannot store {type(item).__name__}")
-        tag_ops = {op.trace_id for op in items if isinstance(op, TagOp)}
         try:
             self._write_rows(trace_rows, span_rows, metadata_rows, tag_rows, tag_deletes, tag_ops)
         except UnicodeEncodeError:
