@@ -5,7 +5,7 @@ Layout: ``_lexer`` (tokens) -> ``_parser`` (syntax tree, fields checked against
 (``search_traces`` and pagination, ``_paging``). Errors are ``FilterSyntaxError``.
 """
 
-from ._api import FRAME_COLUMNS, TraceList, search_trace_ids, search_traces, traces_to_frame
+from ._api import FRAME_COLUMNS, TraceList, search_traces, traces_to_frame
 from ._compile import Compiled, compile_filter, compile_order_by, register_functions
 from ._errors import FilterSyntaxError
 from ._paging import Page
@@ -27,7 +27,6 @@ __all__ = [
     "parse_filter",
     "parse_order_by",
     "register_functions",
-    "search_trace_ids",
     "search_traces",
     "traces_to_frame",
 ]

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from .._store import SQLiteStore
 
-__all__ = ["FRAME_COLUMNS", "TraceList", "search_trace_ids", "search_traces", "traces_to_frame"]
+__all__ = ["FRAME_COLUMNS", "TraceList", "search_traces", "traces_to_frame"]
 
 # MLflow 3's columns, in its order; then the flattened ones older tutorials use.
 FRAME_COLUMNS = [
@@ -83,20 +83,6 @@ def _resolve_store(store: SQLiteStore | None) -> SQLiteStore:
 
     _runtime.flush(_runtime.settings().shutdown_timeout)
     return _runtime.get_store()
-
-
-def search_trace_ids(
-    store: SQLiteStore,
-    filter_string: str | None = None,
-    order_by: Sequence[str] | None = None,
-    max_results: int | None = None,
-    page_token: str | None = None,
-) -> tuple[list[str], str | None]:
-    """Ids of the matching traces, in order, and the next page's token."""
-    rows, token = _search_rows(
-        store, "t.trace_id", filter_string, order_by, max_results, page_token
-    )
-    return [r[0] for r in rows], token
 
 
 def _search_rows(
