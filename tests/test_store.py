@@ -183,11 +183,12 @@ def test_lone_surrogates_are_stored_not_dropped(store_path: Path) -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        {"big": 2**70, "negative": -(2**65), "edge": 2**63},
+        {"big": 2**70, "negative": -(2**65), "edge": 2**63, "u64": 2**64 - 1, "i64": -(2**63)},
+        {"below-i64": -(2**63) - 1, "ns": 1_763_007_525_322_000_000},
         {"digits in text": "1234567890123456789012345", "indic": "\u0661" * 25, "n": 2**70},
         {"nan": float("nan"), "big": 2**70},
     ],
-    ids=["big-integers", "digit-runs-in-text", "nan"],
+    ids=["big-integers", "negative-19-digits", "digit-runs-in-text", "nan"],
 )
 def test_numbers_json_cannot_hold_in_64_bits_read_back_exactly(
     store_path: Path, value: dict[str, object]

@@ -105,17 +105,21 @@ dumps: Callable[[Any], str] = _load_orjson() or _stdlib_dumps
 """Encode ``value`` as compact JSON text; never raises."""
 
 
-# 19 digits in a row may be an integer outside orjson's 64-bit range, which it would
-# read as a float; such text (rare: also long digit runs inside strings) takes json.
-# The scan maps every byte to "0" (an ASCII digit) or " " and looks for 19 zeros: a
-# regex costs about 15 ns a character, this about 1.5 (UTF-8 continuation bytes are
-# never ASCII digits, and JSON numbers are ASCII).
-_DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_DIGIT_RUN = b"0" * 19
+# orjson reads integers from -2**63 to 2**64 - 1 exactly and anything beyond as a
+# float: a run of 20 digits, or 19 after a minus sign, may be such an integer (rare:
+# also long digit runs inside strings), and such text takes json. Nanosecond times
+# (19 digits, positive) stay with orjson. The scan maps every byte to "0" (an ASCII
+# digit), "-" or " " and looks for those runs: a regex costs about 15 ns a character,
+# this about 1.5 (UTF-8 continuation bytes are never ASCII digits or "-", and JSON
+# numbers are ASCII).
+_DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2D if b == 0x2D else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 20
+_NEGATIVE_RUN = b"-" + b"0" * 19
 
 
 def _long_digits(text: str) -> bool:
-    return _DIGIT_RUN in text.encode("utf-8", "surrogatepass").translate(_DIGIT_MAP)
+    mapped = text.encode("utf-8", "surrogatepass").translate(_DIGIT_MAP)
+    return _LONG_RUN in mapped or _NEGATIVE_RUN in mapped
 
 
 def _load_orjson_loads() -> Callable[[str], Any] | None:
