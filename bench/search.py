@@ -103,7 +103,7 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
 
     def flush() -> None:
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["t"])
+        conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["t"])
         conn.executemany("INSERT INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["s"])
         conn.executemany("INSERT INTO trace_metadata VALUES (?,?,?)", batch["m"])
         conn.executemany("INSERT INTO trace_tags VALUES (?,?,?)", batch["g"])
@@ -126,6 +126,34 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
             message = f"question {turn + 1} in {session_id}"
             inputs = json.dumps({"message": message})
             outputs = None if state == "ERROR" else json.dumps(f"answer to {message}")
+            start_ns = t * 1_000_000
+            end_ns = start_ns + duration * 1_000_000
+            # What the SDK writes: the spans as a JSON array in the trace's row, and a
+            # row per span without the content for span filters.
+            spans = [
+                (root, None, "chat", "CHAIN", start_ns, end_ns, None),
+                (child, root, "llm", "LLM", start_ns + 1000, end_ns - 1000, {"model": "m-1"}),
+            ]
+            spans_json = json.dumps(
+                [
+                    {
+                        "span_id": span_id,
+                        "parent_id": parent_id,
+                        "name": name,
+                        "span_type": span_type,
+                        "start_time_ns": s_ns,
+                        "end_time_ns": e_ns,
+                        "status": state,
+                        "status_message": "",
+                        "inputs": json.loads(inputs),
+                        "outputs": None if outputs is None else json.loads(outputs),
+                        "attributes": attributes or {},
+                        "events": [],
+                    }
+                    for span_id, parent_id, name, span_type, s_ns, e_ns, attributes in spans
+                ],
+                separators=(",", ":"),
+            )
             batch["t"].append(
                 (
                     tid,
@@ -150,44 +178,15 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
                         }
                     ),
                     json.dumps({"query_category": categories[seq % 3]}),
+                    spans_json,
                 )
             )
-            start_ns = t * 1_000_000
-            end_ns = start_ns + duration * 1_000_000
-            batch["s"].append(
-                (
-                    tid,
-                    root,
-                    None,
-                    "chat",
-                    "CHAIN",
-                    start_ns,
-                    end_ns,
-                    state,
-                    None,
-                    inputs,
-                    outputs,
-                    None,
-                    None,
-                )
-            )
-            batch["s"].append(
-                (
-                    tid,
-                    child,
-                    root,
-                    "llm",
-                    "LLM",
-                    start_ns + 1000,
-                    end_ns - 1000,
-                    state,
-                    None,
-                    inputs,
-                    outputs,
-                    '{"model":"m-1"}',
-                    None,
-                )
-            )
+            for span_id, parent_id, name, span_type, s_ns, e_ns, attributes in spans:
+                attributes_json = None if attributes is None else json.dumps(attributes)
+                row = [tid, span_id, parent_id, name, span_type, s_ns, e_ns, state]
+                # status_message, inputs, outputs (in the array), attributes, events
+                row += [None, None, None, attributes_json, None]
+                batch["s"].append(tuple(row))
             batch["m"].append((tid, "app_version", version))
             batch["m"].append((tid, "mlflow.source.type", env))
             batch["g"].append((tid, "query_category", categories[seq % 3]))
@@ -255,33 +254,26 @@ def _json(text: str | None) -> Any:
 
 def floor_session_traces(conn: sqlite3.Connection, session: str) -> list[Any]:
     # The same answer as search_traces(..., return_type="list"): every column of the
-    # traces (the metadata and tags are JSON copies in the row), and their spans, the
-    # JSON decoded.
-    rows = [
-        (*r[:12], _json(r[12]), _json(r[13]))
+    # traces, the metadata and tags (JSON copies in the row) decoded; the spans are in
+    # the row too, as JSON text that both sides leave for the first read of a span.
+    return [
+        (*r[:12], _json(r[12]), _json(r[13]), r[14])
         for r in conn.execute(
             "SELECT * FROM traces WHERE session_id = ? ORDER BY request_time", (session,)
         )
     ]
-    ids = [r[0] for r in rows]
-    marks = ",".join("?" * len(ids))
-    spans = [
-        (*r[:9], _json(r[9]), _json(r[10]), _json(r[11]), _json(r[12]))
-        for r in conn.execute(f"SELECT * FROM spans WHERE trace_id IN ({marks})", ids)
-    ]
-    return [rows, spans]
 
 
 def floor_session_flow(conn: sqlite3.Connection, session: str) -> list[Any]:
-    return [
-        (*r[:4], _json(r[4]), _json(r[5]))
-        for r in conn.execute(
-            "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, s.inputs, "
-            "s.outputs FROM traces t LEFT JOIN spans s ON s.trace_id = t.trace_id "
-            "AND s.span_id = t.root_span_id WHERE t.session_id = ? ORDER BY t.request_time",
-            (session,),
-        )
-    ]
+    out = []
+    for *head, spans in conn.execute(
+        "SELECT trace_id, request_time, execution_time_ms, state, spans FROM traces "
+        "WHERE session_id = ? ORDER BY request_time",
+        (session,),
+    ):
+        root = next(s for s in json.loads(spans) if s["parent_id"] is None)
+        out.append((*head, root["inputs"], root["outputs"]))
+    return out
 
 
 def floor_user_report(conn: sqlite3.Connection, user: str) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -103,6 +104,74 @@ def test_a_file_from_a_newer_version_is_refused_clearly(tmp_path: Path) -> None:
         SQLiteStore(path).get_trace("tr-x")
 
 
+def as_schema_2(conn: sqlite3.Connection) -> None:
+    """Make a file this version wrote what schema 2 wrote: each span's content in its
+    row of the spans table, no spans array in the trace's row."""
+    for (text,) in conn.execute("SELECT spans FROM traces").fetchall():
+        for span in json.loads(text):
+            conn.execute(
+                "UPDATE spans SET status_message = ?, inputs = ?, outputs = ?, events = ? "
+                "WHERE span_id = ?",
+                (
+                    span["status_message"] or None,
+                    None if span["inputs"] is None else json.dumps(span["inputs"]),
+                    None if span["outputs"] is None else json.dumps(span["outputs"]),
+                    json.dumps(span["events"]) if span["events"] else None,
+                    span["span_id"],
+                ),
+            )
+    conn.execute("ALTER TABLE traces DROP COLUMN spans")
+    conn.execute("PRAGMA user_version = 2")
+
+
+def as_schema_1(conn: sqlite3.Connection) -> None:
+    """... and what schema 1 wrote: no JSON copies in the traces row."""
+    as_schema_2(conn)
+    conn.execute("ALTER TABLE traces DROP COLUMN metadata")
+    conn.execute("ALTER TABLE traces DROP COLUMN tags")
+    conn.execute("PRAGMA user_version = 1")
+
+
+def test_a_schema_2_file_is_upgraded_in_place_and_reads_the_same(store_path: Path) -> None:
+    @sessiontrace.trace(span_type="LLM")
+    def llm(prompt: str) -> str:
+        sessiontrace.get_current_active_span().add_event("token", {"n": 1})  # type: ignore[union-attr]
+        return prompt.upper()
+
+    @sessiontrace.trace
+    def chat(prompt: str) -> dict[str, str]:
+        return {"answer": llm(prompt)}
+
+    with sessiontrace.user_session(user_id="u1", session_id="s2"):
+        chat("old")
+    sessiontrace.flush()
+    old_id = sessiontrace.get_last_active_trace_id() or ""
+    before = sessiontrace.get_trace(old_id)
+    assert before is not None and len(before.data.spans) == 2
+    sessiontrace._runtime.get_store().close()
+    with sqlite3.connect(store_path) as conn:
+        as_schema_2(conn)
+    sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}")
+    old = sessiontrace.get_trace(old_id)
+    assert old is not None and old.to_dict() == before.to_dict()
+    assert old.data.spans[1].events[0].attributes == {"n": 1}
+    with sessiontrace.user_session(user_id="u1", session_id="s2"):
+        chat("new")
+    sessiontrace.flush()
+    frame = sessiontrace.search_traces("session = 's2'", order_by=["timestamp"])
+    assert [r["answer"] for r in frame["response"]] == ["OLD", "NEW"]
+    assert [[s["name"] for s in spans] for spans in frame["spans"]] == [["chat", "llm"]] * 2
+    assert frame["spans"][0] == [s.to_dict() for s in before.data.spans]
+    assert [t.response for t in sessiontrace.session_flow("s2")] == [
+        {"answer": "OLD"},
+        {"answer": "NEW"},
+    ]
+    with sqlite3.connect(store_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        rows = conn.execute("SELECT spans IS NULL FROM traces ORDER BY request_time").fetchall()
+        assert rows == [(1,), (0,)]  # the old trace reads from the spans table
+
+
 def test_a_schema_1_file_is_upgraded_in_place_and_reads_the_same(
     store_path: Path,
 ) -> None:
@@ -115,8 +184,7 @@ def test_a_schema_1_file_is_upgraded_in_place_and_reads_the_same(
     # Make the file what schema 1 wrote: no JSON copies in the traces row, and the
     # three time indexes without trace_id.
     with sqlite3.connect(store_path) as conn:
-        conn.execute("ALTER TABLE traces DROP COLUMN metadata")
-        conn.execute("ALTER TABLE traces DROP COLUMN tags")
+        as_schema_1(conn)
         conn.executescript(
             "DROP INDEX traces_request_time; DROP INDEX traces_user; DROP INDEX traces_session;"
             "CREATE INDEX traces_request_time ON traces (request_time);"
@@ -124,7 +192,6 @@ def test_a_schema_1_file_is_upgraded_in_place_and_reads_the_same(
             "CREATE INDEX traces_session ON traces (session_id, request_time) "
             "WHERE session_id IS NOT NULL;"
         )
-        conn.execute("PRAGMA user_version = 1")
     sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}")
     old = sessiontrace.get_trace(old_id)
     assert old is not None
@@ -251,9 +318,7 @@ def test_processes_opening_a_schema_1_file_together_upgrade_it_once(tmp_path: Pa
     store.connection()  # the current schema, then taken back to what schema 1 wrote
     store.close()
     with sqlite3.connect(path) as conn:
-        conn.execute("ALTER TABLE traces DROP COLUMN metadata")
-        conn.execute("ALTER TABLE traces DROP COLUMN tags")
-        conn.execute("PRAGMA user_version = 1")
+        as_schema_1(conn)
     script = tmp_path / "upgrader.py"
     script.write_text(_UPGRADER)
     start = time.time() + 2.0
@@ -272,6 +337,7 @@ def test_processes_opening_a_schema_1_file_together_upgrade_it_once(tmp_path: Pa
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = [r[1] for r in conn.execute("PRAGMA table_info(traces)")]
         assert columns.count("metadata") == 1 and columns.count("tags") == 1
+        assert columns.count("spans") == 1
     tags = sorted(
         t.info.tags["n"]
         for t in SQLiteStore(path).load_traces(
@@ -279,3 +345,17 @@ def test_processes_opening_a_schema_1_file_together_upgrade_it_once(tmp_path: Pa
         )
     )
     assert tags == ["0", "1", "2", "3"]
+
+
+def test_a_session_turn_has_the_whole_request_and_response(store_path: Path) -> None:
+    # Longer than the trace row's previews: the turn reads the root span itself.
+    @sessiontrace.trace
+    def chat(message: str) -> dict[str, object]:
+        return {"text": "x" * 5000, "ok": True, "n": None}
+
+    with sessiontrace.user_session(session_id="long"):
+        chat("hi " * 2000)
+    sessiontrace.flush()
+    (turn,) = sessiontrace.session_flow("long")
+    assert turn.request == {"message": "hi " * 2000}
+    assert turn.response == {"text": "x" * 5000, "ok": True, "n": None}

@@ -474,15 +474,23 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
     conn = _store(store).connection()
     rows = conn.execute(
         "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, t.name, t.user_id, "  # noqa: S608
-        f"s.inputs, s.outputs, t.request_preview, t.response_preview, {TAGS_SELECT} "
-        "FROM traces t LEFT JOIN spans s ON s.trace_id = t.trace_id AND s.span_id = t.root_span_id "
-        "WHERE t.session_id = ? ORDER BY t.request_time, t.trace_id",
+        f"t.root_span_id, t.spans, s.inputs, s.outputs, t.request_preview, t.response_preview, "
+        f"{TAGS_SELECT} FROM traces t "
+        "LEFT JOIN spans s ON t.spans IS NULL AND s.trace_id = t.trace_id "
+        "AND s.span_id = t.root_span_id WHERE t.session_id = ? ORDER BY t.request_time, t.trace_id",
         (session_id,),
     ).fetchall()
     turns = []
-    for n, (tid, ts, ms, state, name, user, inputs, outputs, req_p, resp_p, tags) in enumerate(
+    for n, (tid, ts, ms, state, name, user, root_id, spans, inputs, outputs, *rest) in enumerate(
         rows, 1
     ):
+        req_p, resp_p, tags = rest
+        if spans is not None:  # the root span's inputs and outputs, from the spans array
+            root = next((s for s in loads(spans) if s["span_id"] == root_id), None)
+            request, response = (None, None) if root is None else (root["inputs"], root["outputs"])
+        else:  # a trace written before schema 3: its root span's row
+            request = None if inputs is None else loads(inputs)
+            response = None if outputs is None else loads(outputs)
         turns.append(
             SessionTurn(
                 turn=n,
@@ -490,8 +498,8 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
                 timestamp=ts,
                 duration_ms=None if ms is None else round(ms),
                 status=state,
-                request=loads(inputs) if inputs is not None else _preview(req_p),
-                response=loads(outputs) if outputs is not None else _preview(resp_p),
+                request=_preview(req_p) if request is None else request,
+                response=_preview(resp_p) if response is None else response,
                 name=name,
                 user_id=user,
                 tags={} if tags is None else loads_strings(tags),

@@ -165,6 +165,16 @@ class TraceInfo:
 class TraceData:
     spans: list[Span]
 
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            # A trace read from the store keeps its spans as the JSON text of its row
+            # (``spans_from_text``) until they are first read.
+            stored = self.__dict__.get("_stored_spans")
+            if stored is None or name != "spans":
+                raise AttributeError(f"'TraceData' object has no attribute {name!r}")
+            return self.__dict__.setdefault("spans", spans_from_text(*stored))
+
     @property
     def request(self) -> str | None:
         root = _root(self.spans)
@@ -278,6 +288,59 @@ def _decode_one_by_one(span: Span) -> None:
 
 
 _new = object.__new__
+
+
+def lazy_trace_data(trace_id: str, text: str) -> TraceData:
+    """A ``TraceData`` whose spans are built from ``text`` (the trace row's JSON
+    array of spans) when first read."""
+    data = _new(TraceData)
+    data.__dict__["_stored_spans"] = (trace_id, text)
+    return data
+
+
+def _start(span: dict[str, Any]) -> Any:
+    return span["start_time_ns"]
+
+
+def span_dicts(trace_id: str, spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decoded stored spans as ``Span.to_dict()`` would give them, in start order.
+
+    The store writes a span as an object with ``Span``'s fields but ``trace_id``;
+    ``attributes`` is always an object and ``events`` a list. Spans added to a trace
+    after it was written go at the end of its array: hence the (stable) sort.
+    """
+    out = []
+    for span in spans:
+        d = {"trace_id": trace_id, **span}
+        events = d["events"]
+        if events:
+            d["events"] = [
+                {
+                    "name": e["name"],
+                    "timestamp_ns": e["timestamp_ns"],
+                    "attributes": e.get("attributes") or {},
+                }
+                for e in events
+            ]
+        out.append(d)
+    out.sort(key=_start)
+    return out
+
+
+def span_from_dict(d: dict[str, Any]) -> Span:
+    """A ``Span`` from one of ``span_dicts``' dicts (the dict is not kept)."""
+    span = _new(Span)
+    span.__dict__.update(d)
+    events = d["events"]
+    span.__dict__["events"] = (
+        [SpanEvent(e["name"], e["timestamp_ns"], e["attributes"]) for e in events] if events else []
+    )
+    return span
+
+
+def spans_from_text(trace_id: str, text: str) -> list[Span]:
+    """The spans of a trace row's JSON array, in start order."""
+    return [span_from_dict(d) for d in span_dicts(trace_id, loads(text))]
 
 
 def span_from_row(row: tuple[Any, ...]) -> Span:

@@ -61,6 +61,13 @@ CASES: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
         lambda: sessiontrace.search_traces(
             filter_string="metadata.`mlflow.trace.session` = 'session-3'", return_type="list"
         ),
+        ("traces_session",),  # the spans come in the trace's row
+    ),
+    (
+        "search by session and span type",
+        lambda: sessiontrace.search_traces(
+            filter_string="session = 'session-3' AND span.type = 'LLM'", return_type="list"
+        ),
         ("traces_session", "spans_trace_span"),
     ),
     (

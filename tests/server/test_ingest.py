@@ -100,6 +100,38 @@ def test_late_span_and_tag_ops_apply_in_order(client: httpx.Client) -> None:
     assert trace.info.tags == {"fb": "up"}
 
 
+def test_a_late_span_delivered_twice_is_stored_once_in_start_order(
+    client: httpx.Client,
+) -> None:
+    # A child that started before the llm span and ended after the trace was written;
+    # its batch is then delivered again (a retry whose first answer was lost).
+    late = {
+        "kind": "span",
+        "trace_id": "tr-1",
+        "span_id": "c",
+        "parent_id": "a",
+        "name": "late",
+        "start_ns": 1_700_000_000_005_000_000,
+        "end_ns": 1_700_000_000_400_000_000,
+        "status": "OK",
+        "outputs": {"try": 1},
+    }
+    for items in ([_trace(), late], [{**late, "outputs": {"try": 2}}]):
+        r = _post(client, {"version": 1, "items": items}, headers=_headers())
+        assert r.status_code == 200, r.text
+    trace = sessiontrace.get_trace("tr-1")
+    assert trace is not None
+    assert [(s.name, s.outputs) for s in trace.data.spans] == [
+        ("chat", "hello"),
+        ("late", {"try": 2}),
+        ("llm", None),
+    ]
+    frame = sessiontrace.search_traces("span.name = 'late'", return_type="pandas")
+    assert list(frame["trace_id"]) == ["tr-1"]
+    assert frame["spans"][0] == [s.to_dict() for s in trace.data.spans]
+    assert [t.response for t in sessiontrace.session_flow("s1")] == ["hello"]
+
+
 @pytest.mark.parametrize(
     ("payload", "where"),
     [

@@ -10,7 +10,8 @@ import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace, decode_spans
+from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace, decode_spans, span_dicts
+from .._serialize import loads
 from ._compile import (
     NOT_NULL_COLUMNS,
     Compiled,
@@ -267,13 +268,42 @@ def _decoded_preview(text: str | None) -> Any:
         return text
 
 
-def _root_io(trace: Trace) -> tuple[Any, Any]:
-    for span in trace.data.spans:
-        if span.parent_id is None:
-            return span.inputs, span.outputs
+def _root_io(trace: Trace, spans: list[dict[str, Any]]) -> tuple[Any, Any]:
+    for span in spans:
+        if span["parent_id"] is None:
+            return span["inputs"], span["outputs"]
     return _decoded_preview(trace.info.request_preview), _decoded_preview(
         trace.info.response_preview
     )
+
+
+def _frame_spans(traces: Sequence[Trace]) -> list[list[dict[str, Any]]]:
+    """Each trace's spans as ``Span.to_dict()`` gives them, for the ``spans`` column.
+
+    Traces fresh from the store still hold their spans as the JSON text of their row:
+    those texts are decoded together, in one parse, straight into the column's dicts
+    (the ``Trace`` objects keep their text, so the frame's dicts are nobody else's).
+    """
+    out: list[list[dict[str, Any]] | None] = [None] * len(traces)
+    stored: list[int] = []
+    texts: list[str] = []
+    spans: list[Span] = []
+    for k, trace in enumerate(traces):
+        state = trace.data.__dict__
+        if "spans" not in state and "_stored_spans" in state:
+            stored.append(k)
+            texts.append(state["_stored_spans"][1])
+        else:
+            spans += trace.data.spans
+    if texts:
+        for k, decoded in zip(stored, loads("[" + ",".join(texts) + "]"), strict=True):
+            out[k] = span_dicts(traces[k].info.trace_id, decoded)
+    if len(stored) < len(traces):
+        decode_spans(spans)
+        for k, trace in enumerate(traces):
+            if out[k] is None:
+                out[k] = [_span_dict(span) for span in trace.data.spans]
+    return cast("list[list[dict[str, Any]]]", out)
 
 
 _SPAN_FIELDS = tuple(f.name for f in dataclasses.fields(Span))
@@ -317,7 +347,7 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
         return cast("pandas.DataFrame", pd.DataFrame.from_records([], columns=names))
     # Column by column: a list per column, each built once and shared by its aliases
     # (info.request_id is trace_id, ...), then one DataFrame call; no dict per row.
-    decode_spans([span for trace in traces for span in trace.data.spans])
+    spans = _frame_spans(traces)
     infos = [trace.info for trace in traces]
     trace_id = [i.trace_id for i in infos]
     client_request_id = [i.client_request_id for i in infos]
@@ -326,7 +356,7 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     duration = [i.execution_duration for i in infos]
     metadata = [i.trace_metadata for i in infos]
     tags = [i.tags for i in infos]
-    io = [_root_io(trace) for trace in traces]
+    io = [_root_io(trace, s) for trace, s in zip(traces, spans, strict=True)]
     values: dict[str, list[Any]] = {
         "trace_id": trace_id,
         "trace": list(traces),
@@ -338,7 +368,7 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
         "response": [r for _, r in io],
         "trace_metadata": metadata,
         "tags": tags,
-        "spans": [[_span_dict(span) for span in trace.data.spans] for trace in traces],
+        "spans": spans,
         "assessments": [[] for _ in traces],
         "info.request_preview": [i.request_preview for i in infos],
         "info.response_preview": [i.response_preview for i in infos],

@@ -6,13 +6,16 @@ lock instead of failing half-way). Reads use one connection per thread. User and
 session are real, indexed columns of ``traces``; other metadata and the tags are
 key/value tables indexed by ``(key, value)`` for searching, and are also kept as
 JSON objects in the trace's own row for reading (a trace loads from one row, not
-three b-tree lookups). Every statement is parameterised.
+three b-tree lookups). So are the spans: one JSON array in the trace's row, which a
+search reads with the trace; the spans table keeps a row per span (name, type,
+status, attributes) for span filters. Every statement is parameterised.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sqlite3
 import threading
@@ -27,16 +30,18 @@ from .._entities import (
     Trace,
     TraceData,
     TraceInfo,
+    lazy_trace_data,
     span_from_row,
 )
 from .._pipeline import RetryableExportError
-from .._serialize import dumps, loads_strings
+from .._serialize import dumps, loads, loads_strings
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError"]
 
 _new = object.__new__
+_quote = json.encoder.encode_basestring  # a str as JSON text (C, where available)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PREVIEW_CHARS = 1000
 _ID_KEYS = (METADATA_USER, METADATA_SESSION)
 
@@ -55,7 +60,9 @@ CREATE TABLE IF NOT EXISTS traces (
     response_preview TEXT,
     root_span_id TEXT,
     metadata TEXT,                          -- JSON copy of trace_metadata (+ user, session)
-    tags TEXT                               -- JSON copy of trace_tags, or NULL: read those
+    tags TEXT,                              -- JSON copy of trace_tags (NULL: read those)
+    -- the spans as a JSON array (see _span_row) or NULL: read the spans table
+    spans TEXT
 );
 -- trace_id last: searches order by (request_time, trace_id), which these give
 -- without sorting the (wide) result rows
@@ -83,6 +90,8 @@ CREATE TABLE IF NOT EXISTS trace_tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_tags_key_value ON trace_tags (key, value);
 
+-- One row a span, for span filters. Since schema 3 the content (inputs, outputs,
+-- status_message, events) is NULL here when it is in the trace's spans array.
 CREATE TABLE IF NOT EXISTS spans (
     trace_id TEXT NOT NULL,
     span_id TEXT NOT NULL,
@@ -112,7 +121,11 @@ SPAN_COLUMNS = (
 
 # Reading: constant column lists and ``{marks}`` (a run of ``?``) are the only text
 # put into these statements; the ids are bound.
-_TRACE_SELECT_PLAIN = ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", "))
+# Columns 10 and 11 are the metadata and tags as JSON (NULL without SQLite's JSON
+# functions: read from their rows then), 12 the spans as JSON.
+_TRACE_SELECT_PLAIN = (
+    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", NULL, NULL, t.spans"
+)
 _LOAD_TRACES_PLAIN = f"SELECT {_TRACE_SELECT_PLAIN} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 # The JSON copies in the trace's row; where one is NULL (a trace written by schema 1,
 # or tags changed since), the key/value rows gathered by SQLite.
@@ -123,7 +136,7 @@ TAGS_SELECT = (
 TRACE_SELECT = (
     ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
     "coalesce(t.metadata, (SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
-    f"WHERE m.trace_id = t.trace_id)), {TAGS_SELECT}"
+    f"WHERE m.trace_id = t.trace_id)), {TAGS_SELECT}, t.spans"
 )
 _LOAD_TRACES = f"SELECT {TRACE_SELECT} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 _LOAD_SPANS = (
@@ -140,7 +153,8 @@ _N = "nullif(?,0)"
 _INSERT_TRACE = (
     "INSERT OR REPLACE INTO traces (trace_id, request_time, end_time, execution_time_ms, "  # noqa: S608
     "state, name, user_id, session_id, client_request_id, request_preview, response_preview, "
-    f"root_span_id, metadata, tags) VALUES (?,?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?,{_N},{_N})"
+    "root_span_id, metadata, tags, spans) "
+    f"VALUES (?,?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?,{_N},{_N},?)"
 )
 # Only constant column lists are interpolated; values are always bound.
 _INSERT_SPAN = (
@@ -170,7 +184,12 @@ _MIGRATIONS = {
         "DROP INDEX IF EXISTS traces_user",
         "DROP INDEX IF EXISTS traces_session",
     ),
+    # Schema 2 -> 3: a trace's spans as one JSON array in its row. Older rows keep
+    # NULL there and their content in the spans table.
+    2: ("ALTER TABLE traces ADD COLUMN spans TEXT",),
 }
+_TRACE_SPANS = "SELECT spans FROM traces WHERE trace_id = ?"
+_SET_TRACE_SPANS = "UPDATE traces SET spans = ? WHERE trace_id = ?"
 
 # The writer inserts many rows per statement. The sqlite3 module releases the GIL for
 # every statement step and must win it back after; ``executemany`` steps once per row,
@@ -221,24 +240,44 @@ class TraceNotFoundError(KeyError):
     """No trace with that id is in the store."""
 
 
-def _span_row(span: Any) -> tuple[Any, ...]:
+def _span_row(span: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]:
+    """The span's row in the spans table (without its content unless ``content``)
+    and the span as a JSON object for its trace's array (``_entities.span_dicts``).
+
+    The object has ``Span``'s fields but ``trace_id``; inputs and outputs are JSON
+    text already (encoded at capture), spliced in as they are.
+    """
     parent_id, inputs, outputs = span.parent_id, span.inputs_json, span.outputs_json
-    attributes, events = span._attributes, span._events
-    return (
+    attributes, events, end_ns = span._attributes, span._events, span.end_ns
+    message = span.status_message or ""
+    attributes_json = dumps(attributes) if attributes else None
+    events_json = dumps(events) if events else None
+    text = (
+        f'{{"span_id":{_quote(span.span_id)},'
+        f'"parent_id":{"null" if parent_id is None else _quote(parent_id)},'
+        f'"name":{_quote(span.name)},"span_type":{_quote(span.span_type)},'
+        f'"start_time_ns":{int(span.start_ns)},'
+        f'"end_time_ns":{"null" if end_ns is None else int(end_ns)},'
+        f'"status":{_quote(span.status)},"status_message":{_quote(message)},'
+        f'"inputs":{inputs or "null"},"outputs":{outputs or "null"},'
+        f'"attributes":{attributes_json or "{}"},"events":{events_json or "[]"}}}'
+    )
+    row = (
         span.trace.trace_id,
         span.span_id,
         _NULL if parent_id is None else parent_id,
         span.name,
         span.span_type,
         span.start_ns,
-        span.end_ns,
+        end_ns,
         span.status,
-        span.status_message or _NULL,
-        _NULL if inputs is None else inputs,
-        _NULL if outputs is None else outputs,
-        dumps(attributes) if attributes else _NULL,
-        dumps(events) if events else _NULL,
+        (message or _NULL) if content else _NULL,
+        _NULL if inputs is None or not content else inputs,
+        _NULL if outputs is None or not content else outputs,
+        _NULL if attributes_json is None else attributes_json,
+        _NULL if events_json is None or not content else events_json,
     )
+    return row, text
 
 
 class SQLiteStore:
@@ -343,25 +382,32 @@ class SQLiteStore:
         tag_rows: list[tuple[Any, ...]] = []
         tag_deletes: list[tuple[str, str]] = []
         tag_ops: set[str] = set()  # traces whose tags change after they were written
+        late: list[tuple[Any, ...]] = []  # spans that ended after their trace was written
         metadata_json = _has_json()
         for item in items:
             if isinstance(item, LiveTrace):
-                span_rows.extend([_span_row(s) for s in item.spans])
+                texts = []
+                for span in item.spans:
+                    row, text = _span_row(span, content=False)
+                    span_rows.append(row)
+                    texts.append(text)
+                spans = "[" + ",".join(texts) + "]"
                 tid = item.trace_id
                 if metadata_json:
                     md = dumps(item.metadata)
                     metadata_rows.append((tid, md))
                     tags = dumps(item.tags) if item.tags else "{}"
-                    trace_rows.append(self._trace_row(item, md, tags))
+                    trace_rows.append(self._trace_row(item, md, tags, spans))
                 else:
-                    trace_rows.append(self._trace_row(item, _NULL, _NULL))
+                    trace_rows.append(self._trace_row(item, _NULL, _NULL, spans))
                     metadata_rows.extend(
                         [(tid, k, v) for k, v in item.metadata.items() if k not in _ID_KEYS]
                     )
                 if item.tags:
                     tag_rows.extend([(tid, k, v) for k, v in item.tags.items()])
             elif isinstance(item, LiveSpan):
-                span_rows.append(_span_row(item))
+                stripped, text = _span_row(item, content=False)
+                late.append((text, _span_row(item)[0], stripped))
             elif isinstance(item, TagOp):
                 tag_ops.add(item.trace_id)
                 if item.value is None:
@@ -371,7 +417,9 @@ class SQLiteStore:
             else:
                 raise TypeError(f"cannot store {type(item).__name__}")
         try:
-            self._write_rows(trace_rows, span_rows, metadata_rows, tag_rows, tag_deletes, tag_ops)
+            self._write_rows(
+                trace_rows, span_rows, metadata_rows, tag_rows, tag_deletes, tag_ops, late
+            )
         except UnicodeEncodeError:
             # A lone surrogate (e.g. half an emoji from a truncated byte stream) cannot
             # be stored as UTF-8. Rare, so only this path pays for the clean-up.
@@ -382,6 +430,7 @@ class SQLiteStore:
                 _clean_rows(tag_rows),
                 tag_deletes,
                 tag_ops,
+                [(_clean(t), *_clean_rows([full, stripped])) for t, full, stripped in late],
             )
 
     def _write_rows(
@@ -392,6 +441,7 @@ class SQLiteStore:
         tag_rows: list[tuple[Any, ...]],
         tag_deletes: list[tuple[str, str]],
         tag_ops: set[str],
+        late: list[tuple[Any, ...]],
     ) -> None:
         try:
             conn = self._writer
@@ -402,6 +452,8 @@ class SQLiteStore:
             try:
                 if trace_rows:
                     _insert_rows(conn, _INSERT_TRACE, trace_rows)
+                if late:
+                    span_rows = span_rows + _add_late_spans(conn, late)
                 if span_rows:
                     _insert_rows(conn, _INSERT_SPAN, span_rows)
                 if metadata_rows:
@@ -431,7 +483,7 @@ class SQLiteStore:
         self._writer = None
 
     @staticmethod
-    def _trace_row(t: Any, metadata: Any, tags: Any) -> tuple[Any, ...]:
+    def _trace_row(t: Any, metadata: Any, tags: Any, spans: str) -> tuple[Any, ...]:
         root = t.root
         end_ns = t.end_ns
         md = t.metadata
@@ -459,6 +511,7 @@ class SQLiteStore:
             root.span_id,
             metadata,
             tags,
+            spans,
         )
 
     # -- tags on logged traces (caller's thread) --------------------------------------
@@ -524,21 +577,32 @@ class SQLiteStore:
         """Traces from rows of ``trace_select()`` (extra trailing columns are ignored),
         in their order, with their spans."""
         infos = [info_from_row(row) for row in rows]
-        ids = [info.trace_id for info in infos]
-        spans: dict[str, list[Span]] = {}
         conn = self._read_conn()
-        for chunk in _chunks(ids, 500):
-            marks = ",".join("?" * len(chunk))
-            if not _has_json():
-                _add_metadata_and_tags(conn, marks, chunk, infos)
-            if include_spans:
-                for row in conn.execute(_LOAD_SPANS.format(marks=marks), chunk):
-                    tid = row[0]
-                    if tid in spans:
-                        spans[tid].append(span_from_row(row))
-                    else:
-                        spans[tid] = [span_from_row(row)]
-        return [Trace(info, TraceData(spans.get(info.trace_id, []))) for info in infos]
+        if not _has_json():
+            for chunk in _chunks([info.trace_id for info in infos], 500):
+                _add_metadata_and_tags(conn, ",".join("?" * len(chunk)), chunk, infos)
+        if not include_spans:
+            return [Trace(info, TraceData([])) for info in infos]
+        # Spans come with the row (built into Span objects when first read); traces
+        # written before schema 3 have theirs in the spans table.
+        spans: dict[str, list[Span]] = {}
+        older = [row[0] for row in rows if row[12] is None]
+        for chunk in _chunks(older, 500):
+            for row in conn.execute(_LOAD_SPANS.format(marks=",".join("?" * len(chunk))), chunk):
+                tid = row[0]
+                if tid in spans:
+                    spans[tid].append(span_from_row(row))
+                else:
+                    spans[tid] = [span_from_row(row)]
+        return [
+            Trace(
+                info,
+                TraceData(spans.get(info.trace_id, []))
+                if row[12] is None
+                else lazy_trace_data(info.trace_id, row[12]),
+            )
+            for info, row in zip(infos, rows, strict=True)
+        ]
 
     def list_trace_ids(self, *, limit: int = 100, offset: int = 0) -> list[str]:
         """Trace ids, newest first."""
@@ -552,6 +616,26 @@ class SQLiteStore:
     def count_traces(self) -> int:
         row = self._read_conn().execute("SELECT count(*) FROM traces").fetchone()
         return int(row[0])
+
+
+def _add_late_spans(conn: sqlite3.Connection, late: list[tuple[Any, ...]]) -> list[Any]:
+    """Put spans that ended after their trace was written into its spans array;
+    their rows for the spans table (without content where the array has it).
+
+    Rare (a child outliving its root), so a read and a rewrite of the array each.
+    A span already there (a batch delivered twice) is replaced, as its row is.
+    """
+    rows = []
+    for text, full, stripped in late:
+        trace_id, span_id = full[0], full[1]
+        found = conn.execute(_TRACE_SPANS, (trace_id,)).fetchone()
+        if found is None or found[0] is None:  # no trace row, or one from schema 2
+            rows.append(full)
+            continue
+        kept = [dumps(s) for s in loads(found[0]) if s.get("span_id") != span_id]
+        conn.execute(_SET_TRACE_SPANS, ("[" + ",".join([*kept, text]) + "]", trace_id))
+        rows.append(stripped)
+    return rows
 
 
 def _clean(value: Any) -> Any:
