@@ -7,6 +7,8 @@ analysis code written against MLflow's documentation runs unchanged.
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._serialize import loads
@@ -204,6 +206,21 @@ class Trace:
             "data": {"spans": [s.to_dict() for s in self.data.spans]},
         }
 
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            # A DataFrame's ``trace`` column holds traces built from their store row
+            # when first read (``lazy_trace``): the frame's other columns come
+            # straight from the rows.
+            stored = self.__dict__.get("_stored_trace")
+            if stored is None or name not in ("info", "data"):
+                raise AttributeError(f"'Trace' object has no attribute {name!r}")
+            build, row = stored
+            info, data = build(row)
+            self.__dict__.setdefault("info", info)
+            self.__dict__.setdefault("data", data)
+            return self.__dict__[name]
+
 
 def _root(spans: list[Span]) -> Span | None:
     for span in spans:
@@ -298,20 +315,26 @@ def lazy_trace_data(trace_id: str, text: str) -> TraceData:
     return data
 
 
-def _start(span: dict[str, Any]) -> Any:
-    return span["start_time_ns"]
+def lazy_trace(build: Callable[[Any], tuple[TraceInfo, TraceData]], row: Any) -> Trace:
+    """A ``Trace`` whose info and data are ``build(row)``, made when first read."""
+    trace = _new(Trace)
+    trace.__dict__["_stored_trace"] = (build, row)
+    return trace
+
+
+_start = operator.itemgetter("start_time_ns")
 
 
 def span_dicts(trace_id: str, spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Decoded stored spans as ``Span.to_dict()`` would give them, in start order.
+    """Decoded stored spans, made what ``Span.to_dict()`` gives (in place), in start
+    order.
 
     The store writes a span as an object with ``Span``'s fields but ``trace_id``;
     ``attributes`` is always an object and ``events`` a list. Spans added to a trace
     after it was written go at the end of its array: hence the (stable) sort.
     """
-    out = []
-    for span in spans:
-        d = {"trace_id": trace_id, **span}
+    for d in spans:
+        d["trace_id"] = trace_id
         events = d["events"]
         if events:
             d["events"] = [
@@ -322,9 +345,9 @@ def span_dicts(trace_id: str, spans: list[dict[str, Any]]) -> list[dict[str, Any
                 }
                 for e in events
             ]
-        out.append(d)
-    out.sort(key=_start)
-    return out
+    if len(spans) > 1:
+        spans.sort(key=_start)
+    return spans
 
 
 def span_from_dict(d: dict[str, Any]) -> Span:

@@ -13,7 +13,7 @@ import pytest
 
 import sessiontrace
 from sessiontrace._entities import Trace, TraceData, TraceInfo
-from sessiontrace._search import _frame
+from sessiontrace._search import _frame, traces_to_frame
 
 pd = pytest.importorskip("pandas")
 if not hasattr(getattr(pd.api, "internals", None), "create_dataframe_from_blocks"):
@@ -104,6 +104,18 @@ def test_a_column_edited_in_place_leaves_its_alias_alone(block_calls: list[int])
     assert block_calls
 
 
+def test_frames_with_the_same_columns_do_not_share_their_column_index(
+    block_calls: list[int],
+) -> None:
+    columns = {"trace_id": ["a", "b"], "n": [1, 2]}
+    first = _frame.frame_from_columns(columns)
+    first.columns.name = "renamed"
+    first.columns = ["id", "m"]
+    second = _frame.frame_from_columns(columns)
+    assert second.columns.name is None and list(second.columns) == ["trace_id", "n"]
+    assert block_calls
+
+
 def test_search_traces_frame_matches_the_plain_constructor(
     block_calls: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -148,3 +160,12 @@ def test_search_traces_frame_matches_the_plain_constructor(
         }
     ]
     assert fast.loc[7, "state"] == "ERROR" and fast["response"].tolist()[0] == {"answer": 0}
+    # The frame is built column by column from the rows; from Trace objects (the path
+    # for rows a newer schema has not rewritten) it must come out the same.
+    traces = sessiontrace.search_traces(order_by=["timestamp ASC"], return_type="list")
+    from_traces = traces_to_frame(traces)
+    pd.testing.assert_frame_equal(plain.drop(columns="trace"), from_traces.drop(columns="trace"))
+    assert [t.to_dict() for t in fast["trace"]] == [t.to_dict() for t in traces]
+    by_id = [sessiontrace.get_trace(t) for t in fast["trace_id"]]
+    assert [t.to_dict() for t in fast["trace"]] == [t.to_dict() for t in by_id if t]
+    assert fast["trace"][3].info.trace_metadata == fast["trace_metadata"][3]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace, decode_spans, span_dicts
-from .._serialize import loads
+from .._serialize import loads, loads_strings
 from ._compile import (
     NOT_NULL_COLUMNS,
     Compiled,
@@ -249,12 +249,13 @@ def search_traces(
     rows, token = _search_rows(
         resolved, resolved.trace_select(), filter_string, order_by, max_results, page_token
     )
-    traces = resolved.traces_from_rows(rows, include_spans=include_spans)
     if return_type == "list":
-        result = TraceList(traces)
+        result = TraceList(resolved.traces_from_rows(rows, include_spans=include_spans))
         result.next_page_token = token
         return result
-    df = traces_to_frame(traces)
+    df = _frame_from_rows(rows) if include_spans else None
+    if df is None:
+        df = traces_to_frame(resolved.traces_from_rows(rows, include_spans=include_spans))
     df.attrs["next_page_token"] = token
     return df
 
@@ -268,13 +269,13 @@ def _decoded_preview(text: str | None) -> Any:
         return text
 
 
-def _root_io(trace: Trace, spans: list[dict[str, Any]]) -> tuple[Any, Any]:
+def _root_io(
+    spans: list[dict[str, Any]], request_preview: str | None, response_preview: str | None
+) -> tuple[Any, Any]:
     for span in spans:
         if span["parent_id"] is None:
             return span["inputs"], span["outputs"]
-    return _decoded_preview(trace.info.request_preview), _decoded_preview(
-        trace.info.response_preview
-    )
+    return _decoded_preview(request_preview), _decoded_preview(response_preview)
 
 
 def _frame_spans(traces: Sequence[Trace]) -> list[list[dict[str, Any]]]:
@@ -356,23 +357,75 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     duration = [i.execution_duration for i in infos]
     metadata = [i.trace_metadata for i in infos]
     tags = [i.tags for i in infos]
-    io = [_root_io(trace, s) for trace, s in zip(traces, spans, strict=True)]
-    values: dict[str, list[Any]] = {
-        "trace_id": trace_id,
-        "trace": list(traces),
-        "client_request_id": client_request_id,
-        "state": state,
-        "request_time": request_time,
-        "execution_duration": duration,
-        "request": [r for r, _ in io],
-        "response": [r for _, r in io],
-        "trace_metadata": metadata,
-        "tags": tags,
-        "spans": spans,
-        "assessments": [[] for _ in traces],
-        "info.request_preview": [i.request_preview for i in infos],
-        "info.response_preview": [i.response_preview for i in infos],
-    }
+    return _assemble(
+        {
+            "trace_id": trace_id,
+            "trace": list(traces),
+            "client_request_id": client_request_id,
+            "state": state,
+            "request_time": request_time,
+            "execution_duration": duration,
+            "trace_metadata": metadata,
+            "tags": tags,
+            "spans": spans,
+            "info.request_preview": [i.request_preview for i in infos],
+            "info.response_preview": [i.response_preview for i in infos],
+        }
+    )
+
+
+def _frame_from_rows(rows: list[Any]) -> pandas.DataFrame | None:
+    """The frame of ``trace_select()`` rows, column by column from the rows; ``None``
+    unless every row has its metadata, tags and spans as JSON (no ``Trace`` needed).
+
+    The ``trace`` column's traces are built from their row when first read.
+    """
+    if not rows or any(row[10] is None or row[12] is None for row in rows):
+        return None
+    from .._store._sqlite import trace_from_row
+
+    columns = list(zip(*rows, strict=False))  # rows may carry trailing sort keys
+    metadata = loads_strings("[" + ",".join(columns[10]) + "]")
+    for md, user, session in zip(metadata, columns[5], columns[6], strict=True):
+        # Rows written by schema 1 keep user and session in their columns only.
+        if user is not None and METADATA_USER not in md:
+            md[METADATA_USER] = user
+        if session is not None and METADATA_SESSION not in md:
+            md[METADATA_SESSION] = session
+    trace_ids = columns[0]
+    decoded = loads("[" + ",".join(columns[12]) + "]")
+    return _assemble(
+        {
+            "trace_id": list(trace_ids),
+            "trace": [trace_from_row(row) for row in rows],
+            "client_request_id": list(columns[7]),
+            "state": list(columns[3]),
+            "request_time": list(columns[1]),
+            "execution_duration": [None if ms is None else round(ms) for ms in columns[2]],
+            "trace_metadata": metadata,
+            "tags": loads_strings("[" + ",".join(columns[11]) + "]"),
+            "spans": [span_dicts(t, s) for t, s in zip(trace_ids, decoded, strict=True)],
+            "info.request_preview": list(columns[8]),
+            "info.response_preview": list(columns[9]),
+        }
+    )
+
+
+def _assemble(values: dict[str, list[Any]]) -> pandas.DataFrame:
+    """The frame's columns from one list per distinct column; aliases share a list."""
+    metadata = values["trace_metadata"]
+    io = [
+        _root_io(s, request, response)
+        for s, request, response in zip(
+            values["spans"],
+            values["info.request_preview"],
+            values["info.response_preview"],
+            strict=True,
+        )
+    ]
+    values["request"] = [r for r, _ in io]
+    values["response"] = [r for _, r in io]
+    values["assessments"] = [[] for _ in metadata]
     columns: dict[str, list[Any]] = {
         name: values[_ALIASES.get(name, name)] for name in FRAME_COLUMNS + INFO_COLUMNS
     }

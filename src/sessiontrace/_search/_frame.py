@@ -32,6 +32,43 @@ logger = logging.getLogger("sessiontrace")
 
 _OBJECT, _INT, _STR, _INFER = range(4)
 
+# What pandas' options make of strings (str or object dtype, which storage), and the
+# column indexes built under them: asking pandas costs about 20 us a frame. Without
+# pandas' option table (a private name) nothing is cached.
+_string_dtypes: dict[Any, Any] = {}
+_column_indexes: dict[Any, Any] = {}
+
+
+def _options_key() -> Any:
+    try:
+        from pandas._config.config import _global_config  # type: ignore[attr-defined]
+
+        return (_global_config["future"]["infer_string"], _global_config["mode"]["string_storage"])
+    except Exception:  # another pandas: ask every time
+        return None
+
+
+def _string_dtype(pd: Any, key: Any) -> Any:
+    dtype = _string_dtypes.get(key) if key is not None else None
+    if dtype is None:
+        dtype = pd.Series(["x"]).dtype  # str in pandas 3, object in pandas 2
+        if key is not None:
+            _string_dtypes[key] = dtype
+    return dtype
+
+
+def _column_index(pd: Any, names: list[str], key: Any) -> Any:
+    """``pandas.Index(names)``: a view of a cached one (a view's name is its own)."""
+    if key is None:
+        return pd.Index(names)
+    cache_key = (key, *names)
+    index = _column_indexes.get(cache_key)
+    if index is None:
+        if len(_column_indexes) >= 64:
+            _column_indexes.clear()
+        index = _column_indexes[cache_key] = pd.Index(names)
+    return index.view()
+
 
 def frame_from_columns(columns: dict[str, list[Any]]) -> pandas.DataFrame:
     """``pandas.DataFrame(columns)``, faster; ``columns`` are lists of equal length."""
@@ -47,8 +84,9 @@ def frame_from_columns(columns: dict[str, list[Any]]) -> pandas.DataFrame:
         return cast("pandas.DataFrame", pd.DataFrame(columns))
 
 
-def _kind(values: list[Any]) -> int:
-    """The dtype ``pandas.DataFrame`` would infer, where it is certain without asking."""
+def _kind(values: list[Any]) -> tuple[int, bool]:
+    """The dtype ``pandas.DataFrame`` would infer, where it is certain without asking,
+    and whether a value is missing (None or NaN)."""
     strings = ints = missing = 0
     for v in values:
         t = type(v)
@@ -57,30 +95,38 @@ def _kind(values: list[Any]) -> int:
         elif t is int:
             ints += 1
         elif t is dict or t is list:
-            return _OBJECT  # containers never convert: the column stays object
+            return _OBJECT, False  # containers never convert: the column stays object
         elif v is None or (t is float and math.isnan(v)):
             missing += 1
         elif t is bool or t is float:
-            return _INFER
+            return _INFER, False
         else:
             # Trace objects (the ``trace`` column): pandas leaves unknown classes alone.
-            return _OBJECT if isinstance(v, Trace) else _INFER
+            return (_OBJECT if isinstance(v, Trace) else _INFER), False
     if strings and strings + missing == len(values):
-        return _STR
+        return _STR, missing > 0
     if ints == len(values):
-        return _INT if min(values) >= -(2**63) and max(values) < 2**63 else _INFER
+        return (_INT if min(values) >= -(2**63) and max(values) < 2**63 else _INFER), False
     if missing == len(values) and all(v is None for v in values):
-        return _OBJECT
-    return _INFER
+        return _OBJECT, False
+    return _INFER, False
 
 
 def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.DataFrame:
     import numpy as np
 
     n = len(next(iter(columns.values())))
-    string_dtype = pd.Series(["x"]).dtype  # str in pandas 3, object in pandas 2
+    key = _options_key()
+    string_dtype = _string_dtype(pd, key)
     strings_as_objects = string_dtype == np.dtype(object)
     string_array: Any = None if strings_as_objects else string_dtype.construct_array_type()
+    # pandas' own strings (not pyarrow's) wrap an object array of str and the dtype's
+    # missing value: built directly, skipping a check of every value we made already.
+    direct = (
+        not strings_as_objects
+        and getattr(string_dtype, "storage", None) == "python"
+        and hasattr(string_array, "_simple_new")
+    )
     objects: list[list[Any]] = []
     object_at: list[int] = []
     ints: list[list[Any]] = []
@@ -93,8 +139,9 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
         if len(values) != n:
             raise ValueError("columns of different lengths")
         kind, array = seen.get(id(values), (None, None))
+        missing = False
         if kind is None:
-            kind = _kind(values)
+            kind, missing = _kind(values)
         if kind == _OBJECT or (kind == _STR and strings_as_objects):
             objects.append(values)
             object_at.append(position)
@@ -103,9 +150,13 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
             int_at.append(position)
         elif kind == _STR:
             if array is None:
-                array = string_array._from_sequence(
-                    np.fromiter(values, dtype=object, count=n), dtype=string_dtype
-                )
+                strings = np.fromiter(values, dtype=object, count=n)
+                if not direct:
+                    array = string_array._from_sequence(strings, dtype=string_dtype)
+                else:
+                    if missing:
+                        strings[[type(v) is not str for v in values]] = string_dtype.na_value
+                    array = string_array._simple_new(strings, string_dtype)
                 blocks.append((array, np.array([position])))
             else:  # an alias: the same strings, not the same array
                 blocks.append((array.copy(), np.array([position])))
@@ -125,5 +176,6 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
     if ints:
         blocks.append((np.array(ints, dtype=np.int64), np.array(int_at)))
     return cast(
-        "pandas.DataFrame", build(blocks, index=pd.RangeIndex(n), columns=pd.Index(list(columns)))
+        "pandas.DataFrame",
+        build(blocks, index=pd.RangeIndex(n), columns=_column_index(pd, list(columns), key)),
     )

@@ -30,13 +30,14 @@ from .._entities import (
     Trace,
     TraceData,
     TraceInfo,
+    lazy_trace,
     lazy_trace_data,
     span_from_row,
 )
 from .._pipeline import RetryableExportError
 from .._serialize import dumps, loads, loads_strings
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "trace_from_row"]
 
 _new = object.__new__
 _quote = json.encoder.encode_basestring  # a str as JSON text (C, where available)
@@ -646,6 +647,16 @@ def _clean(value: Any) -> Any:
 
 def _clean_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [tuple(_clean(v) for v in row) for row in rows]
+
+
+def _trace_parts(row: Sequence[Any]) -> tuple[TraceInfo, TraceData]:
+    return info_from_row(row), lazy_trace_data(row[0], row[12])
+
+
+def trace_from_row(row: Sequence[Any]) -> Trace:
+    """The ``Trace`` of a ``trace_select()`` row holding its spans' JSON, built from
+    the row when first read."""
+    return lazy_trace(_trace_parts, row)
 
 
 def info_from_row(row: Sequence[Any]) -> TraceInfo:
