@@ -37,13 +37,17 @@ _OBJECT, _INT, _STR, _INFER = range(4)
 # pandas' option table (a private name) nothing is cached.
 _string_dtypes: dict[Any, Any] = {}
 _column_indexes: dict[Any, Any] = {}
+_options: list[Any] = []  # pandas' option table, once found
 
 
 def _options_key() -> Any:
     try:
-        from pandas._config.config import _global_config  # type: ignore[attr-defined]
+        if not _options:
+            from pandas._config.config import _global_config  # type: ignore[attr-defined]
 
-        return (_global_config["future"]["infer_string"], _global_config["mode"]["string_storage"])
+            _options.append(_global_config)
+        table = _options[0]
+        return (table["future"]["infer_string"], table["mode"]["string_storage"])
     except Exception:  # another pandas: ask every time
         return None
 
@@ -135,6 +139,7 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
     # Aliases (info.trace_id, info.request_id and trace_id) are one list under several
     # names: classified and converted once, each name getting its own copy.
     seen: dict[int, tuple[int, Any]] = {}
+    places = np.arange(len(columns))  # a block's columns; one each for most
     for position, values in enumerate(columns.values()):
         if len(values) != n:
             raise ValueError("columns of different lengths")
@@ -157,21 +162,20 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
                     if missing:
                         strings[[type(v) is not str for v in values]] = string_dtype.na_value
                     array = string_array._simple_new(strings, string_dtype)
-                blocks.append((array, np.array([position])))
+                blocks.append((array, places[position : position + 1]))
             else:  # an alias: the same strings, not the same array
-                blocks.append((array.copy(), np.array([position])))
+                blocks.append((array.copy(), places[position : position + 1]))
         else:
             series = pd.Series(values)
             array = series.array
             if isinstance(array, pd.arrays.NumpyExtensionArray):
                 array = series.to_numpy().reshape(1, n)
-            blocks.append((array, np.array([position])))
+            blocks.append((array, places[position : position + 1]))
         seen[id(values)] = (kind, array if kind == _STR else None)
     if objects:
-        block = np.empty((len(objects), n), dtype=object)
-        for row, values in enumerate(objects):
-            # fromiter: a value that is itself a list stays one element
-            block[row] = np.fromiter(values, dtype=object, count=n)
+        flat = [v for values in objects for v in values]
+        # fromiter: a value that is itself a list stays one element
+        block = np.fromiter(flat, dtype=object, count=len(flat)).reshape(len(objects), n)
         blocks.append((block, np.array(object_at)))
     if ints:
         blocks.append((np.array(ints, dtype=np.int64), np.array(int_at)))
