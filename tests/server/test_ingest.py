@@ -76,8 +76,9 @@ def test_ingested_trace_reads_back_like_a_local_one(client: httpx.Client) -> Non
     assert (child.parent_id, child.attributes, child.events[0].name) == ("a", {"model": "m"}, "e")
 
 
-def test_late_span_and_tag_ops_apply_in_order(client: httpx.Client) -> None:
-    late = {
+def _late_span(**over: Any) -> dict[str, Any]:
+    """A child of tr-1's root that ended after the trace was sent."""
+    span = {
         "kind": "span",
         "trace_id": "tr-1",
         "span_id": "c",
@@ -87,9 +88,14 @@ def test_late_span_and_tag_ops_apply_in_order(client: httpx.Client) -> None:
         "end_ns": 1_700_000_000_400_000_000,
         "status": "OK",
     }
+    span.update(over)
+    return span
+
+
+def test_late_span_and_tag_ops_apply_in_order(client: httpx.Client) -> None:
     items = [
         _trace(),
-        late,
+        _late_span(),
         {"kind": "tag", "trace_id": "tr-1", "key": "fb", "value": "up"},
         {"kind": "tag", "trace_id": "tr-1", "key": "query_category", "value": None},
     ]
@@ -105,17 +111,7 @@ def test_a_late_span_delivered_twice_is_stored_once_in_start_order(
 ) -> None:
     # A child that started before the llm span and ended after the trace was written;
     # its batch is then delivered again (a retry whose first answer was lost).
-    late = {
-        "kind": "span",
-        "trace_id": "tr-1",
-        "span_id": "c",
-        "parent_id": "a",
-        "name": "late",
-        "start_ns": 1_700_000_000_005_000_000,
-        "end_ns": 1_700_000_000_400_000_000,
-        "status": "OK",
-        "outputs": {"try": 1},
-    }
+    late = _late_span(start_ns=1_700_000_000_005_000_000, outputs={"try": 1})
     for items in ([_trace(), late], [{**late, "outputs": {"try": 2}}]):
         r = _post(client, {"version": 1, "items": items}, headers=_headers())
         assert r.status_code == 200, r.text
