@@ -214,3 +214,26 @@ def test_traces_started_in_the_same_millisecond_keep_their_order(
     assert [t.data.response for t in oldest_first] == ["0", "1", "2", "3", "4"]
     newest_first = sessiontrace.search_traces(filter_string="session = 's'", return_type="list")
     assert [t.data.response for t in newest_first] == ["4", "3", "2", "1", "0"]
+
+
+def test_traces_read_from_their_row_later_pickle_and_compare_like_loaded_ones(
+    dataset: list[Record],
+) -> None:
+    # A search's traces build their spans (and a frame's traces everything) from the
+    # stored row on first read: untouched ones must still pickle, copy and compare.
+    import copy
+    import pickle
+
+    where = "session = 'session-3'"
+    listed = sessiontrace.search_traces(where, return_type="list")
+    framed = list(sessiontrace.search_traces(where, return_type="pandas")["trace"])
+    assert listed and len(framed) == len(listed)
+    loaded = [sessiontrace.get_trace(t.info.trace_id) for t in listed]
+    for traces in (listed, framed):
+        revived = pickle.loads(pickle.dumps(traces))
+        assert revived == loaded
+        assert [copy.copy(t) for t in traces] == loaded
+        assert [t.to_dict() for t in traces] == [t.to_dict() for t in loaded if t]
+    with pytest.raises(AttributeError):
+        _ = framed[0].nope
+    assert not hasattr(sessiontrace.search_traces(where, return_type="list")[0].data, "nope")
