@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import random
 import warnings
@@ -20,22 +21,43 @@ if not hasattr(getattr(pd.api, "internals", None), "create_dataframe_from_blocks
     pytest.skip("this pandas has no block constructor", allow_module_level=True)
 
 
-@pytest.fixture
-def block_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the frames really built from blocks (a silent fallback would pass)."""
+@pytest.fixture(params=["direct", "public"])
+def block_calls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the frames really built from blocks (a silent fallback would pass), with
+    the blocks made directly (pandas 3) and through ``create_dataframe_from_blocks``."""
     calls: list[int] = []
-    build = pd.api.internals.create_dataframe_from_blocks
+    real = _frame._from_blocks
 
     def counting(*args: Any, **kwargs: Any) -> Any:
+        frame = real(*args, **kwargs)
         calls.append(1)
-        return build(*args, **kwargs)
+        return frame
 
-    monkeypatch.setattr(pd.api.internals, "create_dataframe_from_blocks", counting)
+    monkeypatch.setattr(_frame, "_from_blocks", counting)
+    if request.param == "public":
+        monkeypatch.setattr(_frame, "_makers", [None])
+    elif pd.__version__.startswith("3."):
+        monkeypatch.setattr(_frame, "_makers", [])
+        assert _frame._block_maker(pd) is not None
+    else:
+        pytest.skip("blocks are made directly on pandas 3 only")
     return calls
 
 
 def _reference(columns: dict[str, list[Any]]) -> Any:
     return pd.DataFrame(columns)
+
+
+def assert_same_frame(fast: Any, reference: Any) -> None:
+    """Equal values and dtypes, and each column in the same kind of pandas block (a
+    datetime column in a generic block compares equal, then fails on assignment)."""
+    pd.testing.assert_frame_equal(fast, reference)
+
+    def block_types(df: Any) -> list[str]:
+        blocks = df._mgr.blocks
+        return [type(blocks[b]).__name__ for b in df._mgr.blknos]
+
+    assert block_types(fast) == block_types(reference)
 
 
 def _trace(i: int) -> Trace:
@@ -55,6 +77,7 @@ _VALUE_KINDS = [
     lambda r, i: [],
     lambda r, i: _trace(i),
     lambda r, i: 2**70,
+    lambda r, i: datetime.datetime(2026, 1, 1 + r.randrange(3)),  # its own block type
 ]
 
 
@@ -77,7 +100,7 @@ def _cases() -> Iterator[dict[str, list[Any]]]:
 def test_random_columns_match_the_plain_constructor(block_calls: list[int]) -> None:
     checked = 0
     for columns in _cases():
-        pd.testing.assert_frame_equal(_frame.frame_from_columns(columns), _reference(columns))
+        assert_same_frame(_frame.frame_from_columns(columns), _reference(columns))
         checked += 1
     assert len(block_calls) == checked  # every one went through the block path
 
@@ -89,7 +112,7 @@ def test_with_strings_as_objects_too(block_calls: list[int]) -> None:
         with pd.option_context("future.infer_string", False):
             for columns in _cases():
                 fast = _frame.frame_from_columns(columns)
-                pd.testing.assert_frame_equal(fast, _reference(columns))
+                assert_same_frame(fast, _reference(columns))
     assert block_calls
 
 
@@ -150,7 +173,7 @@ def test_search_traces_frame_matches_the_plain_constructor(
     monkeypatch.setattr(pd.api.internals, "create_dataframe_from_blocks", None)
     plain = sessiontrace.search_traces(order_by=["timestamp ASC"], return_type="pandas")
     # The trace objects are fresh per search; compare them by value.
-    pd.testing.assert_frame_equal(fast.drop(columns="trace"), plain.drop(columns="trace"))
+    assert_same_frame(fast.drop(columns="trace"), plain.drop(columns="trace"))
     assert [t.to_dict() for t in fast["trace"]] == [t.to_dict() for t in plain["trace"]]
     assert fast["spans"][0][1]["events"] == [
         {

@@ -170,6 +170,8 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
             array = series.array
             if isinstance(array, pd.arrays.NumpyExtensionArray):
                 array = series.to_numpy().reshape(1, n)
+            else:  # e.g. datetimes: pandas knows their block type, we do not
+                direct = False
             blocks.append((array, places[position : position + 1]))
         seen[id(values)] = (kind, array if kind == _STR else None)
     if objects:
@@ -179,7 +181,45 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
         blocks.append((block, np.array(object_at)))
     if ints:
         blocks.append((np.array(ints, dtype=np.int64), np.array(int_at)))
-    return cast(
-        "pandas.DataFrame",
-        build(blocks, index=pd.RangeIndex(n), columns=_column_index(pd, list(columns), key)),
-    )
+    index, names = pd.RangeIndex(n), _column_index(pd, list(columns), key)
+    if direct and (make := _block_maker(pd)) is not None:
+        return make(blocks, index, names)
+    return cast("pandas.DataFrame", build(blocks, index=index, columns=names))
+
+
+_makers: list[Any] = []
+
+
+def _block_maker(pd: Any) -> Any:
+    """On pandas 3, a function doing what ``create_dataframe_from_blocks`` does for our
+    blocks (pandas' own strings, and 2-D object or int64 arrays) without its checks,
+    which cost about 25 us a frame; ``None`` elsewhere."""
+    if not _makers:
+        maker = None
+        if pd.__version__.split(".")[0] == "3":
+            try:
+                maker = _make_block_maker(pd)
+            except Exception:  # internals moved: use the public call
+                logger.debug("sessiontrace: no direct block maker", exc_info=True)
+        _makers.append(maker)
+    return _makers[0]
+
+
+def _make_block_maker(pd: Any) -> Any:
+    from pandas._libs.internals import BlockPlacement
+    from pandas.core.internals.blocks import ExtensionBlock, NumpyBlock
+    from pandas.core.internals.managers import BlockManager
+
+    from_mgr = pd.DataFrame._from_mgr
+
+    def make(blocks: list[tuple[Any, Any]], index: Any, columns: Any) -> pandas.DataFrame:
+        made = [
+            (NumpyBlock if values.ndim == 2 else ExtensionBlock)(
+                values, ndim=2, placement=BlockPlacement(place)
+            )
+            for values, place in blocks
+        ]
+        manager = BlockManager(made, [columns, index], verify_integrity=False)
+        return cast("pandas.DataFrame", from_mgr(manager, manager.axes))
+
+    return make
