@@ -183,7 +183,7 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
         blocks.append((np.array(ints, dtype=np.int64), np.array(int_at)))
     index, names = pd.RangeIndex(n), _column_index(pd, list(columns), key)
     if direct and (make := _block_maker(pd)) is not None:
-        return make(blocks, index, names)
+        return cast("pandas.DataFrame", make(blocks, index, names))
     return cast("pandas.DataFrame", build(blocks, index=index, columns=names))
 
 
@@ -206,9 +206,13 @@ def _block_maker(pd: Any) -> Any:
 
 
 def _make_block_maker(pd: Any) -> Any:
-    from pandas._libs.internals import BlockPlacement
-    from pandas.core.internals.blocks import ExtensionBlock, NumpyBlock
-    from pandas.core.internals.managers import BlockManager
+    # pandas' internals have no type stubs.
+    from pandas._libs.internals import BlockPlacement  # type: ignore[import-not-found]
+    from pandas.core.internals.blocks import (  # type: ignore[import-not-found]
+        ExtensionBlock,
+        NumpyBlock,
+    )
+    from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
     from_mgr = pd.DataFrame._from_mgr
 
