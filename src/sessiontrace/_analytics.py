@@ -40,7 +40,7 @@ from ._search._paging import (
     fingerprint,
 )
 from ._search._parser import parse_filter
-from ._serialize import loads, loads_strings
+from ._serialize import loads, loads_marked, loads_strings
 from ._store._sqlite import TAGS_SELECT
 
 if TYPE_CHECKING:
@@ -486,7 +486,7 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
     ):
         req_p, resp_p, tags = rest
         if spans is not None:  # the root span's inputs and outputs, from the spans array
-            root = next((s for s in loads(spans) if s["span_id"] == root_id), None)
+            root = next((s for s in loads_marked(spans) if s["span_id"] == root_id), None)
             request, response = (None, None) if root is None else (root["inputs"], root["outputs"])
         else:  # a trace written before schema 3: its root span's row
             request = None if inputs is None else loads(inputs)

@@ -11,7 +11,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._serialize import loads
+from ._serialize import loads, loads_marked
 
 __all__ = [
     "METADATA_SESSION",
@@ -363,7 +363,7 @@ def span_from_dict(d: dict[str, Any]) -> Span:
 
 def spans_from_text(trace_id: str, text: str) -> list[Span]:
     """The spans of a trace row's JSON array, in start order."""
-    return [span_from_dict(d) for d in span_dicts(trace_id, loads(text))]
+    return [span_from_dict(d) for d in span_dicts(trace_id, loads_marked(text))]
 
 
 def span_from_row(row: tuple[Any, ...]) -> Span:

@@ -41,11 +41,20 @@ _json_dumps = json.JSONEncoder(
 ).encode
 
 
+class InexactJSON(str):
+    """JSON text from the stdlib encoder, which may hold what orjson reads back
+    differently (integers beyond 64 bits as floats; NaN and Infinity it refuses).
+    orjson's own output never does: it refuses such integers, and writes NaN as null.
+    The store marks span arrays built from such text (see ``loads_marked``)."""
+
+    __slots__ = ()
+
+
 def _stdlib_dumps(value: Any) -> str:
     try:
-        return _json_dumps(value)
+        return InexactJSON(_json_dumps(value))
     except (ValueError, TypeError, RecursionError):  # circular, odd keys, too deep
-        return _json_dumps(_sanitize(value, set(), 0))
+        return InexactJSON(_json_dumps(_sanitize(value, set(), 0)))
 
 
 _MAX_DEPTH = 64
@@ -172,3 +181,16 @@ def _load_strings_loader() -> Callable[[str], Any]:
 loads_strings: Callable[[str], Any] = _load_strings_loader()
 """Decode JSON text holding no numbers, such as a ``{str: str}`` object (metadata,
 tags): no check for integers beyond 64 bits, which only numbers can be."""
+
+INEXACT_MARK = " "
+"""Leads stored JSON text that may hold numbers orjson cannot read exactly (JSON
+allows the space; every reader skips it)."""
+
+
+def loads_marked(text: str) -> Any:
+    """Decode stored JSON text that carries ``INEXACT_MARK`` when it needs the careful
+    reader: unmarked text was built from orjson's output only, and skips the scan for
+    long integers."""
+    if text[:1] == INEXACT_MARK:
+        return _loads(text)
+    return loads_strings(text)

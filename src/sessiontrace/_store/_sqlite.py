@@ -35,12 +35,13 @@ from .._entities import (
     span_from_row,
 )
 from .._pipeline import RetryableExportError
-from .._serialize import dumps, loads, loads_strings
+from .._serialize import INEXACT_MARK, InexactJSON, dumps, loads_marked, loads_strings
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "trace_from_row"]
 
 _new = object.__new__
 _quote = json.encoder.encode_basestring  # a str as JSON text (C, where available)
+_U64 = 2**64  # orjson reads integers below this (and from -2**63) exactly
 
 SCHEMA_VERSION = 3
 PREVIEW_CHARS = 1000
@@ -246,7 +247,8 @@ def _span_row(span: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]
     and the span as a JSON object for its trace's array (``_entities.span_dicts``).
 
     The object has ``Span``'s fields but ``trace_id``; inputs and outputs are JSON
-    text already (encoded at capture), spliced in as they are.
+    text already (encoded at capture), spliced in as they are. The object is an
+    ``InexactJSON`` when a part is (see ``_json_array``).
     """
     parent_id, inputs, outputs = span.parent_id, span.inputs_json, span.outputs_json
     attributes, events, end_ns = span._attributes, span._events, span.end_ns
@@ -263,6 +265,15 @@ def _span_row(span: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]
         f'"inputs":{inputs or "null"},"outputs":{outputs or "null"},'
         f'"attributes":{attributes_json or "{}"},"events":{events_json or "[]"}}}'
     )
+    if (
+        type(inputs) is InexactJSON
+        or type(outputs) is InexactJSON
+        or type(attributes_json) is InexactJSON
+        or type(events_json) is InexactJSON
+        or not 0 <= span.start_ns < _U64
+        or not (end_ns is None or 0 <= end_ns < _U64)
+    ):
+        text = InexactJSON(text)
     row = (
         span.trace.trace_id,
         span.span_id,
@@ -392,7 +403,7 @@ class SQLiteStore:
                     row, text = _span_row(span, content=False)
                     span_rows.append(row)
                     texts.append(text)
-                spans = "[" + ",".join(texts) + "]"
+                spans = _json_array(texts)
                 tid = item.trace_id
                 if metadata_json:
                     md = dumps(item.metadata)
@@ -633,10 +644,19 @@ def _add_late_spans(conn: sqlite3.Connection, late: list[tuple[Any, ...]]) -> li
         if found is None or found[0] is None:  # no trace row, or one from schema 2
             rows.append(full)
             continue
-        kept = [dumps(s) for s in loads(found[0]) if s.get("span_id") != span_id]
-        conn.execute(_SET_TRACE_SPANS, ("[" + ",".join([*kept, text]) + "]", trace_id))
+        kept = [dumps(s) for s in loads_marked(found[0]) if s.get("span_id") != span_id]
+        conn.execute(_SET_TRACE_SPANS, (_json_array([*kept, text]), trace_id))
         rows.append(stripped)
     return rows
+
+
+def _json_array(texts: list[str]) -> str:
+    """The JSON array of ``texts``, marked for the careful reader when one of them
+    came from the stdlib encoder (``loads_marked``)."""
+    array = "[" + ",".join(texts) + "]"
+    if any(type(text) is InexactJSON for text in texts):
+        return INEXACT_MARK + array
+    return array
 
 
 def _clean(value: Any) -> Any:
