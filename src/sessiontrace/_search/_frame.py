@@ -155,12 +155,15 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
             int_at.append(position)
         elif kind == _STR:
             if array is None:
-                strings = np.fromiter(values, dtype=object, count=n)
+                # Only str, None and NaN here: np.array makes the flat array it is
+                # given (faster than fromiter for so few values).
                 if not direct:
+                    strings = np.array(values, dtype=object)
                     array = string_array._from_sequence(strings, dtype=string_dtype)
                 else:
-                    if missing:
-                        strings[[type(v) is not str for v in values]] = string_dtype.na_value
+                    na = string_dtype.na_value
+                    present = [v if type(v) is str else na for v in values] if missing else values
+                    strings = np.array(present, dtype=object)
                     array = string_array._simple_new(strings, string_dtype)
                 blocks.append((array, places[position : position + 1]))
             else:  # an alias: the same strings, not the same array
