@@ -125,8 +125,8 @@ def _search_rows(
             conditions.append(_after(order, values, params))
         else:
             offset = check_offset(state)
-    # The sort keys go last, for the page token; ``select`` is a constant of ours.
-    keys = ", ".join(expr for expr, _ in order) if keyset else "NULL"
+    # The sort keys go last, for the next page's token; ``select`` is a constant of ours.
+    keys = ", ".join(expr for expr, _ in order) if keyset and max_results is not None else "NULL"
     order_sql = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc in order)
     sql = (
         f"SELECT {select}, {keys} FROM traces t WHERE {' AND '.join(conditions)} "  # noqa: S608
