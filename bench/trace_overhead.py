@@ -90,6 +90,30 @@ class Contender:
         return {}
 
 
+def mlflow_style_app(lib: Any) -> Callable[[str, str, str], str]:
+    """The workload written against MLflow's tracing API: ``lib`` is ``mlflow`` or
+    ``sessiontrace``, the same code either way (porting is changing the import)."""
+    trace: Callable[[Callable[..., str]], Callable[..., str]] = lib.trace
+
+    @trace
+    def inner(message: str) -> str:
+        return "echo: " + message
+
+    @trace
+    def outer(user_id: str, session_id: str, message: str) -> str:
+        lib.update_current_trace(
+            metadata={
+                USER: user_id,
+                SESSION: session_id,
+                "app_version": "1.0.0",
+                "deployment": "bench",
+            }
+        )
+        return inner(message)
+
+    return outer
+
+
 class Untraced(Contender):
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
@@ -112,23 +136,7 @@ class SessionTrace(Contender):
         self.db = workdir / "sessiontrace.db"
         sessiontrace.configure(tracking_uri=f"sqlite:///{self.db}")
 
-        @sessiontrace.trace
-        def inner(message: str) -> str:
-            return "echo: " + message
-
-        @sessiontrace.trace
-        def outer(user_id: str, session_id: str, message: str) -> str:
-            sessiontrace.update_current_trace(
-                metadata={
-                    USER: user_id,
-                    SESSION: session_id,
-                    "app_version": "1.0.0",
-                    "deployment": "bench",
-                }
-            )
-            return inner(message)
-
-        self.outer = outer
+        self.outer = mlflow_style_app(sessiontrace)
 
     def drain(self) -> None:
         self.st.flush()
@@ -247,23 +255,7 @@ class MLflow(Contender):
         mlflow.set_tracking_uri(self.root.as_uri())
         self.experiment_id = mlflow.set_experiment("bench").experiment_id
 
-        @mlflow.trace
-        def inner(message: str) -> str:
-            return "echo: " + message
-
-        @mlflow.trace
-        def outer(user_id: str, session_id: str, message: str) -> str:
-            mlflow.update_current_trace(
-                metadata={
-                    USER: user_id,
-                    SESSION: session_id,
-                    "app_version": "1.0.0",
-                    "deployment": "bench",
-                }
-            )
-            return inner(message)
-
-        self.outer = outer
+        self.outer = mlflow_style_app(mlflow)
 
     def drain(self) -> None:
         self.mlflow.flush_trace_async_logging()
