@@ -35,9 +35,8 @@ def block_calls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(_frame, "_from_blocks", counting)
     if request.param == "public":
-        monkeypatch.setattr(_frame, "_makers", [None])
+        monkeypatch.setattr(_frame, "_block_maker", lambda pd: None)
     elif pd.__version__.startswith("3."):
-        monkeypatch.setattr(_frame, "_makers", [])
         assert _frame._block_maker(pd) is not None
     else:
         pytest.skip("blocks are made directly on pandas 3 only")

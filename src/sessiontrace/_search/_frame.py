@@ -17,6 +17,7 @@ constructor is used.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import TYPE_CHECKING, Any, cast
@@ -37,18 +38,22 @@ _OBJECT, _INT, _STR, _INFER = range(4)
 # pandas' option table (a private name) nothing is cached.
 _string_dtypes: dict[Any, Any] = {}
 _column_indexes: dict[Any, Any] = {}
-_options: list[Any] = []  # pandas' option table, once found
+
+
+@functools.cache
+def _option_table() -> Any:
+    try:
+        from pandas._config.config import _global_config  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _global_config
 
 
 def _options_key() -> Any:
+    table = _option_table()
     try:
-        if not _options:
-            from pandas._config.config import _global_config  # type: ignore[attr-defined]
-
-            _options.append(_global_config)
-        table = _options[0]
         return (table["future"]["infer_string"], table["mode"]["string_storage"])
-    except Exception:  # another pandas: ask every time
+    except (KeyError, TypeError):  # another pandas: ask every time
         return None
 
 
@@ -126,11 +131,12 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
     string_array: Any = None if strings_as_objects else string_dtype.construct_array_type()
     # pandas' own strings (not pyarrow's) wrap an object array of str and the dtype's
     # missing value: built directly, skipping a check of every value we made already.
-    direct = (
+    own_strings = (
         not strings_as_objects
         and getattr(string_dtype, "storage", None) == "python"
         and hasattr(string_array, "_simple_new")
     )
+    make_blocks = own_strings  # ourselves (_block_maker), unless a column needs pandas
     objects: list[list[Any]] = []
     object_at: list[int] = []
     ints: list[list[Any]] = []
@@ -157,7 +163,7 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
             if array is None:
                 # Only str, None and NaN here: np.array makes the flat array it is
                 # given (faster than fromiter for so few values).
-                if not direct:
+                if not own_strings:
                     strings = np.array(values, dtype=object)
                     array = string_array._from_sequence(strings, dtype=string_dtype)
                 else:
@@ -174,7 +180,7 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
             if isinstance(array, pd.arrays.NumpyExtensionArray):
                 array = series.to_numpy().reshape(1, n)
             else:  # e.g. datetimes: pandas knows their block type, we do not
-                direct = False
+                make_blocks = False
             blocks.append((array, places[position : position + 1]))
         seen[id(values)] = (kind, array if kind == _STR else None)
     if objects:
@@ -185,27 +191,23 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
     if ints:
         blocks.append((np.array(ints, dtype=np.int64), np.array(int_at)))
     index, names = pd.RangeIndex(n), _column_index(pd, list(columns), key)
-    if direct and (make := _block_maker(pd)) is not None:
+    if make_blocks and (make := _block_maker(pd)) is not None:
         return cast("pandas.DataFrame", make(blocks, index, names))
     return cast("pandas.DataFrame", build(blocks, index=index, columns=names))
 
 
-_makers: list[Any] = []
-
-
+@functools.cache
 def _block_maker(pd: Any) -> Any:
     """On pandas 3, a function doing what ``create_dataframe_from_blocks`` does for our
     blocks (pandas' own strings, and 2-D object or int64 arrays) without its checks,
     which cost about 25 us a frame; ``None`` elsewhere."""
-    if not _makers:
-        maker = None
-        if pd.__version__.split(".")[0] == "3":
-            try:
-                maker = _make_block_maker(pd)
-            except Exception:  # internals moved: use the public call
-                logger.debug("sessiontrace: no direct block maker", exc_info=True)
-        _makers.append(maker)
-    return _makers[0]
+    if pd.__version__.split(".")[0] != "3":
+        return None
+    try:
+        return _make_block_maker(pd)
+    except Exception:  # internals moved: use the public call
+        logger.debug("sessiontrace: no direct block maker", exc_info=True)
+        return None
 
 
 def _make_block_maker(pd: Any) -> Any:
