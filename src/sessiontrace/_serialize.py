@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 __all__ = ["dumps", "loads"]
 
@@ -194,3 +194,21 @@ def loads_marked(text: str) -> Any:
     if text[:1] == INEXACT_MARK:
         return _loads(text)
     return loads_strings(text)
+
+
+def dumps_marked_array(texts: list[str]) -> str:
+    """The JSON array of JSON ``texts``, marked with ``INEXACT_MARK`` when one of them
+    is ``InexactJSON``; read it with ``loads_marked``."""
+    array = "[" + ",".join(texts) + "]"
+    if any(type(text) is InexactJSON for text in texts):
+        return INEXACT_MARK + array
+    return array
+
+
+def loads_marked_many(texts: Sequence[str]) -> list[Any]:
+    """``[loads_marked(t) for t in texts]`` in one parse (the texts joined as one array),
+    scanned for long integers only when one of them is marked."""
+    joined = "[" + ",".join(texts) + "]"
+    if any(text[:1] == INEXACT_MARK for text in texts):
+        return cast("list[Any]", _loads(joined))
+    return cast("list[Any]", loads_strings(joined))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace, decode_spans, span_dicts
-from .._serialize import INEXACT_MARK, loads, loads_strings
+from .._serialize import loads_marked_many, loads_strings
 from ._compile import (
     NOT_NULL_COLUMNS,
     Compiled,
@@ -278,15 +278,6 @@ def _root_io(
     return _decoded_preview(request_preview), _decoded_preview(response_preview)
 
 
-def _load_arrays(texts: Sequence[str]) -> list[Any]:
-    """Stored span arrays decoded in one parse; with the long-integer check only when
-    one of them is marked as needing it (``loads_marked``)."""
-    joined = "[" + ",".join(texts) + "]"
-    if any(text[:1] == INEXACT_MARK for text in texts):
-        return cast("list[Any]", loads(joined))
-    return cast("list[Any]", loads_strings(joined))
-
-
 def _frame_spans(traces: Sequence[Trace]) -> list[list[dict[str, Any]]]:
     """Each trace's spans as ``Span.to_dict()`` gives them, for the ``spans`` column.
 
@@ -306,7 +297,7 @@ def _frame_spans(traces: Sequence[Trace]) -> list[list[dict[str, Any]]]:
         else:
             spans += trace.data.spans
     if texts:
-        for k, decoded in zip(stored, _load_arrays(texts), strict=True):
+        for k, decoded in zip(stored, loads_marked_many(texts), strict=True):
             out[k] = span_dicts(traces[k].info.trace_id, decoded)
     if len(stored) < len(traces):
         decode_spans(spans)
@@ -402,7 +393,7 @@ def _frame_from_rows(rows: list[Any]) -> pandas.DataFrame | None:
         if session is not None and METADATA_SESSION not in md:
             md[METADATA_SESSION] = session
     trace_ids = columns[0]
-    decoded = _load_arrays(columns[12])
+    decoded = loads_marked_many(columns[12])
     return _assemble(
         {
             "trace_id": list(trace_ids),

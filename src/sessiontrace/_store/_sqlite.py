@@ -35,7 +35,7 @@ from .._entities import (
     span_from_row,
 )
 from .._pipeline import RetryableExportError
-from .._serialize import INEXACT_MARK, InexactJSON, dumps, loads_marked, loads_strings
+from .._serialize import InexactJSON, dumps, dumps_marked_array, loads_marked, loads_strings
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "trace_from_row"]
 
@@ -248,7 +248,7 @@ def _span_row(span: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]
 
     The object has ``Span``'s fields but ``trace_id``; inputs and outputs are JSON
     text already (encoded at capture), spliced in as they are. The object is an
-    ``InexactJSON`` when a part is (see ``_json_array``).
+    ``InexactJSON`` when a part is (see ``dumps_marked_array``).
     """
     parent_id, inputs, outputs = span.parent_id, span.inputs_json, span.outputs_json
     attributes, events, end_ns = span._attributes, span._events, span.end_ns
@@ -403,7 +403,7 @@ class SQLiteStore:
                     row, text = _span_row(span, content=False)
                     span_rows.append(row)
                     texts.append(text)
-                spans = _json_array(texts)
+                spans = dumps_marked_array(texts)
                 tid = item.trace_id
                 if metadata_json:
                     md = dumps(item.metadata)
@@ -645,18 +645,9 @@ def _add_late_spans(conn: sqlite3.Connection, late: list[tuple[Any, ...]]) -> li
             rows.append(full)
             continue
         kept = [dumps(s) for s in loads_marked(found[0]) if s.get("span_id") != span_id]
-        conn.execute(_SET_TRACE_SPANS, (_json_array([*kept, text]), trace_id))
+        conn.execute(_SET_TRACE_SPANS, (dumps_marked_array([*kept, text]), trace_id))
         rows.append(stripped)
     return rows
-
-
-def _json_array(texts: list[str]) -> str:
-    """The JSON array of ``texts``, marked for the careful reader when one of them
-    came from the stdlib encoder (``loads_marked``)."""
-    array = "[" + ",".join(texts) + "]"
-    if any(type(text) is InexactJSON for text in texts):
-        return INEXACT_MARK + array
-    return array
 
 
 def _clean(value: Any) -> Any:
