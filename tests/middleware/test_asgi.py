@@ -527,6 +527,29 @@ def test_mounted_twice_acts_once() -> None:
         assert [s.span_type for s in row["spans"]].count("HTTP") == 1
 
 
+def test_an_app_called_again_with_the_same_scope_gets_its_ids_again() -> None:
+    """The mounted-twice mark lives as long as the call: a wrapper that retries the
+    app with the same scope (a fallback, a retry on error) gets a fresh decision."""
+
+    class CallTwice:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            await self.app(scope, receive, lambda message: asyncio.sleep(0))
+            await self.app(scope, receive, send)
+
+    app = CallTwice(ASGIMiddleware(make_app()))
+    with uvicorn_server(app) as base:
+        httpx.get(f"{base}/whoami", params={"label": "r"}, headers=ID)
+    rows = [row for row in stored() if row["name"] == "record"]
+    assert len(rows) == 2
+    assert all(ids(row) == ("user-1", "session-1") for row in rows)
+
+
 # -- request traces -----------------------------------------------------------------------
 
 

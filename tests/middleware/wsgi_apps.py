@@ -33,6 +33,18 @@ def make_flask() -> Flask:
     def whoami() -> dict[str, Any]:
         return {"seen": record(request.args["label"]), "thread": threading.get_ident()}
 
+    @app.post("/chat")
+    def chat() -> dict[str, Any]:
+        with sessiontrace.start_span("chat-turn"):
+            body = request.get_data()
+            return {"seen": record(request.args["label"]), "size": len(body)}
+
+    @app.get("/leave-span-open")
+    def leave_span_open() -> dict[str, Any]:
+        # A bug apps have: a span entered and never exited taints the worker thread.
+        sessiontrace.start_span("left-open").__enter__()
+        return {"seen": record(f"{request.args['label']}-child")}
+
     @app.get("/items/<int:item_id>")
     def item(item_id: int) -> dict[str, Any]:
         return {"item": item_id, "seen": record(f"item-{item_id}")}

@@ -8,7 +8,16 @@ from typing import Any
 from .._context import _user_session
 from .._runtime import count_internal_error, flush, settings
 from .._tracing import _current_span
-from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, RequestNode, Resolved, logger
+from ._config import (
+    DEFAULT_ALLOWED_CHARS,
+    REQUEST_KEY,
+    IdPolicy,
+    RequestNode,
+    Resolved,
+    logger,
+    outside_requests,
+    serving,
+)
 from ._trace import RequestTrace, route_of
 
 __all__ = ["ASGIMiddleware"]
@@ -71,7 +80,13 @@ class ASGIMiddleware:
       the last body chunk or when the client disconnects; the app's traced
       functions become its children.
 
-    Mounted twice (e.g. on an app and on a sub-app), only the outer instance acts.
+    Mounted twice (e.g. on an app and on a sub-app), only the outer instance acts: it
+    leaves its node in the scope under ``"sessiontrace.request"``, and an inner
+    instance that finds it there passes the request on. Which request a context belongs
+    to is never read from the context itself, since servers reuse contexts across a
+    connection's requests (uvicorn does after a body over 64 KiB, and for pipelined
+    requests); a request that finds an earlier request's ids or span in its context
+    starts from neither.
     """
 
     def __init__(
@@ -140,7 +155,16 @@ class ASGIMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         parent = _user_session.get()
-        if not self._fast or scope["type"] != "http" or type(parent) is RequestNode:
+        # The fast path takes a clean context only: nothing set below the request (no
+        # parent) and no current span. A context copied from an earlier request, one an
+        # outer instance of ours set (see serving()) and every option that needs more
+        # go the general way.
+        if (
+            not self._fast
+            or parent.parent is not None
+            or scope["type"] != "http"
+            or _current_span.get() is not None
+        ):
             await self._general(scope, receive, send)
             return
         wanted, maximum, table, encoding, excludes, trace = self._hot
@@ -184,7 +208,9 @@ class ASGIMiddleware:
                 request_id = request_id.decode(encoding) or None
         else:
             user, session, request_id = self._checked(scope["headers"])
-        token = _user_session.set(RequestNode(user, session, parent, request_id))
+        node = RequestNode(user, session, parent, request_id)
+        scope[REQUEST_KEY] = node
+        token = _user_session.set(node)
         try:
             if trace:
                 await self._traced(scope, receive, send)
@@ -216,11 +242,24 @@ class ASGIMiddleware:
 
     async def _general(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if (kind != "http" and kind != "websocket") or type(_user_session.get()) is RequestNode:
+        if (kind != "http" and kind != "websocket") or serving(scope.get(REQUEST_KEY)):
             if kind == "lifespan":
                 send = _flush_before_shutdown_complete(send)
             await self.app(scope, receive, send)
             return
+        # Whatever the server's context holds (an earlier request's ids and span, when
+        # it copied that request's context), this request starts from the value in
+        # force outside every request and no current span: the resolver, an excluded
+        # path and the app all see that, never another request's values.
+        user_token = _user_session.set(outside_requests(_user_session.get()))
+        span_token = _current_span.set(None)
+        try:
+            await self._serve(scope, receive, send, kind)
+        finally:
+            _current_span.reset(span_token)
+            _user_session.reset(user_token)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         policy = self._policy
         if policy.excludes and policy.excluded(scope["path"]):
             await self.app(scope, receive, send)
@@ -254,7 +293,9 @@ class ASGIMiddleware:
             if resolved.echo_session and session is not None:
                 send = _echo(send, policy.echo_header, session)
 
-        token = _user_session.set(RequestNode(user, session, _user_session.get(), request_id))
+        node = RequestNode(user, session, _user_session.get(), request_id)
+        scope[REQUEST_KEY] = node
+        token = _user_session.set(node)
         try:
             if policy.trace_requests and kind == "http":
                 await self._traced(scope, receive, send)

@@ -26,9 +26,18 @@ from functools import lru_cache
 from typing import Any, Final
 
 from .. import _runtime
-from .._context import UserSession
+from .._context import UserSession, _user_session
 
-__all__ = ["DEFAULT_ALLOWED_CHARS", "IdPolicy", "RequestNode", "Resolved", "logger"]
+__all__ = [
+    "DEFAULT_ALLOWED_CHARS",
+    "REQUEST_KEY",
+    "IdPolicy",
+    "RequestNode",
+    "Resolved",
+    "logger",
+    "outside_requests",
+    "serving",
+]
 
 logger = logging.getLogger("sessiontrace.middleware")
 
@@ -82,12 +91,52 @@ def _header_name(option: str, value: object) -> str | None:
 class RequestNode(UserSession):
     """The context node a middleware sets for a request.
 
-    Its type is the mounted-twice guard: a second middleware instance that finds one
-    in force passes the request on untouched. It costs nothing (the node exists
-    anyway) and leaves the ASGI scope and the WSGI environ unmodified.
+    Which request it belongs to is never decided from the context: servers do not keep
+    it clean. uvicorn, for one, starts a keep-alive connection's next request in a copy
+    of the context its previous request left behind (a read resumed, or a pipelined
+    request parsed, from inside that request's task; uvicorn issue 2167). The request
+    itself says whether a middleware of ours already acts for it: the outer instance
+    puts its node in the ASGI scope or WSGI environ under :data:`REQUEST_KEY`, and a
+    sub-app's copy of the scope carries it.
     """
 
     __slots__ = ()
+
+
+#: The scope / environ key under which the acting middleware leaves its node.
+REQUEST_KEY: Final = "sessiontrace.request"
+
+
+def serving(marked: UserSession | None) -> bool:
+    """Whether an outer instance serves this request: ``marked`` (the node it left under
+    :data:`REQUEST_KEY`) is in force here, at the top or below what the app set.
+
+    An inner instance (mounted twice, on a sub-app) then passes the request on. A mark
+    whose node is no longer in force (the app called again with the same scope, after
+    the outer instance returned) does not count.
+    """
+    current: UserSession | None = _user_session.get() if marked is not None else None
+    while current is not None:
+        if current is marked:
+            return True
+        current = current.parent
+    return False
+
+
+def outside_requests(node: UserSession) -> UserSession:
+    """The value in force outside every request: what a new request's node stands on.
+
+    In a clean context that is ``node`` itself. In one copied from an earlier request
+    it is what stood below that request's node, so neither the earlier ids nor what
+    its app set on top of them reach the new request.
+    """
+    base = node
+    current: UserSession | None = node
+    while current is not None:
+        if type(current) is RequestNode:
+            base = current.parent or base
+        current = current.parent
+    return base
 
 
 def _new_session_id() -> str:

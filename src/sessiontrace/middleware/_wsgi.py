@@ -10,7 +10,14 @@ from typing import Any
 from .._context import UserSession, _user_session
 from .._runtime import count_internal_error
 from .._tracing import LiveSpan, _current_span
-from ._config import DEFAULT_ALLOWED_CHARS, IdPolicy, RequestNode
+from ._config import (
+    DEFAULT_ALLOWED_CHARS,
+    REQUEST_KEY,
+    IdPolicy,
+    RequestNode,
+    outside_requests,
+    serving,
+)
 from ._trace import RequestTrace
 
 __all__ = ["WSGIMiddleware"]
@@ -100,7 +107,8 @@ class WSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         parent = _user_session.get()
-        if not self._fast or type(parent) is RequestNode:
+        # The fast path takes a clean context only (see ASGIMiddleware.__call__).
+        if not self._fast or parent.parent is not None or _current_span.get() is not None:
             return self._general(environ, start_response)
         if self._excludes and self._policy.excluded(environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
@@ -121,11 +129,32 @@ class WSGIMiddleware:
         )
 
     def _general(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if type(_user_session.get()) is RequestNode:
+        if serving(environ.get(REQUEST_KEY)):
             return self.app(environ, start_response)
+        # As in ASGIMiddleware._general: never another request's ids or span, even when
+        # the thread's context still holds them (an app that left a span open, a server
+        # that runs requests in copied contexts).
+        clear_span = _current_span.get() is not None
+        parent = _user_session.get()
+        base = outside_requests(parent)
+        user_token = _user_session.set(base)
+        span_token = _current_span.set(None)
+        try:
+            return self._resolve_and_serve(
+                environ, start_response, clear_span, clear_span or base is not parent
+            )
+        finally:
+            _current_span.reset(span_token)
+            _user_session.reset(user_token)
+
+    def _resolve_and_serve(
+        self, environ: Environ, start_response: StartResponse, clear_span: bool, dirty: bool
+    ) -> Iterable[bytes]:
         policy = self._policy
         if policy.excludes and policy.excluded(environ.get("PATH_INFO", "")):
-            return self.app(environ, start_response)
+            iterable = self.app(environ, start_response)
+            # Untouched as before, unless the body must be kept from a dirty context.
+            return _ScopedResponse(iterable, _user_session.get(), True) if dirty else iterable
 
         user = environ.get(self._user_key) if self._user_key else None
         session = environ.get(self._session_key) if self._session_key else None
@@ -145,12 +174,22 @@ class WSGIMiddleware:
         node = RequestNode(
             resolved.user_id, resolved.session_id, _user_session.get(), resolved.request_id
         )
-        return self._serve(environ, start_response, node, policy.trace_requests)
+        return self._serve(environ, start_response, node, policy.trace_requests, clear_span)
 
     def _serve(
-        self, environ: Environ, start_response: StartResponse, node: RequestNode, traced: bool
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        node: RequestNode,
+        traced: bool,
+        clear_span: bool = False,
     ) -> Iterable[bytes]:
-        """Run the app with ``node`` as the request context; the body keeps it until closed."""
+        """Run the app with ``node`` as the request context; the body keeps it until closed.
+
+        ``clear_span``: the server's context had a current span at entry, so the body is
+        iterated without it too.
+        """
+        environ[REQUEST_KEY] = node
         token = _user_session.set(node)
         try:
             if traced:
@@ -160,7 +199,7 @@ class WSGIMiddleware:
             _user_session.reset(token)
         if type(iterable) is list or type(iterable) is tuple:
             return iterable  # already materialised: nothing runs while it is sent
-        return _ScopedResponse(iterable, node)
+        return _ScopedResponse(iterable, node, clear_span)
 
     def _traced(
         self, environ: Environ, start_response: StartResponse, node: UserSession
@@ -208,30 +247,41 @@ _END: Any = object()
 class _ScopedResponse:
     """The app's response iterable, run inside the request's context, chunk by chunk.
 
+    With ``clear_span``, also without a current span (the server's context had one).
     Iterating gives a generator: its end costs no Python-level StopIteration.
     """
 
-    __slots__ = ("_iterable", "_node")
+    __slots__ = ("_clear_span", "_iterable", "_node")
 
-    def __init__(self, iterable: Iterable[bytes], node: UserSession) -> None:
+    def __init__(
+        self, iterable: Iterable[bytes], node: UserSession, clear_span: bool = False
+    ) -> None:
         self._iterable = iterable
         self._node = node
+        self._clear_span = clear_span
 
     def __iter__(self) -> Iterator[bytes]:
         return self._chunks()
 
     def _chunks(self) -> Iterator[bytes]:
         node = self._node
+        clear = self._clear_span
         token = _user_session.set(node)
+        span_token = _current_span.set(None) if clear else None
         try:
             iterator = iter(self._iterable)
         finally:
+            if span_token is not None:
+                _current_span.reset(span_token)
             _user_session.reset(token)
         while True:
             token = _user_session.set(node)
+            span_token = _current_span.set(None) if clear else None
             try:
                 chunk = next(iterator, _END)
             finally:
+                if span_token is not None:
+                    _current_span.reset(span_token)
                 _user_session.reset(token)
             if chunk is _END:
                 return
@@ -241,9 +291,12 @@ class _ScopedResponse:
         close = getattr(self._iterable, "close", None)
         if close is not None:
             token = _user_session.set(self._node)
+            span_token = _current_span.set(None) if self._clear_span else None
             try:
                 close()
             finally:
+                if span_token is not None:
+                    _current_span.reset(span_token)
                 _user_session.reset(token)
 
 
