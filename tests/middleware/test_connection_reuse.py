@@ -144,12 +144,17 @@ def chat_app(**options: Any) -> FastAPI:
     return app
 
 
+def resolver_that_reports_a_leak(scope: Any) -> tuple[str, None] | None:
+    """Falls back to the headers, unless it saw another request's ids (then says so)."""
+    return None if sessiontrace.get_user_session_context() == (None, None) else ("LEAK", None)
+
+
 # plain: the fast path; resolver: the general one (options that need more than headers);
 # twice: wrapped twice, the outer instance acts and the inner one passes through.
 OPTIONS: dict[str, dict[str, Any]] = {
     "plain": {},
     "trace_requests": {"trace_requests": True},
-    "resolver": {"resolver": lambda scope: None},
+    "resolver": {"resolver": resolver_that_reports_a_leak},
     "twice": {"twice": True},
 }
 
