@@ -46,7 +46,7 @@ from .._serialize import (
 from ..llm._keys import MODEL, TRACE_COST, TRACE_TOKEN_USAGE, USAGE
 from ..llm._rollup import LLMCall, Totals, llm_call, rollup
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "trace_from_row"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "llm_totals", "trace_from_row"]
 
 _new = object.__new__
 _quote = json.encoder.encode_basestring  # a str as JSON text (C, where available)
@@ -956,7 +956,29 @@ def info_from_row(row: Sequence[Any]) -> TraceInfo:
         response_preview=response_preview,
         name=name,
     )
+    if len(row) > 18:
+        # The LLM totals ride along, not as a field (to_dict() and equality keep
+        # MLflow's shape); llm_totals() reads them.
+        info.__dict__["_llm"] = row[13:19]
     return info
+
+
+_NO_LLM = (None, None, None, None, None, None)
+
+
+def llm_totals(info: TraceInfo) -> dict[str, Any]:
+    """A stored trace's LLM totals: ``llm_calls``, ``input_tokens``, ``output_tokens``,
+    ``total_tokens`` (0 without LLM calls), ``cost`` (``None`` when nothing was
+    priced) and ``unpriced_calls``."""
+    inp, out, total, cost, calls, unpriced = info.__dict__.get("_llm") or _NO_LLM
+    return {
+        "llm_calls": calls or 0,
+        "input_tokens": inp or 0,
+        "output_tokens": out or 0,
+        "total_tokens": total or 0,
+        "cost": cost,
+        "unpriced_calls": unpriced or 0,
+    }
 
 
 def _add_metadata_and_tags(
