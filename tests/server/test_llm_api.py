@@ -120,3 +120,65 @@ def test_ingest_prices_spans_that_arrive_without_cost_and_redelivery_changes_not
 def test_ingest_keeps_a_cost_the_client_computed(client: httpx.Client, store_path: Path) -> None:
     _post(client, _ingest_trace(with_cost=True))
     assert columns(store_path, "tr-ingest")[3] == 2.0
+
+
+LLM_FIELDS = {
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost",
+    "unpriced_calls",
+}
+
+
+def test_every_aggregate_endpoint_serves_the_llm_fields(client: httpx.Client) -> None:
+    sessiontrace.set_model_price("house-*", input_per_mtok=10, output_per_mtok=20)
+    sessiontrace.set_model_price("house-b", input_per_mtok=100, output_per_mtok=200)
+    for user, model in [("u1", "house-a"), ("u2", "house-b"), ("u2", "mystery")]:
+        with (
+            sessiontrace.user_session(user_id=user, session_id=f"{user}-s"),
+            sessiontrace.start_span("chat", span_type="CHAIN"),
+            sessiontrace.start_span(
+                "llm",
+                span_type="CHAT_MODEL",
+                attributes={USAGE: usage(1000, 100), MODEL: model, "mlflow.llm.provider": "p"},
+            ),
+        ):
+            pass
+    sessiontrace.flush()
+    traces = client.get("/api/traces").json()["traces"]
+    assert all(set(t) >= LLM_FIELDS for t in traces)
+    assert sorted(t["total_tokens"] for t in traces) == [1100, 1100, 1100]
+    assert sorted(t["cost"] or 0 for t in traces) == [0, pytest.approx(0.012), pytest.approx(0.12)]
+    users = client.get("/api/users", params={"order_by": "cost DESC"}).json()["users"]
+    assert [(u["user_id"], u["llm_calls"], u["unpriced_calls"]) for u in users] == [
+        ("u2", 2, 1),
+        ("u1", 1, 0),
+    ]
+    assert users[0]["cost"] == pytest.approx(0.12) and users[0]["total_tokens"] == 2200
+    sessions = client.get("/api/sessions").json()["sessions"]
+    assert all(set(s) >= LLM_FIELDS for s in sessions)
+    session = client.get("/api/session", params={"id": "u2-s"}).json()
+    assert session["summary"]["total_tokens"] == 2200
+    assert [t["total_tokens"] for t in session["turns"]] == [1100, 1100]
+    assert [t["cost"] for t in session["turns"]] == [pytest.approx(0.12), None]
+    user = client.get("/api/user", params={"id": "u2"}).json()
+    assert user["llm_calls"] == 2 and user["daily_activity"][0]["cost"] == pytest.approx(0.12)
+    versions = client.get("/api/versions", params={"key": "mlflow.trace.user"}).json()
+    assert {r["value"]: r["total_tokens"] for r in versions["rows"]} == {"u1": 1100, "u2": 2200}
+    models = client.get("/api/models", params={"order_by": "cost DESC"}).json()["models"]
+    assert [(m["model"], m["provider"], m["llm_calls"]) for m in models] == [
+        ("house-b", "p", 1),
+        ("house-a", "p", 1),
+        ("mystery", "p", 1),
+    ]
+    assert models[2]["cost"] is None and models[2]["unpriced_calls"] == 1
+    bad = client.get("/api/models", params={"order_by": "nope"})
+    assert bad.status_code == 400 and "cannot order by" in bad.json()["error"]
+    filtered = client.get("/api/models", params={"filter": "user = 'u1'"}).json()["models"]
+    assert [m["model"] for m in filtered] == ["house-a"]
+    trace = client.get("/api/trace", params={"id": traces[0]["trace_id"]}).json()
+    llm = next(s for s in trace["data"]["spans"] if s["name"] == "llm")
+    assert USAGE in llm["attributes"]
+    assert "mlflow.trace.tokenUsage" in trace["info"]["trace_metadata"]
