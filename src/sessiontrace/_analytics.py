@@ -857,9 +857,7 @@ def metadata_breakdown(
             f"GROUP BY v ORDER BY {order_sql} LIMIT :_limit"
         )
     return [
-        MetadataValueSummary(
-            key, v, n, users, errors, _rate(errors, n), mean, first, last, *rest
-        )
+        MetadataValueSummary(key, v, n, users, errors, _rate(errors, n), mean, first, last, *rest)
         for v, n, users, errors, mean, first, last, *rest in conn.execute(sql, params)
     ]
 
