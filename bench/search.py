@@ -282,13 +282,21 @@ def floor_session_traces(conn: sqlite3.Connection, session: str) -> list[Any]:
 def floor_session_flow(conn: sqlite3.Connection, session: str) -> list[Any]:
     out = []
     for *head, spans in conn.execute(
-        "SELECT trace_id, request_time, execution_time_ms, state, spans FROM traces "
+        "SELECT trace_id, request_time, execution_time_ms, state, llm_calls, input_tokens, "
+        "output_tokens, total_tokens, cost, unpriced_calls, spans FROM traces "
         "WHERE session_id = ? ORDER BY request_time",
         (session,),
     ):
         root = next(s for s in json.loads(spans) if s["parent_id"] is None)
         out.append((*head, root["inputs"], root["outputs"]))
     return out
+
+
+# The LLM fields every aggregate carries since schema 4: the floors compute them too.
+LLM_SUMS = (
+    "sum(llm_calls), sum(input_tokens), sum(output_tokens), sum(total_tokens), sum(cost), "
+    "sum(unpriced_calls)"
+)
 
 
 def floor_user_report(conn: sqlite3.Connection, user: str) -> list[Any]:
@@ -299,12 +307,13 @@ def floor_user_report(conn: sqlite3.Connection, user: str) -> list[Any]:
         ).fetchone(),
         conn.execute(
             "SELECT count(*), count(DISTINCT session_id), sum(state = 'ERROR'), "
-            "avg(execution_time_ms) FROM traces WHERE user_id = ? AND request_time > ?",
+            f"avg(execution_time_ms), {LLM_SUMS} FROM traces "
+            "WHERE user_id = ? AND request_time > ?",
             (user, since),
         ).fetchone(),
         conn.execute(
-            "SELECT date(request_time / 1000, 'unixepoch') d, count(*), sum(state = 'ERROR') "
-            "FROM traces WHERE user_id = ? AND request_time > ? GROUP BY d",
+            "SELECT date(request_time / 1000, 'unixepoch') d, count(*), sum(state = 'ERROR'), "
+            f"{LLM_SUMS} FROM traces WHERE user_id = ? AND request_time > ? GROUP BY d",
             (user, since),
         ).fetchall(),
         conn.execute(
@@ -334,7 +343,7 @@ def floor_sessions_page(conn: sqlite3.Connection) -> list[Any]:
         "sum(state = 'ERROR'), sum(execution_time_ms), avg(execution_time_ms), "
         "json_group_array(DISTINCT user_id) FILTER (WHERE user_id IS NOT NULL), "
         "(SELECT f.request_preview FROM traces f WHERE f.session_id = t.session_id "
-        "ORDER BY f.request_time, f.trace_id LIMIT 1) "
+        f"ORDER BY f.request_time, f.trace_id LIMIT 1), {LLM_SUMS} "
         f"FROM traces t WHERE session_id IN ({marks}) GROUP BY session_id",
         ids,
     ).fetchall()
@@ -351,7 +360,8 @@ def naive_sessions_page(conn: sqlite3.Connection) -> list[Any]:
 def floor_versions(conn: sqlite3.Connection) -> list[Any]:
     return conn.execute(
         "SELECT m.value, count(*) n, count(DISTINCT t.user_id), sum(t.state = 'ERROR'), "
-        "avg(t.execution_time_ms), min(t.request_time), max(t.request_time) "
+        "avg(t.execution_time_ms), min(t.request_time), max(t.request_time), "
+        f"{LLM_SUMS.replace('sum(', 'sum(t.')} "
         "FROM trace_metadata m JOIN traces t ON t.trace_id = m.trace_id "
         "WHERE m.key = 'app_version' GROUP BY m.value ORDER BY n DESC"
     ).fetchall()
