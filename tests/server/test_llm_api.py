@@ -182,3 +182,6 @@ def test_every_aggregate_endpoint_serves_the_llm_fields(client: httpx.Client) ->
     llm = next(s for s in trace["data"]["spans"] if s["name"] == "llm")
     assert USAGE in llm["attributes"]
     assert "mlflow.trace.tokenUsage" in trace["info"]["trace_metadata"]
+    assert {k: trace["info"][k] for k in LLM_FIELDS} == {
+        k: traces[0][k] for k in LLM_FIELDS
+    }  # the trace page's header: the same totals as its row in the list

@@ -341,7 +341,9 @@ def api_trace(params: _Params, store: SQLiteStore) -> Any:
     trace = store.get_trace(trace_id)
     if trace is None:
         raise TraceNotFoundError(trace_id)
-    return trace.to_dict()
+    answer = trace.to_dict()
+    answer["info"].update(llm_totals(trace.info))  # for the page's header
+    return answer
 
 
 def api_sessions(params: _Params, store: SQLiteStore) -> Any:
