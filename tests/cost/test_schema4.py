@@ -12,7 +12,8 @@ from sessiontrace._store._sqlite import SCHEMA_VERSION
 
 from .conftest import last_trace, llm_call, usage
 
-SCHEMA_3 = Path(__file__).parent / "data" / "schema3.db"  # made by commit b9f85f2's code
+# Written by the code of commit b9f85f2 (schema 3); not named *.db, which git ignores.
+SCHEMA_3 = Path(__file__).parent / "data" / "schema3.sqlite3"
 
 
 def test_a_schema_3_file_is_upgraded_in_place(tmp_path: Path) -> None:
