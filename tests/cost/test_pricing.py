@@ -309,12 +309,15 @@ def test_a_pricing_failure_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
     assert stats["llm_pricing"]["errors"] == 1 and stats["dropped"] == 0
 
 
-def test_a_failing_prepare_step_never_loses_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_prepare_step_never_loses_the_batch(
+    monkeypatch: pytest.MonkeyPatch, store_path: Path
+) -> None:
     def broken(items: Any) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(_pricing, "price_items", broken)
-    sessiontrace._runtime.reset_for_tests()  # the next pipeline picks up the broken step
+    # a new pipeline (same store) picks up the broken step
+    sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}", flush_interval=0.01)
     with sessiontrace.start_span("chat"):
         llm_call(tokens=usage(10, 10))
     trace = last_trace()
