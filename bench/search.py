@@ -103,8 +103,19 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
 
     def flush() -> None:
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["t"])
-        conn.executemany("INSERT INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["s"])
+        # Column lists: since schema 4 both tables end in LLM columns, left NULL here.
+        conn.executemany(
+            "INSERT INTO traces (trace_id, request_time, end_time, execution_time_ms, state, "
+            "name, user_id, session_id, client_request_id, request_preview, response_preview, "
+            "root_span_id, metadata, tags, spans) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            batch["t"],
+        )
+        conn.executemany(
+            "INSERT INTO spans (trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, "
+            "status, status_message, inputs, outputs, attributes, events) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            batch["s"],
+        )
         conn.executemany("INSERT INTO trace_metadata VALUES (?,?,?)", batch["m"])
         conn.executemany("INSERT INTO trace_tags VALUES (?,?,?)", batch["g"])
         conn.execute("COMMIT")
@@ -257,9 +268,13 @@ def floor_session_traces(conn: sqlite3.Connection, session: str) -> list[Any]:
     # traces, the metadata and tags (JSON copies in the row) decoded; the spans are in
     # the row too, as JSON text that both sides leave for the first read of a span.
     return [
-        (*r[:12], _json(r[12]), _json(r[13]), r[14])
+        (*r[:18], _json(r[18]), _json(r[19]), r[20])
         for r in conn.execute(
-            "SELECT * FROM traces WHERE session_id = ? ORDER BY request_time", (session,)
+            "SELECT trace_id, request_time, end_time, execution_time_ms, state, name, user_id, "
+            "session_id, client_request_id, request_preview, response_preview, root_span_id, "
+            "input_tokens, output_tokens, total_tokens, cost, llm_calls, unpriced_calls, "
+            "metadata, tags, spans FROM traces WHERE session_id = ? ORDER BY request_time",
+            (session,),
         )
     ]
 
@@ -267,13 +282,21 @@ def floor_session_traces(conn: sqlite3.Connection, session: str) -> list[Any]:
 def floor_session_flow(conn: sqlite3.Connection, session: str) -> list[Any]:
     out = []
     for *head, spans in conn.execute(
-        "SELECT trace_id, request_time, execution_time_ms, state, spans FROM traces "
+        "SELECT trace_id, request_time, execution_time_ms, state, llm_calls, input_tokens, "
+        "output_tokens, total_tokens, cost, unpriced_calls, spans FROM traces "
         "WHERE session_id = ? ORDER BY request_time",
         (session,),
     ):
         root = next(s for s in json.loads(spans) if s["parent_id"] is None)
         out.append((*head, root["inputs"], root["outputs"]))
     return out
+
+
+# The LLM fields every aggregate carries since schema 4: the floors compute them too.
+LLM_SUMS = (
+    "sum(llm_calls), sum(input_tokens), sum(output_tokens), sum(total_tokens), sum(cost), "
+    "sum(unpriced_calls)"
+)
 
 
 def floor_user_report(conn: sqlite3.Connection, user: str) -> list[Any]:
@@ -284,12 +307,13 @@ def floor_user_report(conn: sqlite3.Connection, user: str) -> list[Any]:
         ).fetchone(),
         conn.execute(
             "SELECT count(*), count(DISTINCT session_id), sum(state = 'ERROR'), "
-            "avg(execution_time_ms) FROM traces WHERE user_id = ? AND request_time > ?",
+            f"avg(execution_time_ms), {LLM_SUMS} FROM traces "
+            "WHERE user_id = ? AND request_time > ?",
             (user, since),
         ).fetchone(),
         conn.execute(
-            "SELECT date(request_time / 1000, 'unixepoch') d, count(*), sum(state = 'ERROR') "
-            "FROM traces WHERE user_id = ? AND request_time > ? GROUP BY d",
+            "SELECT date(request_time / 1000, 'unixepoch') d, count(*), sum(state = 'ERROR'), "
+            f"{LLM_SUMS} FROM traces WHERE user_id = ? AND request_time > ? GROUP BY d",
             (user, since),
         ).fetchall(),
         conn.execute(
@@ -319,7 +343,7 @@ def floor_sessions_page(conn: sqlite3.Connection) -> list[Any]:
         "sum(state = 'ERROR'), sum(execution_time_ms), avg(execution_time_ms), "
         "json_group_array(DISTINCT user_id) FILTER (WHERE user_id IS NOT NULL), "
         "(SELECT f.request_preview FROM traces f WHERE f.session_id = t.session_id "
-        "ORDER BY f.request_time, f.trace_id LIMIT 1) "
+        f"ORDER BY f.request_time, f.trace_id LIMIT 1), {LLM_SUMS} "
         f"FROM traces t WHERE session_id IN ({marks}) GROUP BY session_id",
         ids,
     ).fetchall()
@@ -336,7 +360,8 @@ def naive_sessions_page(conn: sqlite3.Connection) -> list[Any]:
 def floor_versions(conn: sqlite3.Connection) -> list[Any]:
     return conn.execute(
         "SELECT m.value, count(*) n, count(DISTINCT t.user_id), sum(t.state = 'ERROR'), "
-        "avg(t.execution_time_ms), min(t.request_time), max(t.request_time) "
+        "avg(t.execution_time_ms), min(t.request_time), max(t.request_time), "
+        f"{LLM_SUMS.replace('sum(', 'sum(t.')} "
         "FROM trace_metadata m JOIN traces t ON t.trace_id = m.trace_id "
         "WHERE m.key = 'app_version' GROUP BY m.value ORDER BY n DESC"
     ).fetchall()
