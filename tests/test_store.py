@@ -104,9 +104,41 @@ def test_a_file_from_a_newer_version_is_refused_clearly(tmp_path: Path) -> None:
         SQLiteStore(path).get_trace("tr-x")
 
 
+LLM_TRACE_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost",
+    "llm_calls",
+    "unpriced_calls",
+)
+LLM_SPAN_COLUMNS = (
+    "model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost",
+    "llm",
+)
+
+
+def as_schema_3(conn: sqlite3.Connection) -> None:
+    """Make a file this version wrote what schema 3 wrote: no LLM columns."""
+    conn.executescript(
+        "DROP INDEX traces_total_tokens; DROP INDEX traces_cost; DROP INDEX spans_model;"
+    )
+    for column in LLM_TRACE_COLUMNS:
+        conn.execute(f"ALTER TABLE traces DROP COLUMN {column}")
+    for column in LLM_SPAN_COLUMNS:
+        conn.execute(f"ALTER TABLE spans DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version = 3")
+
+
 def as_schema_2(conn: sqlite3.Connection) -> None:
     """Make a file this version wrote what schema 2 wrote: each span's content in its
     row of the spans table, no spans array in the trace's row."""
+    as_schema_3(conn)
     for (text,) in conn.execute("SELECT spans FROM traces").fetchall():
         for span in json.loads(text):
             conn.execute(

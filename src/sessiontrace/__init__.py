@@ -13,6 +13,7 @@ recorded to an embedded SQLite store by default.
 from ._analytics import (
     DailyActivity,
     MetadataValueSummary,
+    ModelSummary,
     SessionSummary,
     SessionTurn,
     UserReport,
@@ -21,6 +22,7 @@ from ._analytics import (
     list_sessions,
     list_users,
     metadata_breakdown,
+    model_breakdown,
     session_flow,
     user_report,
 )
@@ -58,6 +60,7 @@ from ._tracing import (
     update_trace_user_session,
 )
 from ._version import __version__
+from .llm._pricing import set_model_price
 from .middleware import ASGIMiddleware, WSGIMiddleware
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "FilterSyntaxError",
     "LiveSpan",
     "MetadataValueSummary",
+    "ModelSummary",
     "Page",
     "SQLiteStore",
     "SessionSummary",
@@ -99,8 +103,10 @@ __all__ = [
     "list_sessions",
     "list_users",
     "metadata_breakdown",
+    "model_breakdown",
     "search_traces",
     "session_flow",
+    "set_model_price",
     "set_trace_tag",
     "set_user_session_context",
     "start_span",

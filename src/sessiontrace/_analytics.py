@@ -10,13 +10,18 @@ Public API (re-exported from ``sessiontrace``)::
         -> Page[UserSummary]
     user_report(user_id, days=7) -> UserReport | None
     metadata_breakdown(key="app_version", filter_string=None) -> list[MetadataValueSummary]
+    model_breakdown(filter_string=None) -> list[ModelSummary]
 
 Every function also takes ``store=`` (a ``SQLiteStore``; the configured one by
 default, after writing what is queued). ``filter_string`` is the
 ``search_traces`` language: the aggregates then count only the matching traces.
 Results are small frozen dataclasses with ``to_dict()``. Times are milliseconds
 since the epoch, durations milliseconds; "last seen" is the start of the latest
-trace. Nothing here loads every trace into Python: each call is a few indexed
+trace. Every record also has the LLM calls of its traces: ``llm_calls``,
+``input_tokens``, ``output_tokens``, ``total_tokens`` (0 without calls), ``cost``
+in USD (``None`` when none was priced: unknown is never $0) and ``unpriced_calls``
+(calls without a cost, so ``cost`` covers ``llm_calls - unpriced_calls`` of them).
+Nothing here loads every trace into Python: each call is a few indexed
 queries, the default (most recent first) pages of sessions and users included.
 """
 
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DailyActivity",
     "MetadataValueSummary",
+    "ModelSummary",
     "SessionSummary",
     "SessionTurn",
     "UserReport",
@@ -59,6 +65,7 @@ __all__ = [
     "list_sessions",
     "list_users",
     "metadata_breakdown",
+    "model_breakdown",
     "session_flow",
     "user_report",
 ]
@@ -94,6 +101,12 @@ class SessionSummary:
     total_duration_ms: float | None
     mean_duration_ms: float | None
     first_request_preview: str | None
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    unpriced_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +120,12 @@ class SessionSummary:
             "total_duration_ms": self.total_duration_ms,
             "mean_duration_ms": self.mean_duration_ms,
             "first_request_preview": self.first_request_preview,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
         }
 
     @property
@@ -130,6 +149,12 @@ class SessionTurn:
     name: str | None
     user_id: str | None
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    unpriced_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +168,12 @@ class SessionTurn:
             "name": self.name,
             "user_id": self.user_id,
             "tags": dict(self.tags),
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
         }
 
 
@@ -156,6 +187,12 @@ class UserSummary:
     errors: int
     error_rate: float
     mean_latency_ms: float | None
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    unpriced_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +204,12 @@ class UserSummary:
             "errors": self.errors,
             "error_rate": self.error_rate,
             "mean_latency_ms": self.mean_latency_ms,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
         }
 
 
@@ -175,9 +218,25 @@ class DailyActivity:
     date: str  # YYYY-MM-DD, UTC
     traces: int
     errors: int
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    unpriced_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"date": self.date, "traces": self.traces, "errors": self.errors}
+        return {
+            "date": self.date,
+            "traces": self.traces,
+            "errors": self.errors,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +257,12 @@ class UserReport:
     mean_latency_ms: float | None
     daily_activity: tuple[DailyActivity, ...]
     tags: Mapping[str, Mapping[str, int]]
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    unpriced_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -214,6 +279,12 @@ class UserReport:
             "mean_latency_ms": self.mean_latency_ms,
             "daily_activity": tuple(d.to_dict() for d in self.daily_activity),
             "tags": {k: dict(v) for k, v in self.tags.items()},
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
         }
 
 
@@ -230,6 +301,12 @@ class MetadataValueSummary:
     mean_latency_ms: float | None
     first_seen_ms: int
     last_seen_ms: int
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    unpriced_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -242,7 +319,70 @@ class MetadataValueSummary:
             "mean_latency_ms": self.mean_latency_ms,
             "first_seen_ms": self.first_seen_ms,
             "last_seen_ms": self.last_seen_ms,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSummary:
+    """The LLM calls of one model (and provider) that count in their traces' totals.
+
+    ``model`` is ``None`` for calls that reported usage without a model name."""
+
+    model: str | None
+    provider: str | None
+    traces: int
+    users: int
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    unpriced_calls: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "traces": self.traces,
+            "users": self.users,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
+        }
+
+
+# A record's LLM fields, in LLM_FIELDS order, over the traces ``t`` of a GROUP BY: the
+# trace rows' own columns (NULL on traces without LLM calls), never their JSON.
+_LLM_SQL = (
+    "coalesce(sum(t.llm_calls), 0), coalesce(sum(t.input_tokens), 0), "
+    "coalesce(sum(t.output_tokens), 0), coalesce(sum(t.total_tokens), 0), sum(t.cost), "
+    "coalesce(sum(t.unpriced_calls), 0)"
+)
+_LLM_COLUMNS = (
+    "coalesce(t.llm_calls, 0), coalesce(t.input_tokens, 0), coalesce(t.output_tokens, 0), "
+    "coalesce(t.total_tokens, 0), t.cost, coalesce(t.unpriced_calls, 0)"
+)
+LLM_FIELD_NAMES = (
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost",
+    "unpriced_calls",
+)
+
+
+def _llm(values: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(LLM_FIELD_NAMES, values, strict=True))
 
 
 # -- shared helpers -----------------------------------------------------------------
@@ -298,7 +438,7 @@ def _parse_group_order(
                 text.index(words[0]),
             )
         # Ids sort A-Z by default; every measure sorts largest (or latest) first.
-        ascending = words[0] in ("session_id", "user_id")
+        ascending = words[0] in ("session_id", "user_id", "model")
         if len(words) == 2:
             direction = words[1].upper()
             if direction not in ("ASC", "DESC"):
@@ -317,6 +457,12 @@ _GROUP_ORDER = {
     "errors": "sum(t.state = 'ERROR')",
     "total_duration_ms": "sum(t.execution_time_ms)",
     "mean_duration_ms": "avg(t.execution_time_ms)",
+    "cost": "sum(t.cost)",
+    "total_tokens": "sum(t.total_tokens)",
+    "input_tokens": "sum(t.input_tokens)",
+    "output_tokens": "sum(t.output_tokens)",
+    "llm_calls": "sum(t.llm_calls)",
+    "unpriced_calls": "sum(t.unpriced_calls)",
 }
 _SESSION_ORDER = {**_GROUP_ORDER, "turns": "count(*)", "session_id": "t.session_id"}
 _SESSION_ORDER.pop("traces")
@@ -411,12 +557,13 @@ def _session_summaries(
         "sum(t.state = 'ERROR'), sum(t.execution_time_ms), avg(t.execution_time_ms), "
         "json_group_array(DISTINCT t.user_id) FILTER (WHERE t.user_id IS NOT NULL), "
         "(SELECT f.request_preview FROM traces f WHERE f.session_id = t.session_id "
-        " ORDER BY f.request_time, f.trace_id LIMIT 1) "
+        f" ORDER BY f.request_time, f.trace_id LIMIT 1), {_LLM_SQL} "
         f"FROM traces t WHERE t.session_id IN ({marks}) AND {where.sql} "
         "GROUP BY t.session_id"
     )
     by_id: dict[str, SessionSummary] = {}
-    for sid, first, last, turns, errors, total, mean, users, preview in conn.execute(sql, params):
+    for row in conn.execute(sql, params):
+        sid, first, last, turns, errors, total, mean, users, preview = row[:9]
         by_id[sid] = SessionSummary(
             session_id=sid,
             user_ids=tuple(sorted(loads_strings(users))) if users else (),
@@ -428,6 +575,7 @@ def _session_summaries(
             total_duration_ms=total,
             mean_duration_ms=mean,
             first_request_preview=preview,
+            **_llm(row[9:]),
         )
     return [by_id[s] for s in session_ids if s in by_id]
 
@@ -443,7 +591,9 @@ def list_sessions(
     """Sessions, most recently active first: one ``SessionSummary`` each.
 
     ``order_by`` takes ``"<key> [ASC|DESC]"`` with keys ``last_seen``, ``first_seen``,
-    ``turns``, ``errors``, ``total_duration_ms``, ``mean_duration_ms``, ``session_id``.
+    ``turns``, ``errors``, ``total_duration_ms``, ``mean_duration_ms``, ``session_id``,
+    and the LLM totals ``cost``, ``total_tokens``, ``input_tokens``, ``output_tokens``,
+    ``llm_calls``, ``unpriced_calls`` (``"cost DESC"``: the most expensive first).
     With a ``filter_string`` only matching traces are counted.
 
     >>> page = sessiontrace.list_sessions(filter_string="user = 'user-123'")
@@ -475,7 +625,7 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
     rows = conn.execute(
         "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, t.name, t.user_id, "  # noqa: S608
         f"t.root_span_id, t.spans, s.inputs, s.outputs, t.request_preview, t.response_preview, "
-        f"{TAGS_SELECT} FROM traces t "
+        f"{TAGS_SELECT}, {_LLM_COLUMNS} FROM traces t "
         "LEFT JOIN spans s ON t.spans IS NULL AND s.trace_id = t.trace_id "
         "AND s.span_id = t.root_span_id WHERE t.session_id = ? ORDER BY t.request_time, t.trace_id",
         (session_id,),
@@ -484,7 +634,7 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
     for n, (tid, ts, ms, state, name, user, root_id, spans, inputs, outputs, *rest) in enumerate(
         rows, 1
     ):
-        req_p, resp_p, tags = rest
+        req_p, resp_p, tags = rest[:3]
         if spans is not None:  # the root span's inputs and outputs, from the spans array
             root = next((s for s in loads_marked(spans) if s["span_id"] == root_id), None)
             request, response = (None, None) if root is None else (root["inputs"], root["outputs"])
@@ -503,6 +653,7 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
                 name=name,
                 user_id=user,
                 tags={} if tags is None else loads_strings(tags),
+                **_llm(rest[3:]),
             )
         )
     return turns
@@ -530,13 +681,23 @@ def _user_summaries(
     sql = (
         "SELECT t.user_id, min(t.request_time), max(t.request_time), "  # noqa: S608
         "count(DISTINCT t.session_id), count(*), sum(t.state = 'ERROR'), "
-        "avg(t.execution_time_ms) "
+        f"avg(t.execution_time_ms), {_LLM_SQL} "
         f"FROM traces t WHERE t.user_id IN ({marks}) AND {where.sql} GROUP BY t.user_id"
     )
-    by_id = {
-        uid: UserSummary(uid, first, last, sessions, traces, errors, _rate(errors, traces), mean)
-        for uid, first, last, sessions, traces, errors, mean in conn.execute(sql, params)
-    }
+    by_id = {}
+    for row in conn.execute(sql, params):
+        uid, first, last, sessions, traces, errors, mean = row[:7]
+        by_id[uid] = UserSummary(
+            uid,
+            first,
+            last,
+            sessions,
+            traces,
+            errors,
+            _rate(errors, traces),
+            mean,
+            **_llm(row[7:]),
+        )
     return [by_id[u] for u in user_ids if u in by_id]
 
 
@@ -551,7 +712,11 @@ def list_users(
     """Users, most recently active first: one ``UserSummary`` each.
 
     ``order_by`` keys: ``last_seen``, ``first_seen``, ``traces``, ``sessions``,
-    ``errors``, ``mean_latency_ms``, ``user_id``.
+    ``errors``, ``mean_latency_ms``, ``user_id``, and the LLM totals ``cost``,
+    ``total_tokens``, ``input_tokens``, ``output_tokens``, ``llm_calls``,
+    ``unpriced_calls``.
+
+    >>> sessiontrace.list_users(order_by="cost DESC", max_results=10)   # the most expensive
     """
     st = _store(store)
     ids, token, where = _group_page(
@@ -585,16 +750,17 @@ def user_report(
         return None
     window = "t.user_id = :u" + ("" if since is None else " AND t.request_time > :since")
     params = {"u": user_id, "since": since}
-    traces, sessions, errors, mean = conn.execute(
+    traces, sessions, errors, mean, *llm = conn.execute(
         "SELECT count(*), count(DISTINCT t.session_id), coalesce(sum(t.state = 'ERROR'), 0), "  # noqa: S608
-        f"avg(t.execution_time_ms) FROM traces t WHERE {window}",
+        f"avg(t.execution_time_ms), {_LLM_SQL} FROM traces t WHERE {window}",
         params,
     ).fetchone()
     daily = tuple(
-        DailyActivity(day, n, e)
-        for day, n, e in conn.execute(
+        DailyActivity(day, n, e, **_llm(rest))
+        for day, n, e, *rest in conn.execute(
             "SELECT date(t.request_time / 1000, 'unixepoch') AS day, count(*), "  # noqa: S608
-            f"sum(t.state = 'ERROR') FROM traces t WHERE {window} GROUP BY day ORDER BY day",
+            f"sum(t.state = 'ERROR'), {_LLM_SQL} FROM traces t WHERE {window} "
+            "GROUP BY day ORDER BY day",
             params,
         )
     )
@@ -620,50 +786,135 @@ def user_report(
         mean_latency_ms=mean,
         daily_activity=daily,
         tags=tags,
+        **_llm(llm),
     )
 
 
 # -- metadata values ------------------------------------------------------------------
 
 
+_VALUE_ORDER = {
+    "traces": "n",
+    "users": "count(DISTINCT t.user_id)",
+    "errors": "sum(t.state = 'ERROR')",
+    "mean_latency_ms": "avg(t.execution_time_ms)",
+    "first_seen": "min(t.request_time)",
+    "last_seen": "max(t.request_time)",
+    **{k: v for k, v in _GROUP_ORDER.items() if k in LLM_FIELD_NAMES},
+}
+
+
+def _order_sql(
+    order_by: Sequence[str] | str | None, allowed: Mapping[str, str], default: str, tie: str
+) -> str:
+    if order_by is None:
+        return default
+    keys = _parse_group_order(order_by, allowed)
+    return ", ".join(f"{allowed[k]} {'ASC' if asc else 'DESC'}" for k, asc in keys) + f", {tie}"
+
+
 def metadata_breakdown(
     key: str = "app_version",
     filter_string: str | None = None,
     *,
+    order_by: Sequence[str] | str | None = None,
     max_results: int = 100,
     store: SQLiteStore | None = None,
 ) -> list[MetadataValueSummary]:
-    """Traces, distinct users, errors and latency for each value of a metadata key,
-    most traces first; traces without the key are left out.
+    """Traces, distinct users, errors, latency and LLM calls, tokens and cost for each
+    value of a metadata key, most traces first; traces without the key are left out.
+
+    ``order_by`` keys: ``traces``, ``users``, ``errors``, ``mean_latency_ms``,
+    ``first_seen``, ``last_seen`` and the LLM totals (``"cost DESC"``).
 
     >>> for v in sessiontrace.metadata_breakdown("app_version"):
-    ...     print(v.value, v.traces, v.users, f"{v.error_rate:.1%}", v.mean_latency_ms)
+    ...     print(v.value, v.traces, v.users, f"{v.error_rate:.1%}", v.mean_latency_ms, v.cost)
     """
     if not isinstance(key, str) or not key:
         raise ValueError("key must be a non-empty string")
     _check_limit(max_results)
+    order_sql = _order_sql(order_by, _VALUE_ORDER, "n DESC, v", "v")
     st = _store(store)
     where = compile_filter(parse_filter(filter_string))
     conn = _conn(st, where)
     params: dict[str, Any] = {**where.params, "_key": key, "_limit": max_results}
     aggregates = (
         "count(*) AS n, count(DISTINCT t.user_id), sum(t.state = 'ERROR'), "
-        "avg(t.execution_time_ms), min(t.request_time), max(t.request_time)"
+        f"avg(t.execution_time_ms), min(t.request_time), max(t.request_time), {_LLM_SQL}"
     )
     column = {METADATA_USER: "user_id", METADATA_SESSION: "session_id"}.get(key)
     if column is not None:
         sql = (
             f"SELECT t.{column} AS v, {aggregates} FROM traces t "  # noqa: S608
             f"WHERE t.{column} IS NOT NULL AND {where.sql} GROUP BY v "
-            "ORDER BY n DESC, v LIMIT :_limit"
+            f"ORDER BY {order_sql} LIMIT :_limit"
         )
     else:
         sql = (
             f"SELECT m.value AS v, {aggregates} FROM trace_metadata m "  # noqa: S608
             f"JOIN traces t ON t.trace_id = m.trace_id WHERE m.key = :_key AND {where.sql} "
-            "GROUP BY v ORDER BY n DESC, v LIMIT :_limit"
+            f"GROUP BY v ORDER BY {order_sql} LIMIT :_limit"
         )
     return [
-        MetadataValueSummary(key, v, n, users, errors, _rate(errors, n), mean, first, last)
-        for v, n, users, errors, mean, first, last in conn.execute(sql, params)
+        MetadataValueSummary(
+            key, v, n, users, errors, _rate(errors, n), mean, first, last, **_llm(rest)
+        )
+        for v, n, users, errors, mean, first, last, *rest in conn.execute(sql, params)
+    ]
+
+
+# -- models -----------------------------------------------------------------------------
+
+
+_MODEL_ORDER = {
+    "llm_calls": "count(*)",
+    "traces": "count(DISTINCT s.trace_id)",
+    "users": "count(DISTINCT t.user_id)",
+    "cost": "sum(s.cost)",
+    "total_tokens": "sum(s.total_tokens)",
+    "input_tokens": "sum(s.input_tokens)",
+    "output_tokens": "sum(s.output_tokens)",
+    "unpriced_calls": "sum(s.cost IS NULL)",
+    "model": "s.model",
+}
+
+
+def model_breakdown(
+    filter_string: str | None = None,
+    *,
+    order_by: Sequence[str] | str | None = None,
+    max_results: int = 100,
+    store: SQLiteStore | None = None,
+) -> list[ModelSummary]:
+    """LLM calls, tokens and cost per model and provider, most calls first.
+
+    Counts the calls that count in their traces' totals (a call inside another call
+    that reported usage is left out, as in the totals), so the models add up to the
+    traces. ``filter_string`` selects traces (``"user = 'u1'"``,
+    ``"trace.timestamp_ms > ..."``); ``order_by`` keys: ``llm_calls``, ``traces``,
+    ``users``, ``cost``, ``total_tokens``, ``input_tokens``, ``output_tokens``,
+    ``unpriced_calls``, ``model``.
+
+    >>> for m in sessiontrace.model_breakdown(order_by="cost DESC"):
+    ...     print(m.model, m.provider, m.llm_calls, m.total_tokens, m.cost, m.unpriced_calls)
+    """
+    _check_limit(max_results)
+    order_sql = _order_sql(
+        order_by, _MODEL_ORDER, "count(*) DESC, s.model, s.provider", "s.model, s.provider"
+    )
+    st = _store(store)
+    where = compile_filter(parse_filter(filter_string))
+    conn = _conn(st, where)
+    params: dict[str, Any] = {**where.params, "_limit": max_results}
+    sql = (
+        "SELECT s.model, s.provider, count(DISTINCT s.trace_id), count(DISTINCT t.user_id), "  # noqa: S608
+        "count(*), coalesce(sum(s.input_tokens), 0), coalesce(sum(s.output_tokens), 0), "
+        "coalesce(sum(s.total_tokens), 0), sum(s.cost), sum(s.cost IS NULL) "
+        "FROM spans s JOIN traces t ON t.trace_id = s.trace_id "
+        f"WHERE s.llm = 1 AND {where.sql} GROUP BY s.model, s.provider "
+        f"ORDER BY {order_sql} LIMIT :_limit"
+    )
+    return [
+        ModelSummary(model, provider, traces, users, **_llm(rest))
+        for model, provider, traces, users, *rest in conn.execute(sql, params)
     ]

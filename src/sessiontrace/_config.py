@@ -114,6 +114,13 @@ PARAMS: dict[str, _Param] = {
         _non_negative_float,
         "Seconds the exit hook waits for queued traces to be written.",
     ),
+    "prices": _Param(
+        "SESSIONTRACE_PRICES",
+        None,
+        str,
+        "A JSON or TOML file of model prices (USD per million tokens), checked before "
+        "genai-prices.",
+    ),
 }
 
 ENV_VARS: dict[str, str] = {name: p.env for name, p in PARAMS.items()}
@@ -131,6 +138,7 @@ class Settings:
     batch_size: int
     flush_interval: float
     shutdown_timeout: float
+    prices: str | None = None
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod

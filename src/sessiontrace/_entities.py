@@ -7,6 +7,7 @@ analysis code written against MLflow's documentation runs unchanged.
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -158,6 +159,20 @@ class TraceInfo:
     @property
     def request_metadata(self) -> dict[str, str]:
         return self.trace_metadata
+
+    @property
+    def token_usage(self) -> dict[str, int] | None:
+        """The trace's summed LLM token usage (``input_tokens``, ``output_tokens``,
+        ``total_tokens``, cache counts when reported), as MLflow's ``TraceInfo``
+        gives it from the ``mlflow.trace.tokenUsage`` metadata; ``None`` without."""
+        text = self.trace_metadata.get("mlflow.trace.tokenUsage")
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

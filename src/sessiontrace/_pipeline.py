@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 __all__ = ["Pipeline", "RetryableExportError", "Sink"]
@@ -69,8 +69,12 @@ class Pipeline:
         batch_size: int,
         flush_interval: float,
         max_block_seconds: float,
+        prepare: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self.sink = sink
+        # Runs on the writer thread before each batch reaches the sink (pricing LLM
+        # calls): work the app's threads never pay for.
+        self._prepare = prepare
         self._max = max_queue_size
         self._batch_size = batch_size
         self._interval = flush_interval
@@ -208,6 +212,8 @@ class Pipeline:
                 items = [i for i in batch if not isinstance(i, _Marker)]
                 if items:
                     self._in_flight = len(items)
+                    if self._prepare is not None:
+                        self._run_prepare(items)
                     self._export(items)
                     self._in_flight = 0
                 for item in batch:
@@ -215,6 +221,15 @@ class Pipeline:
                         item.event.set()
             if self._closed:
                 return
+
+    def _run_prepare(self, items: list[Any]) -> None:
+        try:
+            self._prepare(items)  # type: ignore[misc]
+        except Exception:  # never lose a batch to it: write the items as they are
+            from . import _runtime
+
+            _runtime.count_internal_error("prepare")
+            logger.debug("sessiontrace: preparing a batch failed", exc_info=True)
 
     def _export(self, items: list[Any]) -> None:
         delay = 0.05

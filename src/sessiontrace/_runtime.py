@@ -75,6 +75,7 @@ def configure(
     batch_size: int | None = None,
     flush_interval: float | None = None,
     shutdown_timeout: float | None = None,
+    prices: str | os.PathLike[str] | None = None,
 ) -> Settings:
     """Set process-wide settings; an argument left out comes from the environment or default.
 
@@ -87,7 +88,14 @@ def configure(
 
     With ``tracking_uri="http://tracehost:5000"`` traces are sent to a sessiontrace
     server (``sessiontrace ui``) instead; ``tracking_token`` is its ``--token``.
+    ``prices`` names a JSON or TOML file of model prices (see ``set_model_price``);
+    a malformed one raises ``ValueError`` here.
     """
+    if prices is not None:
+        from .llm._pricing import load_prices_file
+
+        prices = os.fspath(prices)
+        load_prices_file(prices)  # a bad file fails here, not later in the writer
     new = Settings.resolve(
         {
             "tracking_uri": tracking_uri,
@@ -101,6 +109,7 @@ def configure(
             "batch_size": batch_size,
             "flush_interval": flush_interval,
             "shutdown_timeout": shutdown_timeout,
+            "prices": prices,
         }
     )
     with _state.lock:
@@ -165,12 +174,15 @@ def _pipeline() -> Pipeline:
         with _state.lock:
             if _state.pipeline is None:
                 s = settings()
+                from .llm._pricing import price_items
+
                 _state.pipeline = Pipeline(
                     _sink(s),
                     max_queue_size=s.max_queue_size,
                     batch_size=s.batch_size,
                     flush_interval=s.flush_interval,
                     max_block_seconds=s.max_block_seconds,
+                    prepare=price_items,
                 )
                 if not _state.atexit_registered:
                     atexit.register(_at_exit)
@@ -240,6 +252,9 @@ def get_stats() -> dict[str, Any]:
         }
     )
     stats["internal_errors"] = dict(_state.internal_errors)
+    from .llm._pricing import pricing_stats
+
+    stats["llm_pricing"] = pricing_stats()
     return stats
 
 
@@ -269,6 +284,8 @@ def reset_for_tests() -> None:
         _state.base_metadata = None
         _state.internal_errors.clear()
     from . import _tracing
+    from .llm import _pricing
 
+    _pricing.reset_for_tests()
     _tracing._last["trace_id"] = None
     _tracing._thread_last.__dict__.clear()

@@ -14,6 +14,16 @@ from sessiontrace import FilterSyntaxError
 
 from .conftest import BASE_MS, DAY_MS, Record
 
+# What every record says of the LLM calls of traces without any.
+NO_LLM = {
+    "llm_calls": 0,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "total_tokens": 0,
+    "cost": None,
+    "unpriced_calls": 0,
+}
+
 
 def by_session(records: list[Record]) -> dict[str, list[Record]]:
     groups: dict[str, list[Record]] = defaultdict(list)
@@ -97,6 +107,7 @@ def test_session_summary_and_flow(dataset: list[Record]) -> None:
             "name": "chat",
             "user_id": r.user,
             "tags": r.tags,
+            **NO_LLM,
         }
         for i, r in enumerate(rs, 1)
     ]
@@ -156,7 +167,8 @@ def test_user_report_matches_analyze_user_behavior(dataset: list[Record], days: 
     categories = Counter(r.tags["query_category"] for r in window if r.tags)
     assert report.tags == ({"query_category": dict(categories)} if categories else {})
     assert (
-        report.to_dict()["daily_activity"][0].keys() == {"date", "traces", "errors"} or not window
+        report.to_dict()["daily_activity"][0].keys() == {"date", "traces", "errors", *NO_LLM}
+        or not window
     )
 
 
@@ -224,6 +236,8 @@ def test_every_record_to_dict_is_what_asdict_gives(dataset: list[Record]) -> Non
         report,
         *report.daily_activity,
         *sessiontrace.metadata_breakdown("app_version"),
+        # no LLM calls in this dataset: tests/cost/ has those
+        sessiontrace.ModelSummary("gpt-4o-mini", "openai", 1, 1, 2, 30, 4, 34, 0.5, 1),
     ]
     kinds = {type(r).__name__ for r in records}
     exported = {n for n in sessiontrace._analytics.__all__ if n[0].isupper()}

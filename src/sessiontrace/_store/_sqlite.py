@@ -35,15 +35,24 @@ from .._entities import (
     span_from_row,
 )
 from .._pipeline import RetryableExportError
-from .._serialize import InexactJSON, dumps, dumps_marked_array, loads_marked, loads_strings
+from .._serialize import (
+    InexactJSON,
+    dumps,
+    dumps_marked_array,
+    loads,
+    loads_marked,
+    loads_strings,
+)
+from ..llm._keys import MODEL, TRACE_COST, TRACE_TOKEN_USAGE, USAGE
+from ..llm._rollup import LLMCall, Totals, llm_call, rollup
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "trace_from_row"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "llm_totals", "trace_from_row"]
 
 _new = object.__new__
 _quote = json.encoder.encode_basestring  # a str as JSON text (C, where available)
 _U64 = 2**64  # orjson reads integers below this (and from -2**63) exactly
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PREVIEW_CHARS = 1000
 _ID_KEYS = (METADATA_USER, METADATA_SESSION)
 
@@ -64,8 +73,16 @@ CREATE TABLE IF NOT EXISTS traces (
     metadata TEXT,                          -- JSON copy of trace_metadata (+ user, session)
     tags TEXT,                              -- JSON copy of trace_tags (NULL: read those)
     -- the spans as a JSON array (see _span_row) or NULL: read the spans table
-    spans TEXT
+    spans TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    total_tokens INTEGER,
+    cost REAL,
+    llm_calls INTEGER,
+    unpriced_calls INTEGER
 );
+-- The LLM totals (sessiontrace.llm._rollup) are all NULL for a trace without LLM
+-- calls, and cost is NULL too when none of its calls was priced.
 -- trace_id last: searches order by (request_time, trace_id), which these give
 -- without sorting the (wide) result rows
 CREATE INDEX IF NOT EXISTS traces_request_time ON traces (request_time, trace_id);
@@ -75,6 +92,11 @@ CREATE INDEX IF NOT EXISTS traces_session ON traces (session_id, request_time, t
     WHERE session_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS traces_client_request ON traces (client_request_id)
     WHERE client_request_id IS NOT NULL;
+-- Partial: only traces with LLM calls pay for them, and "total_tokens > ?" implies the
+-- IS NOT NULL, so SQLite can use them for the token and cost filters
+CREATE INDEX IF NOT EXISTS traces_total_tokens ON traces (total_tokens)
+    WHERE total_tokens IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_cost ON traces (cost) WHERE cost IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS trace_metadata (
     trace_id TEXT NOT NULL,
@@ -107,14 +129,28 @@ CREATE TABLE IF NOT EXISTS spans (
     inputs TEXT,
     outputs TEXT,
     attributes TEXT,
-    events TEXT
+    events TEXT,
+    model TEXT,
+    provider TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    total_tokens INTEGER,
+    cost REAL,
+    llm INTEGER
 );
+-- An LLM call's model and numbers are NULL on other spans, and llm is 1 when the
+-- call counts in its trace's totals, 0 when an ancestor with usage already counts it.
 CREATE UNIQUE INDEX IF NOT EXISTS spans_trace_span ON spans (trace_id, span_id);
+CREATE INDEX IF NOT EXISTS spans_model ON spans (model, provider) WHERE llm IS NOT NULL;
 """
 
 TRACE_COLUMNS = (
     "trace_id, request_time, execution_time_ms, state, name, user_id, session_id, "
     "client_request_id, request_preview, response_preview"
+)
+# Columns 13 to 18 of a trace_select() row: the trace's LLM totals.
+LLM_COLUMNS = (
+    "t.input_tokens, t.output_tokens, t.total_tokens, t.cost, t.llm_calls, t.unpriced_calls"
 )
 SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, status, "
@@ -126,7 +162,7 @@ SPAN_COLUMNS = (
 # Columns 10 and 11 are the metadata and tags as JSON (NULL without SQLite's JSON
 # functions: read from their rows then), 12 the spans as JSON.
 _TRACE_SELECT_PLAIN = (
-    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", NULL, NULL, t.spans"
+    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", NULL, NULL, t.spans, " + LLM_COLUMNS
 )
 _LOAD_TRACES_PLAIN = f"SELECT {_TRACE_SELECT_PLAIN} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 # The JSON copies in the trace's row; where one is NULL (a trace written by schema 1,
@@ -138,7 +174,7 @@ TAGS_SELECT = (
 TRACE_SELECT = (
     ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
     "coalesce(t.metadata, (SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
-    f"WHERE m.trace_id = t.trace_id)), {TAGS_SELECT}, t.spans"
+    f"WHERE m.trace_id = t.trace_id)), {TAGS_SELECT}, t.spans, {LLM_COLUMNS}"
 )
 _LOAD_TRACES = f"SELECT {TRACE_SELECT} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 _LOAD_SPANS = (
@@ -158,11 +194,35 @@ _INSERT_TRACE = (
     "root_span_id, metadata, tags, spans) "
     f"VALUES (?,?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?,{_N},{_N},?)"
 )
+# A trace with LLM calls also fills its totals; other traces leave them NULL and
+# bind nothing more.
+_INSERT_LLM_TRACE = (
+    "INSERT OR REPLACE INTO traces (trace_id, request_time, end_time, execution_time_ms, "  # noqa: S608
+    "state, name, user_id, session_id, client_request_id, request_preview, response_preview, "
+    "root_span_id, metadata, tags, spans, input_tokens, output_tokens, total_tokens, cost, "
+    "llm_calls, unpriced_calls) "
+    f"VALUES (?,?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?,{_N},{_N},?,?,?,?,?,?,?)"
+)
 # Only constant column lists are interpolated; values are always bound.
 _INSERT_SPAN = (
     f"INSERT OR REPLACE INTO spans ({SPAN_COLUMNS}) "  # noqa: S608
     f"VALUES (?,?,{_N},?,?,?,?,?,{_N},{_N},{_N},{_N},{_N})"
 )
+_INSERT_LLM_SPAN = (
+    f"INSERT OR REPLACE INTO spans ({SPAN_COLUMNS}, model, provider, input_tokens, "  # noqa: S608
+    "output_tokens, total_tokens, cost, llm) "
+    f"VALUES (?,?,{_N},?,?,?,?,?,{_N},{_N},{_N},{_N},{_N},?,?,?,?,?,?,?)"
+)
+# Totals again after spans arrived late (rare): from the spans table's rows.
+_TRACE_SPAN_ATTRIBUTES = "SELECT span_id, parent_id, attributes FROM spans WHERE trace_id = ?"
+_SET_SPAN_LLM = "UPDATE spans SET llm = ? WHERE trace_id = ? AND span_id = ?"
+_SET_TRACE_LLM = (
+    "UPDATE traces SET input_tokens = ?, output_tokens = ?, total_tokens = ?, cost = ?, "
+    "llm_calls = ?, unpriced_calls = ? WHERE trace_id = ?"
+)
+_TRACE_METADATA_JSON = "SELECT metadata FROM traces WHERE trace_id = ?"
+_SET_TRACE_METADATA_JSON = "UPDATE traces SET metadata = ? WHERE trace_id = ?"
+_DELETE_METADATA = "DELETE FROM trace_metadata WHERE trace_id = ? AND key = ?"
 _INSERT_METADATA = "INSERT OR REPLACE INTO trace_metadata (trace_id, key, value) VALUES (?,?,?)"
 # A trace's metadata (about ten keys) as one JSON object that SQLite unpacks: two
 # bound values instead of thirty, and SQLite's JSON parsing runs without the GIL.
@@ -189,6 +249,34 @@ _MIGRATIONS = {
     # Schema 2 -> 3: a trace's spans as one JSON array in its row. Older rows keep
     # NULL there and their content in the spans table.
     2: ("ALTER TABLE traces ADD COLUMN spans TEXT",),
+    # Schema 3 -> 4: LLM totals on traces, an LLM call's numbers on spans (NULL on
+    # older rows: they are traces without known LLM calls). The indexes are partial,
+    # so building them on an old file finds nothing to index.
+    3: (
+        *(
+            f"ALTER TABLE traces ADD COLUMN {column}"
+            for column in (
+                "input_tokens INTEGER",
+                "output_tokens INTEGER",
+                "total_tokens INTEGER",
+                "cost REAL",
+                "llm_calls INTEGER",
+                "unpriced_calls INTEGER",
+            )
+        ),
+        *(
+            f"ALTER TABLE spans ADD COLUMN {column}"
+            for column in (
+                "model TEXT",
+                "provider TEXT",
+                "input_tokens INTEGER",
+                "output_tokens INTEGER",
+                "total_tokens INTEGER",
+                "cost REAL",
+                "llm INTEGER",
+            )
+        ),
+    ),
 }
 _TRACE_SPANS = "SELECT spans FROM traces WHERE trace_id = ?"
 _SET_TRACE_SPANS = "UPDATE traces SET spans = ? WHERE trace_id = ?"
@@ -389,7 +477,10 @@ class SQLiteStore:
         from .._tracing import LiveSpan, LiveTrace
 
         trace_rows: list[tuple[Any, ...]] = []
+        llm_trace_rows: list[tuple[Any, ...]] = []
         span_rows: list[tuple[Any, ...]] = []
+        llm_span_rows: list[tuple[Any, ...]] = []
+        recompute: set[str] = set()  # traces whose LLM totals late spans change
         metadata_rows: list[tuple[Any, ...]] = []
         tag_rows: list[tuple[Any, ...]] = []
         tag_deletes: list[tuple[str, str]] = []
@@ -399,27 +490,73 @@ class SQLiteStore:
         for item in items:
             if isinstance(item, LiveTrace):
                 texts = []
+                calls: dict[str, tuple[int, LLMCall | None]] | None = None
+                start = len(span_rows)
                 for span in item.spans:
                     row, text = _span_row(span, content=False)
                     span_rows.append(row)
                     texts.append(text)
+                    attrs = span._attributes
+                    if attrs and (USAGE in attrs or MODEL in attrs):  # an LLM call
+                        if calls is None:
+                            calls = {}
+                        calls[span.span_id] = (len(span_rows) - 1, llm_call(attrs))
                 spans = dumps_marked_array(texts)
                 tid = item.trace_id
+                metadata = item.metadata
+                totals = None
+                if calls is not None:
+                    totals = _trace_totals(item.spans, calls)
+                if totals is not None:
+                    assert calls is not None
+                    metadata = _with_llm_metadata(metadata, totals)
+                    moved = set()
+                    for sid, (position, call) in calls.items():
+                        if call is not None:
+                            llm_span_rows.append(
+                                span_rows[position] + _llm_values(call, totals.counted[sid])
+                            )
+                            moved.add(position)
+                    span_rows[start:] = [
+                        r for i, r in enumerate(span_rows[start:], start) if i not in moved
+                    ]
+                rows = trace_rows
                 if metadata_json:
-                    md = dumps(item.metadata)
+                    md = dumps(metadata)
                     metadata_rows.append((tid, md))
                     tags = dumps(item.tags) if item.tags else "{}"
-                    trace_rows.append(self._trace_row(item, md, tags, spans))
+                    row = self._trace_row(item, md, tags, spans)
                 else:
-                    trace_rows.append(self._trace_row(item, _NULL, _NULL, spans))
+                    row = self._trace_row(item, _NULL, _NULL, spans)
                     metadata_rows.extend(
-                        [(tid, k, v) for k, v in item.metadata.items() if k not in _ID_KEYS]
+                        [(tid, k, v) for k, v in metadata.items() if k not in _ID_KEYS]
                     )
+                if totals is not None:
+                    row += (
+                        totals.input_tokens,
+                        totals.output_tokens,
+                        totals.total_tokens,
+                        totals.cost,
+                        totals.llm_calls,
+                        totals.unpriced_calls,
+                    )
+                    rows = llm_trace_rows
+                rows.append(row)
                 if item.tags:
                     tag_rows.extend([(tid, k, v) for k, v in item.tags.items()])
             elif isinstance(item, LiveSpan):
                 stripped, text = _span_row(item, content=False)
-                late.append((text, _span_row(item)[0], stripped))
+                full = _span_row(item)[0]
+                attrs = item._attributes
+                if attrs and (USAGE in attrs or MODEL in attrs):
+                    call = llm_call(attrs)
+                    if call is not None:
+                        # counted for now; the totals computed again after the
+                        # insert set the flag of every LLM span of the trace
+                        extra = _llm_values(call, 1)
+                        full, stripped = full + extra, stripped + extra
+                        recompute.add(item.trace.trace_id)
+                late.append((text, full, stripped))
             elif isinstance(item, TagOp):
                 tag_ops.add(item.trace_id)
                 if item.value is None:
@@ -430,7 +567,14 @@ class SQLiteStore:
                 raise TypeError(f"cannot store {type(item).__name__}")
         try:
             self._write_rows(
-                trace_rows, span_rows, metadata_rows, tag_rows, tag_deletes, tag_ops, late
+                trace_rows,
+                span_rows,
+                metadata_rows,
+                tag_rows,
+                tag_deletes,
+                tag_ops,
+                late,
+                _LLMRows(llm_trace_rows, llm_span_rows, recompute),
             )
         except UnicodeEncodeError:
             # A lone surrogate (e.g. half an emoji from a truncated byte stream) cannot
@@ -443,6 +587,7 @@ class SQLiteStore:
                 tag_deletes,
                 tag_ops,
                 [(_clean(t), *_clean_rows([full, stripped])) for t, full, stripped in late],
+                _LLMRows(_clean_rows(llm_trace_rows), _clean_rows(llm_span_rows), recompute),
             )
 
     def _write_rows(
@@ -454,6 +599,7 @@ class SQLiteStore:
         tag_deletes: list[tuple[str, str]],
         tag_ops: set[str],
         late: list[tuple[Any, ...]],
+        llm: _LLMRows,
     ) -> None:
         try:
             conn = self._writer
@@ -464,10 +610,19 @@ class SQLiteStore:
             try:
                 if trace_rows:
                     _insert_rows(conn, _INSERT_TRACE, trace_rows)
+                if llm.trace_rows:
+                    _insert_rows(conn, _INSERT_LLM_TRACE, llm.trace_rows)
+                llm_span_rows = llm.span_rows
                 if late:
-                    span_rows = span_rows + _add_late_spans(conn, late)
+                    for row in _add_late_spans(conn, late):
+                        if len(row) == _SPAN_ROW_LENGTH:
+                            span_rows = [*span_rows, row]
+                        else:
+                            llm_span_rows = [*llm_span_rows, row]
                 if span_rows:
                     _insert_rows(conn, _INSERT_SPAN, span_rows)
+                if llm_span_rows:
+                    _insert_rows(conn, _INSERT_LLM_SPAN, llm_span_rows)
                 if metadata_rows:
                     json_rows = len(metadata_rows[0]) == 2
                     insert = _INSERT_METADATA_JSON if json_rows else _INSERT_METADATA
@@ -478,6 +633,8 @@ class SQLiteStore:
                     conn.executemany(_DELETE_TAG, tag_deletes)
                 if tag_ops:
                     conn.executemany(_STALE_TAGS, [(tid,) for tid in tag_ops])
+                for tid in llm.recompute:  # last: after this batch's metadata rows
+                    _recompute_llm(conn, tid)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -630,6 +787,95 @@ class SQLiteStore:
         return int(row[0])
 
 
+_SPAN_ROW_LENGTH = len(SPAN_COLUMNS.split(", "))
+
+
+class _LLMRows:
+    """A batch's rows for traces and spans with LLM calls, and the traces whose
+    totals must be computed again once their late spans are in."""
+
+    __slots__ = ("recompute", "span_rows", "trace_rows")
+
+    def __init__(
+        self,
+        trace_rows: list[tuple[Any, ...]],
+        span_rows: list[tuple[Any, ...]],
+        recompute: set[str],
+    ) -> None:
+        self.trace_rows = trace_rows
+        self.span_rows = span_rows
+        self.recompute = recompute
+
+
+def _llm_values(call: LLMCall, counted: int) -> tuple[Any, ...]:
+    """The spans table's LLM columns (model ... llm) of one call."""
+    return (
+        call.model,
+        call.provider,
+        call.input_tokens if call.has_usage else None,
+        call.output_tokens if call.has_usage else None,
+        call.total_tokens if call.has_usage else None,
+        call.total_cost,
+        counted,
+    )
+
+
+def _trace_totals(
+    spans: Sequence[Any], calls: dict[str, tuple[int, LLMCall | None]]
+) -> Totals | None:
+    return rollup(
+        (s.span_id, s.parent_id, calls[s.span_id][1] if s.span_id in calls else None) for s in spans
+    )
+
+
+def _with_llm_metadata(metadata: dict[str, str], totals: Totals) -> dict[str, str]:
+    """The trace's metadata with MLflow's ``mlflow.trace.tokenUsage``/``cost`` (JSON)."""
+    md = dict(metadata)
+    if totals.token_usage_json is not None:
+        md[TRACE_TOKEN_USAGE] = totals.token_usage_json
+    if totals.cost_json is not None:
+        md[TRACE_COST] = totals.cost_json
+    return md
+
+
+def _recompute_llm(conn: sqlite3.Connection, trace_id: str) -> None:
+    """A trace's LLM totals again, from all its span rows (late spans included), so
+    that spans ending after their trace was written, or delivered twice, leave them
+    exact. Rare: a read of the trace's span rows and a few updates."""
+    spans = []
+    for span_id, parent_id, attributes in conn.execute(_TRACE_SPAN_ATTRIBUTES, (trace_id,)):
+        call = None
+        if attributes and (USAGE in attributes or MODEL in attributes):
+            call = llm_call(loads(attributes))
+        spans.append((span_id, parent_id, call))
+    totals = rollup(spans)
+    if totals is None:
+        return
+    conn.executemany(_SET_SPAN_LLM, [(flag, trace_id, sid) for sid, flag in totals.counted.items()])
+    conn.execute(
+        _SET_TRACE_LLM,
+        (
+            totals.input_tokens,
+            totals.output_tokens,
+            totals.total_tokens,
+            totals.cost,
+            totals.llm_calls,
+            totals.unpriced_calls,
+            trace_id,
+        ),
+    )
+    found = conn.execute(_TRACE_METADATA_JSON, (trace_id,)).fetchone()
+    if found is None:
+        return
+    updates = _with_llm_metadata({}, totals)
+    if found[0] is not None:
+        md = loads_strings(found[0])
+        md.update(updates)
+        conn.execute(_SET_TRACE_METADATA_JSON, (dumps(md), trace_id))
+    for key, value in updates.items():
+        conn.execute(_INSERT_METADATA, (trace_id, key, value))
+
+
 def _add_late_spans(conn: sqlite3.Connection, late: list[tuple[Any, ...]]) -> list[Any]:
     """Put spans that ended after their trace was written into its spans array;
     their rows for the spans table (without content where the array has it).
@@ -710,7 +956,29 @@ def info_from_row(row: Sequence[Any]) -> TraceInfo:
         response_preview=response_preview,
         name=name,
     )
+    if len(row) > 18:
+        # The LLM totals ride along, not as a field (to_dict() and equality keep
+        # MLflow's shape); llm_totals() reads them.
+        info.__dict__["_llm"] = row[13:19]
     return info
+
+
+_NO_LLM = (None, None, None, None, None, None)
+
+
+def llm_totals(info: TraceInfo) -> dict[str, Any]:
+    """A stored trace's LLM totals: ``llm_calls``, ``input_tokens``, ``output_tokens``,
+    ``total_tokens`` (0 without LLM calls), ``cost`` (``None`` when nothing was
+    priced) and ``unpriced_calls``."""
+    inp, out, total, cost, calls, unpriced = info.__dict__.get("_llm") or _NO_LLM
+    return {
+        "llm_calls": calls or 0,
+        "input_tokens": inp or 0,
+        "output_tokens": out or 0,
+        "total_tokens": total or 0,
+        "cost": cost,
+        "unpriced_calls": unpriced or 0,
+    }
 
 
 def _add_metadata_and_tags(

@@ -10,6 +10,7 @@ exporter that got a 2xx never needs to send it again.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -33,6 +34,7 @@ from .._analytics import (
     list_sessions,
     list_users,
     metadata_breakdown,
+    model_breakdown,
     session_flow,
     user_report,
 )
@@ -41,9 +43,13 @@ from .._pipeline import RetryableExportError
 from .._search import FilterSyntaxError, search_traces
 from .._serialize import dumps
 from .._store import SQLiteStore, TraceNotFoundError
+from .._store._sqlite import llm_totals
 from .._tracing import LiveTrace
+from ..llm._pricing import price_items
 from ._ingest import IngestError, parse_batch
 from ._security import LOOPBACK_HOSTS, SESSION_COOKIE, Auth, SecurityMiddleware
+
+logger = logging.getLogger("sessiontrace")
 
 __all__ = ["create_app"]
 
@@ -314,6 +320,7 @@ def _trace_row(trace: Trace) -> dict[str, Any]:
         "response_preview": info.response_preview,
         "tags": info.tags,
         "metadata": info.trace_metadata,
+        **llm_totals(info),
     }
 
 
@@ -368,8 +375,13 @@ def api_user(params: _Params, store: SQLiteStore) -> Any:
 
 def api_versions(params: _Params, store: SQLiteStore) -> Any:
     key = params.get("key") or "app_version"
-    rows = metadata_breakdown(key, _filter(params), store=store)
+    rows = metadata_breakdown(key, _filter(params), order_by=_order(params), store=store)
     return {"key": key, "rows": [r.to_dict() for r in rows]}
+
+
+def api_models(params: _Params, store: SQLiteStore) -> Any:
+    rows = model_breakdown(_filter(params), order_by=_order(params), store=store)
+    return {"models": [r.to_dict() for r in rows]}
 
 
 # -- writers --------------------------------------------------------------------------
@@ -428,6 +440,12 @@ class _Writer:
 
     def export(self, items: Sequence[Any]) -> None:
         try:
+            # Spans that arrive without a cost (an exporter without prices, or an
+            # older client) are priced here, with this server's prices.
+            try:
+                price_items(items)
+            except Exception:  # unpriced is better than lost
+                logger.debug("sessiontrace: pricing an ingest batch failed", exc_info=True)
             with self.lock:
                 self.store.export(items)
         finally:
@@ -554,6 +572,7 @@ def create_app(
         "/api/users": _Reader(api_users, reads),
         "/api/user": _Reader(api_user, reads),
         "/api/versions": _Reader(api_versions, reads),
+        "/api/models": _Reader(api_models, reads),
     }
     # The readers are routes too (HEAD, and the router's 405 for other methods);
     # _ReadDispatch answers their GETs first.

@@ -1,0 +1,1 @@
+"""LLM calls: their span attributes, pricing and trace-level totals."""
