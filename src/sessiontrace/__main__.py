@@ -4,6 +4,8 @@
     sessiontrace sessions                 # one row a session, most recent first
     sessiontrace session session-abc-0    # the conversation, turn by turn
     sessiontrace users ; sessiontrace user user-123 --days 7 ; sessiontrace versions
+    sessiontrace users --by-cost          # the most expensive users first
+    sessiontrace models                   # LLM calls, tokens and cost per model
 
 Tables by default; ``--json`` or ``--csv`` for scripts (data on stdout, the next
 page's token and messages on stderr). The store is ``--db PATH``, ``--tracking-uri``
@@ -109,6 +111,26 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def _usd(value: float | None) -> str:
+    """A cost in dollars; blank when nothing was priced (unknown is not $0)."""
+    if value is None:
+        return ""
+    return f"${value:,.4f}" if value >= 0.01 else f"${value:.6f}"
+
+
+def _tokens(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+# The LLM columns every aggregate table ends with.
+LLM_TABLE: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("llm_calls", lambda r: r["llm_calls"]),
+    ("tokens", lambda r: _tokens(r["total_tokens"])),
+    ("cost", lambda r: _usd(r["cost"])),
+    ("unpriced", lambda r: r["unpriced_calls"]),
+]
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -168,6 +190,21 @@ def _paging_args(p: argparse.ArgumentParser, default: int) -> None:
     p.add_argument("--page-token", metavar="TOKEN")
 
 
+def _by_cost_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--by-cost",
+        action="store_true",
+        help="most expensive first (the same as --order-by 'cost DESC')",
+    )
+
+
+def _order(args: argparse.Namespace) -> list[str] | None:
+    order: list[str] | None = getattr(args, "order_by", None)
+    if getattr(args, "by_cost", False):
+        return ["cost DESC", *(order or [])]
+    return order
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -189,6 +226,7 @@ def add_traces(sub: Subparsers) -> None:
 
 def run_traces(args: argparse.Namespace) -> int:
     from ._search import search_traces
+    from ._store._sqlite import llm_totals
 
     traces = search_traces(
         filter_string=args.filter,
@@ -204,6 +242,7 @@ def run_traces(args: argparse.Namespace) -> int:
         record = t.info.to_dict()
         record["user_id"] = t.info.user_id
         record["session_id"] = t.info.session_id
+        record.update(llm_totals(t.info))
         records.append(record)
     emit(
         args,
@@ -216,6 +255,8 @@ def run_traces(args: argparse.Namespace) -> int:
             ("state", lambda r: r["state"]),
             ("ms", lambda r: r["execution_duration"]),
             ("name", lambda r: r["name"]),
+            ("tokens", lambda r: _tokens(r["total_tokens"]) if r["llm_calls"] else ""),
+            ("cost", lambda r: _usd(r["cost"])),
             ("request", lambda r: r["request_preview"]),
         ],
         next_page_token=traces.next_page_token,
@@ -228,6 +269,7 @@ def add_sessions(sub: Subparsers) -> None:
         "sessions", help="one row a session, most recent first", parents=[_common(True)]
     )
     _paging_args(p, default=50)
+    _by_cost_arg(p)
     p.set_defaults(run=run_sessions)
 
 
@@ -235,7 +277,7 @@ def run_sessions(args: argparse.Namespace) -> int:
     from ._analytics import list_sessions
 
     page = list_sessions(
-        args.filter, args.order_by, args.max_results, args.page_token, store=open_store(args)
+        args.filter, _order(args), args.max_results, args.page_token, store=open_store(args)
     )
     emit(
         args,
@@ -248,6 +290,7 @@ def run_sessions(args: argparse.Namespace) -> int:
             ("turns", lambda r: r["turns"]),
             ("errors", lambda r: r["errors"]),
             ("mean_ms", lambda r: _ms(r["mean_duration_ms"])),
+            *LLM_TABLE,
             ("first_request", lambda r: r["first_request_preview"]),
         ],
         next_page_token=page.next_page_token,
@@ -276,6 +319,8 @@ def run_session(args: argparse.Namespace) -> int:
             ("ms", lambda r: r["duration_ms"]),
             ("status", lambda r: r["status"]),
             ("user", lambda r: r["user_id"]),
+            ("tokens", lambda r: _tokens(r["total_tokens"]) if r["llm_calls"] else ""),
+            ("cost", lambda r: _usd(r["cost"])),
             ("request", lambda r: r["request"]),
             ("response", lambda r: r["response"]),
         ],
@@ -286,6 +331,7 @@ def run_session(args: argparse.Namespace) -> int:
 def add_users(sub: Subparsers) -> None:
     p = sub.add_parser("users", help="one row a user, most recent first", parents=[_common(True)])
     _paging_args(p, default=50)
+    _by_cost_arg(p)
     p.set_defaults(run=run_users)
 
 
@@ -293,7 +339,7 @@ def run_users(args: argparse.Namespace) -> int:
     from ._analytics import list_users
 
     page = list_users(
-        args.filter, args.order_by, args.max_results, args.page_token, store=open_store(args)
+        args.filter, _order(args), args.max_results, args.page_token, store=open_store(args)
     )
     emit(
         args,
@@ -306,6 +352,7 @@ def run_users(args: argparse.Namespace) -> int:
             ("traces", lambda r: r["traces"]),
             ("error_rate", lambda r: f"{r['error_rate']:.1%}"),
             ("mean_ms", lambda r: _ms(r["mean_latency_ms"])),
+            *LLM_TABLE,
         ],
         next_page_token=page.next_page_token,
     )
@@ -342,6 +389,12 @@ def run_user(args: argparse.Namespace) -> int:
         "mean_latency_ms": None
         if report.mean_latency_ms is None
         else round(report.mean_latency_ms, 1),
+        "llm_calls": report.llm_calls,
+        "input_tokens": report.input_tokens,
+        "output_tokens": report.output_tokens,
+        "total_tokens": report.total_tokens,
+        "cost": report.cost,
+        "unpriced_calls": report.unpriced_calls,
     }
     if fmt == "csv":
         emit(args, [summary], [(k, itemgetter(k)) for k in summary])
@@ -349,12 +402,26 @@ def run_user(args: argparse.Namespace) -> int:
     print(f"User {report.user_id}: activity in the last {report.days} days")
     print("=" * 50)
     for key, value in summary.items():
+        if key == "cost":
+            value = _usd(report.cost)
+        elif key.endswith("_tokens"):
+            value = _tokens(report.__dict__[key])
         if key not in ("user_id", "days"):
             print(f"{key + ':':<17}{'' if value is None else value}")
     print("\nDaily activity:")
     _print_table(
-        ["date", "traces", "errors"],
-        [[d.date, str(d.traces), str(d.errors)] for d in report.daily_activity],
+        ["date", "traces", "errors", "llm_calls", "tokens", "cost"],
+        [
+            [
+                d.date,
+                str(d.traces),
+                str(d.errors),
+                str(d.llm_calls),
+                _tokens(d.total_tokens),
+                _usd(d.cost),
+            ]
+            for d in report.daily_activity
+        ],
     )
     if report.tags:
         print("\nTags:")
@@ -373,13 +440,17 @@ def add_versions(sub: Subparsers) -> None:
     )
     p.add_argument("--key", default="app_version", help="metadata key (default app_version)")
     p.add_argument("--filter", metavar="FILTER", help="search_traces filter string")
+    p.add_argument(
+        "--order-by", metavar="KEY [ASC|DESC]", action="append", help="repeat for more keys"
+    )
+    _by_cost_arg(p)
     p.set_defaults(run=run_versions)
 
 
 def run_versions(args: argparse.Namespace) -> int:
     from ._analytics import metadata_breakdown
 
-    rows = metadata_breakdown(args.key, args.filter, store=open_store(args))
+    rows = metadata_breakdown(args.key, args.filter, order_by=_order(args), store=open_store(args))
     emit(
         args,
         [r.to_dict() for r in rows],
@@ -392,6 +463,46 @@ def run_versions(args: argparse.Namespace) -> int:
             ("mean_ms", lambda r: _ms(r["mean_latency_ms"])),
             ("first_seen", lambda r: _time(r["first_seen_ms"])),
             ("last_seen", lambda r: _time(r["last_seen_ms"])),
+            *LLM_TABLE,
+        ],
+    )
+    return 0
+
+
+def add_models(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "models",
+        help="LLM calls, tokens and cost per model, most calls first",
+        parents=[_common(True)],
+    )
+    p.add_argument("--filter", metavar="FILTER", help="search_traces filter string")
+    p.add_argument(
+        "--order-by", metavar="KEY [ASC|DESC]", action="append", help="repeat for more keys"
+    )
+    _by_cost_arg(p)
+    p.add_argument("--max-results", type=_positive_int, default=100, metavar="N")
+    p.set_defaults(run=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from ._analytics import model_breakdown
+
+    rows = model_breakdown(
+        args.filter, order_by=_order(args), max_results=args.max_results, store=open_store(args)
+    )
+    emit(
+        args,
+        [r.to_dict() for r in rows],
+        [
+            ("model", lambda r: r["model"]),
+            ("provider", lambda r: r["provider"]),
+            ("traces", lambda r: r["traces"]),
+            ("users", lambda r: r["users"]),
+            ("llm_calls", lambda r: r["llm_calls"]),
+            ("input_tokens", lambda r: _tokens(r["input_tokens"])),
+            ("output_tokens", lambda r: _tokens(r["output_tokens"])),
+            ("cost", lambda r: _usd(r["cost"])),
+            ("unpriced", lambda r: r["unpriced_calls"]),
         ],
     )
     return 0
@@ -421,6 +532,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_users,
     add_user,
     add_versions,
+    add_models,
     add_ui,
 ]
 

@@ -153,6 +153,13 @@ def test_search_traces_frame_matches_the_plain_constructor(
         )
         with sessiontrace.start_span("llm", span_type="LLM") as span:
             span.set_attributes({"model": "m"})
+            if i % 3 == 0:  # LLM calls: tokens for some traces, a cost for fewer
+                span.set_attributes(
+                    {
+                        "mlflow.chat.tokenUsage": {"input_tokens": 10 * i, "output_tokens": i},
+                        "mlflow.llm.model": "gpt-4o-mini" if i % 2 else "unknown-model",
+                    }
+                )
             span.add_event("token", {"i": i})
         if i == 7:
             raise ValueError("boom")
@@ -182,6 +189,12 @@ def test_search_traces_frame_matches_the_plain_constructor(
         }
     ]
     assert fast.loc[7, "state"] == "ERROR" and fast["response"].tolist()[0] == {"answer": 0}
+    assert fast["info.total_tokens"].tolist() == [11 * i if i % 3 == 0 else 0 for i in range(12)]
+    assert fast["info.llm_calls"].tolist() == [int(i % 3 == 0) for i in range(12)]
+    assert fast["info.unpriced_calls"].tolist() == [int(i % 6 == 0) for i in range(12)]
+    assert str(fast["info.cost"].dtype) == "float64"
+    priced = [i for i in range(12) if not math.isnan(fast["info.cost"][i])]
+    assert priced == [3, 9] and fast["info.cost"][3] == pytest.approx((30 * 0.15 + 3 * 0.6) / 1e6)
     # The frame is built column by column from the rows; from Trace objects (the path
     # for rows a newer schema has not rewritten) it must come out the same.
     traces = sessiontrace.search_traces(order_by=["timestamp ASC"], return_type="list")

@@ -142,6 +142,34 @@ ACCEPT: list[tuple[str, str, dict[str, object]]] = [
         {"p0": "x", "p1": "a'; DROP TABLE traces; --"},
     ),
     ("tag.`k) OR 1=1 --` = 'v'", f"{TAG_IN}_x.value = :p1)", {"p0": "k) OR 1=1 --", "p1": "v"}),
+    # LLM totals: NULL (a trace without LLM calls) counts as 0 tokens, so an OR IS NULL
+    # appears exactly when 0 matches; cost has no such default (unknown is not free).
+    ("trace.total_tokens > 1000", "t.total_tokens > :p0", {"p0": 1000}),
+    ("total_tokens >= 0", "(t.total_tokens >= :p0 OR t.total_tokens IS NULL)", {"p0": 0}),
+    ("trace.input_tokens < 10", "(t.input_tokens < :p0 OR t.input_tokens IS NULL)", {"p0": 10}),
+    ("trace.output_tokens = 0", "(t.output_tokens = :p0 OR t.output_tokens IS NULL)", {"p0": 0}),
+    ("trace.output_tokens != 0", "t.output_tokens != :p0", {"p0": 0}),
+    ("trace.llm_calls > 0", "t.llm_calls > :p0", {"p0": 0}),
+    ("trace.llm_calls <= -1", "t.llm_calls <= :p0", {"p0": -1}),
+    ("trace.unpriced_calls > 0", "t.unpriced_calls > :p0", {"p0": 0}),
+    ("trace.cost > 0.01", "t.cost > :p0", {"p0": 0.01}),
+    ("trace.cost < 0.01", "t.cost < :p0", {"p0": 0.01}),
+    ("trace.cost IS NULL", "t.cost IS NULL", {}),
+    ("trace.cost IS NOT NULL", "t.cost IS NOT NULL", {}),
+    ("span.model = 'gpt-4o-mini'", f"{SPAN}_s.model = :p0)", {"p0": "gpt-4o-mini"}),
+    ("span.model LIKE 'claude-%'", f"{SPAN}_s.model GLOB :p0)", {"p0": "claude-*"}),
+    (
+        "span.provider IN ('openai', 'azure')",
+        f"{SPAN}_s.provider IN (:p0, :p1))",
+        {"p0": "openai", "p1": "azure"},
+    ),
+    ("span.total_tokens > 500", f"{SPAN}_s.total_tokens > :p0)", {"p0": 500}),
+    ("span.cost >= 0.5", f"{SPAN}_s.cost >= :p0)", {"p0": 0.5}),
+    (
+        "user = 'u1' AND trace.cost > 1e-3",
+        "(t.user_id = :p0 AND t.cost > :p1)",
+        {"p0": "u1", "p1": 0.001},
+    ),
     ("  ", "1", {}),
     ("", "1", {}),
 ]
@@ -203,6 +231,13 @@ REJECT: list[tuple[str, int, str]] = [
     ("text LIKE '%x%'", 0, "unknown field 'text'"),
     ("'abc' = tag.x", 0, "expected a field name"),
     ("(" * 70 + "user = 'a'" + ")" * 70, 64, "nested too deeply"),
+    ("trace.total_tokens > '5'", 21, "compared with a number"),
+    ("trace.total_tokens IS NULL", 19, "IS NULL does not apply"),
+    ("trace.cost LIKE '1%'", 11, "LIKE does not apply"),
+    ("span.model > 'a'", 11, "> does not apply"),
+    ("span.cost IS NULL", 10, "IS NULL does not apply"),
+    ("span.tokens > 5", 5, "unknown span field"),
+    ("trace.tokens > 5", 6, "unknown field"),
 ]
 
 

@@ -59,7 +59,16 @@ INFO_COLUMNS = [
     "info.tags",
     "info.request_preview",
     "info.response_preview",
+    # The trace's LLM calls (0 without any) and their cost in USD (NaN when none
+    # was priced), from the trace row's columns.
+    "info.llm_calls",
+    "info.input_tokens",
+    "info.output_tokens",
+    "info.total_tokens",
+    "info.cost",
+    "info.unpriced_calls",
 ]
+_LLM_INFO = INFO_COLUMNS[-6:]
 ALWAYS_METADATA = (f"metadata.{METADATA_USER}", f"metadata.{METADATA_SESSION}")
 PANDAS_HINT = (
     "search_traces(return_type='pandas') needs pandas: pip install 'sessiontrace[pandas]' "
@@ -357,8 +366,10 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     duration = [i.execution_duration for i in infos]
     metadata = [i.trace_metadata for i in infos]
     tags = [i.tags for i in infos]
+    llm = [i.__dict__.get("_llm") or _NO_LLM for i in infos]  # see _store.info_from_row
     return _assemble(
         {
+            **_llm_columns(list(zip(*llm, strict=True))),
             "trace_id": trace_id,
             "trace": list(traces),
             "client_request_id": client_request_id,
@@ -396,6 +407,7 @@ def _frame_from_rows(rows: list[Any]) -> pandas.DataFrame | None:
     decoded = loads_marked_many(columns[12])
     return _assemble(
         {
+            **_llm_columns(columns[13:19]),
             "trace_id": list(trace_ids),
             "trace": [trace_from_row(row) for row in rows],
             "client_request_id": list(columns[7]),
@@ -409,6 +421,23 @@ def _frame_from_rows(rows: list[Any]) -> pandas.DataFrame | None:
             "info.response_preview": list(columns[9]),
         }
     )
+
+
+_NO_LLM = (None, None, None, None, None, None)
+
+
+def _llm_columns(columns: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+    """The ``info.*`` LLM columns from the trace rows' columns 13 to 18 (input, output,
+    total tokens, cost, calls, unpriced calls; NULL for a trace without LLM calls)."""
+    inp, out, total, cost, calls, unpriced = columns
+    return {
+        "info.llm_calls": [v or 0 for v in calls],
+        "info.input_tokens": [v or 0 for v in inp],
+        "info.output_tokens": [v or 0 for v in out],
+        "info.total_tokens": [v or 0 for v in total],
+        "info.cost": [_MISSING if v is None else float(v) for v in cost],
+        "info.unpriced_calls": [v or 0 for v in unpriced],
+    }
 
 
 def _assemble(values: dict[str, list[Any]]) -> pandas.DataFrame:

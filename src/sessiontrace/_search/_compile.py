@@ -83,6 +83,10 @@ class _Builder:
                 return f"{expr} IS NULL"
             if c.op == "IS NOT NULL":
                 return f"{expr} IS NOT NULL"
+            if f.null_is_zero and _holds_for_zero(c.op, c.value):
+                # NULL counts as 0 (a trace without LLM calls has 0 tokens); written
+                # as an OR only when 0 matches, so "total_tokens > ?" keeps its index.
+                return f"({self.predicate(expr, c)} OR {expr} IS NULL)"
             return self.predicate(expr, c)
         if f.kind in _TABLES:
             table = _TABLES[f.kind]
@@ -107,6 +111,20 @@ class _Builder:
             path = self.bind('$."' + f.key + '"')
             cond = self.predicate(f"CAST(json_extract(_s.attributes, {path}) AS TEXT)", c)
         return f"EXISTS (SELECT 1 FROM spans _s WHERE _s.trace_id = {a}.trace_id AND {cond})"  # noqa: S608
+
+
+def _holds_for_zero(op: str, value: Any) -> bool:
+    """Whether ``0 <op> value``: does a NULL-as-zero row match?"""
+    zero_vs_value = (value < 0) - (value > 0)  # cmp(0, value): -1, 0 or 1
+    holds: bool = {
+        "=": zero_vs_value == 0,
+        "!=": zero_vs_value != 0,
+        "<": zero_vs_value < 0,
+        "<=": zero_vs_value <= 0,
+        ">": zero_vs_value > 0,
+        ">=": zero_vs_value >= 0,
+    }[op]
+    return holds
 
 
 def _narrowed_by_index(node: Node) -> bool:

@@ -39,6 +39,7 @@ class Attribute:
     numeric: bool = False
     nullable: bool = False  # IS [NOT] NULL is allowed on nullable columns
     indexed_eq: bool = False  # "column = ?" is answered from an index
+    null_is_zero: bool = False  # NULL means 0 (token counts of traces without LLM calls)
 
 
 # Attribute names as MLflow spells them (plus our own), to columns of ``traces``.
@@ -57,6 +58,14 @@ ATTRIBUTES: dict[str, Attribute] = {
     "client_request_id": Attribute("client_request_id", nullable=True, indexed_eq=True),
     "user": Attribute("user_id", nullable=True, indexed_eq=True),
     "session": Attribute("session_id", nullable=True, indexed_eq=True),
+    # LLM totals: a trace without LLM calls has 0 tokens and calls, and no cost
+    # (cost is NULL, too, when none of the calls was priced).
+    "input_tokens": Attribute("input_tokens", numeric=True, null_is_zero=True),
+    "output_tokens": Attribute("output_tokens", numeric=True, null_is_zero=True),
+    "total_tokens": Attribute("total_tokens", numeric=True, null_is_zero=True),
+    "llm_calls": Attribute("llm_calls", numeric=True, null_is_zero=True),
+    "unpriced_calls": Attribute("unpriced_calls", numeric=True, null_is_zero=True),
+    "cost": Attribute("cost", numeric=True, nullable=True),
 }
 
 # MLflow's run_id is a metadata key.
@@ -76,7 +85,20 @@ ENTITIES: dict[str, str] = {
     "span": "span",
 }
 
-SPAN_COLUMNS = {"name": "name", "type": "span_type", "status": "status"}
+SPAN_COLUMNS = {
+    "name": "name",
+    "type": "span_type",
+    "status": "status",
+    "model": "model",  # an LLM call's mlflow.llm.model
+    "provider": "provider",
+}
+# An LLM call's numbers (spans that are not LLM calls never match).
+SPAN_NUMERIC_COLUMNS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "total_tokens": "total_tokens",
+    "cost": "cost",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +111,12 @@ class Field:
     numeric: bool = False
     nullable: bool = False
     indexed_eq: bool = False
+    null_is_zero: bool = False
 
     @property
     def ops(self) -> frozenset[str]:
         if self.numeric:
-            return NUMERIC_OPS
+            return NUMERIC_OPS | SET_OPS if self.nullable else NUMERIC_OPS
         if self.kind in ("tag", "metadata") or self.nullable:
             return STRING_OPS | SET_OPS
         return STRING_OPS
@@ -107,4 +130,5 @@ class Field:
             numeric=attr.numeric,
             nullable=attr.nullable,
             indexed_eq=attr.indexed_eq,
+            null_is_zero=attr.null_is_zero,
         )

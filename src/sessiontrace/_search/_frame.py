@@ -31,7 +31,7 @@ __all__ = ["frame_from_columns"]
 
 logger = logging.getLogger("sessiontrace")
 
-_OBJECT, _INT, _STR, _INFER = range(4)
+_OBJECT, _INT, _STR, _INFER, _FLOAT = range(5)
 
 # What pandas' options make of strings (str or object dtype, which storage), and the
 # column indexes built under them: asking pandas costs about 20 us a frame. Without
@@ -96,7 +96,7 @@ def frame_from_columns(columns: dict[str, list[Any]]) -> pandas.DataFrame:
 def _kind(values: list[Any]) -> tuple[int, bool]:
     """The dtype ``pandas.DataFrame`` would infer, where it is certain without asking,
     and whether a value is missing (None or NaN)."""
-    strings = ints = missing = 0
+    strings = ints = floats = missing = nans = 0
     for v in values:
         t = type(v)
         if t is str:
@@ -105,15 +105,23 @@ def _kind(values: list[Any]) -> tuple[int, bool]:
             ints += 1
         elif t is dict or t is list:
             return _OBJECT, False  # containers never convert: the column stays object
-        elif v is None or (t is float and math.isnan(v)):
+        elif t is float:
+            if math.isnan(v):
+                missing += 1
+                nans += 1
+            else:
+                floats += 1
+        elif v is None:
             missing += 1
-        elif t is bool or t is float:
+        elif t is bool:
             return _INFER, False
         else:
             # Trace objects (the ``trace`` column): pandas leaves unknown classes alone.
             return (_OBJECT if isinstance(v, Trace) else _INFER), False
     if strings and strings + missing == len(values):
         return _STR, missing > 0
+    if floats and floats + nans == len(values):
+        return _FLOAT, False  # float64, NaN for the missing ones
     if ints == len(values):
         return (_INT if min(values) >= -(2**63) and max(values) < 2**63 else _INFER), False
     if missing == len(values) and all(v is None for v in values):
@@ -141,6 +149,8 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
     object_at: list[int] = []
     ints: list[list[Any]] = []
     int_at: list[int] = []
+    floats: list[list[Any]] = []
+    float_at: list[int] = []
     blocks: list[tuple[Any, Any]] = []
     # Aliases (info.trace_id, info.request_id and trace_id) are one list under several
     # names: classified and converted once, each name getting its own copy.
@@ -159,6 +169,9 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
         elif kind == _INT:
             ints.append(values)
             int_at.append(position)
+        elif kind == _FLOAT:
+            floats.append(values)
+            float_at.append(position)
         elif kind == _STR:
             if array is None:
                 # Only str, None and NaN here: np.array makes the flat array it is
@@ -190,6 +203,8 @@ def _from_blocks(pd: Any, build: Any, columns: dict[str, list[Any]]) -> pandas.D
         blocks.append((block, np.array(object_at)))
     if ints:
         blocks.append((np.array(ints, dtype=np.int64), np.array(int_at)))
+    if floats:
+        blocks.append((np.array(floats, dtype=np.float64), np.array(float_at)))
     index, names = pd.RangeIndex(n), _column_index(pd, list(columns), key)
     if make_blocks and (make := _block_maker(pd)) is not None:
         return cast("pandas.DataFrame", make(blocks, index, names))

@@ -28,6 +28,7 @@ from ._fields import (
     ENTITIES,
     METADATA_COLUMNS,
     SPAN_COLUMNS,
+    SPAN_NUMERIC_COLUMNS,
     Field,
 )
 from ._lexer import Kind, Token, tokenize
@@ -75,8 +76,10 @@ _KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", 
 _OPERATORS_HINT = "=, !=, <, <=, >, >=, LIKE, ILIKE, RLIKE, IN, NOT IN, IS NULL, IS NOT NULL"
 _FIELDS_HINT = (
     "use trace.<attribute> (timestamp_ms, execution_time_ms, end_time_ms, status, state, "
-    "name, request_id, client_request_id), tag.<key>, metadata.<key>, span.name, "
-    "span.type, span.status, span.attributes.<key>, user or session"
+    "name, request_id, client_request_id, total_tokens, input_tokens, output_tokens, cost, "
+    "llm_calls, unpriced_calls), tag.<key>, metadata.<key>, span.name, span.type, "
+    "span.status, span.model, span.provider, span.total_tokens, span.cost, "
+    "span.attributes.<key>, user or session"
 )
 
 
@@ -275,14 +278,17 @@ class _Parser:
         name = rest[0].text
         if len(rest) == 1 and name in SPAN_COLUMNS:
             return Field("span", SPAN_COLUMNS[name], display)
+        if len(rest) == 1 and name in SPAN_NUMERIC_COLUMNS:
+            return Field("span", SPAN_NUMERIC_COLUMNS[name], display, numeric=True)
         if name == "attributes" and len(rest) > 1:
             attr = ".".join(p.text for p in rest[1:])
             if '"' in attr or "\\" in attr:
                 raise self.error("span attribute keys cannot contain '\"' or '\\'", rest[1].pos)
             return Field("span_attribute", attr, display)
         raise self.error(
-            f"unknown span field {display!r}; use span.name, span.type, span.status "
-            "or span.attributes.<key>",
+            f"unknown span field {display!r}; use span.name, span.type, span.status, "
+            "span.model, span.provider, span.input_tokens, span.output_tokens, "
+            "span.total_tokens, span.cost or span.attributes.<key>",
             rest[0].pos,
         )
 

@@ -217,10 +217,12 @@ def load_prices_file(path: str | os.PathLike[str]) -> list[ModelPrice]:
     }
     for i, entry in enumerate(models):
         if not isinstance(entry, dict):
-            raise ValueError(f"{str(p)!r}: models[{i}] must be a table/object")
+            raise ValueError(f"the prices file {str(p)!r}: models[{i}] must be a table/object")
         unknown = set(entry) - known
         if unknown:
-            raise ValueError(f"{str(p)!r}: models[{i}] has unknown keys {sorted(unknown)}")
+            raise ValueError(
+                f"the prices file {str(p)!r}: models[{i}] has unknown keys {sorted(unknown)}"
+            )
         try:
             prices.append(
                 _model_price(
@@ -233,8 +235,8 @@ def load_prices_file(path: str | os.PathLike[str]) -> list[ModelPrice]:
                     source="prices-file",
                 )
             )
-        except TypeError as exc:
-            raise ValueError(f"{str(p)!r}: models[{i}]: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the prices file {str(p)!r}: models[{i}]: {exc}") from None
     return prices
 
 
