@@ -294,6 +294,16 @@ def test_lists_sessions_traces_versions_and_models(
     expect(page.locator("table.grid tbody tr").first).to_contain_text("gpt-4o")
     first = page.locator("table.grid tbody tr").first.locator("td").first.inner_text()
     assert first == max((m for m in models if models[m].cost), key=lambda m: models[m].cost or 0)
+    # A model leads to the traces that called it.
+    page.get_by_role("link", name=UNPRICED_MODEL, exact=True).click()
+    page.wait_for_url(re.compile(r"/traces\?filter="))
+    with_model = sum(
+        any(c.model == UNPRICED_MODEL for c, _ in _spans(turn.calls))
+        for turns in CONVERSATIONS.values()
+        for turn in turns
+    )
+    expect(page.locator("table.grid tbody tr")).to_have_count(with_model)
+    assert page.locator("#filter").input_value() == f"span.model = '{UNPRICED_MODEL}'"
     _no_js_errors(page)
 
 

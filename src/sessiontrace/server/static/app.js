@@ -258,6 +258,7 @@ function filterBox(value, onSubmit, placeholder) {
         "tags.query_category = 'chat' AND trace.status = 'ERROR'",
         "execution_time_ms > 1000 OR span.type IN ('LLM', 'TOOL')",
         "trace.timestamp_ms > 1765560000000   name LIKE 'chat%'",
+        "trace.cost > 0.01   trace.total_tokens > 1000   span.model = 'gpt-4o-mini'",
       ].map((x) => h("li", {}, h("code", {}, x))),
     ),
   );
@@ -572,7 +573,7 @@ function activityChart(daily, sinceMs, untilMs) {
 // costCell as plain text (chart tooltips).
 function costText(r) {
   if (typeof r.cost !== "number") return r.llm_calls ? "unpriced" : "—";
-  return r.unpriced_calls ? `${fmtUsd(r.cost)} (+${fmtInt(r.unpriced_calls)} unpriced)` : fmtUsd(r.cost);
+  return r.unpriced_calls ? `${fmtUsd(r.cost)} +${fmtInt(r.unpriced_calls)} unpriced` : fmtUsd(r.cost);
 }
 
 // Daily cost: one bar a day; a day with calls no price covers gets a mark, so a day
@@ -749,7 +750,7 @@ async function modelsPage() {
   }
   const none = (v, text) => (v == null ? h("span", { className: "muted" }, text) : v);
   const columns = [
-    { label: "Model", key: "model", sort: "model", cell: (m) => h("span", { className: "mono" }, none(m.model, "(no model)")) },
+    { label: "Model", key: "model", sort: "model", cell: (m) => (m.model == null ? none(null, "(no model)") : link("/traces", { filter: `span.model = ${quote(m.model)}` }, m.model, "mono")) },
     { label: "Provider", key: "provider", cell: (m) => none(m.provider, "—") },
     { label: "LLM calls", key: "calls", sort: "llm_calls", num: true, cell: (m) => fmtInt(m.llm_calls) },
     { label: "Traces", key: "traces", sort: "traces", num: true, cell: (m) => fmtInt(m.traces) },
