@@ -48,18 +48,24 @@ def tokens_text(t: Totals) -> str:
     return f"{t.total_tokens:,}" if t.llm_calls else "—"
 
 
+def _text(locator: Any) -> str:
+    """A cell's text with its line breaks as spaces ("+1 unpriced" sits on a line of
+    its own under the cost)."""
+    return " ".join(locator.inner_text().split())
+
+
 def _cells(page: Any, key_col: int, *cols: str) -> dict[str, tuple[str, ...]]:
     """Rows of the page's table, keyed by the text of column ``key_col``."""
     out = {}
     for row in page.locator("table.grid tbody tr").all():
-        key = row.locator("td").nth(key_col).inner_text().strip()
-        out[key] = tuple(row.locator(f"td[data-col={c}]").inner_text().strip() for c in cols)
+        key = _text(row.locator("td").nth(key_col))
+        out[key] = tuple(_text(row.locator(f"td[data-col={c}]")) for c in cols)
     return out
 
 
 def _stat(page: Any, label: str) -> str:
     box = page.locator(".stats > div", has=page.locator("dt", has_text=re.compile(f"^{label}$")))
-    return str(box.locator("dd").inner_text()).strip()
+    return _text(box.locator("dd"))
 
 
 def _no_js_errors(page: Any) -> None:
@@ -249,7 +255,7 @@ def test_lists_sessions_traces_versions_and_models(
     page.goto(f"{live_server.url}/traces")
     page.locator("table.grid tbody tr").first.wait_for()
     shown = sorted(
-        tuple(r.locator(f"td[data-col={c}]").inner_text() for c in ("tokens", "cost"))
+        tuple(_text(r.locator(f"td[data-col={c}]")) for c in ("tokens", "cost"))
         for r in page.locator("table.grid tbody tr").all()
     )
     every_turn = [turn_totals(turn) for turns in CONVERSATIONS.values() for turn in turns]

@@ -61,6 +61,7 @@ function fmtTime(ms) {
   const d = new Date(ms);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
+const timeCell = (ms) => h("span", { className: "time" }, fmtTime(ms));
 function fmtDur(ms) {
   if (ms == null) return "—";
   if (ms < 1) return `${ms.toFixed(2)} ms`;
@@ -419,8 +420,8 @@ async function sessionsPage() {
   const columns = [
     { label: "Session", sort: "session_id", cell: (s) => sessionLink(s.session_id) },
     { label: "Users", cell: (s) => s.user_ids.map((u, i) => [i ? ", " : "", userLink(u)]) },
-    { label: "First seen", sort: "first_seen", cell: (s) => fmtTime(s.first_seen_ms) },
-    { label: "Last seen", sort: "last_seen", cell: (s) => fmtTime(s.last_seen_ms) },
+    { label: "First seen", sort: "first_seen", cell: (s) => timeCell(s.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (s) => timeCell(s.last_seen_ms) },
     { label: "Turns", sort: "turns", num: true, cell: (s) => fmtInt(s.turns) },
     { label: "Total duration", sort: "total_duration_ms", num: true, cell: (s) => fmtDur(s.total_duration_ms) },
     { label: "Errors", sort: "errors", num: true, cell: (s) => (s.errors ? h("span", { className: "errtext" }, fmtInt(s.errors)) : "0") },
@@ -518,8 +519,8 @@ async function usersPage() {
   costSection.replaceChildren(costSection.firstChild, costChart(daily.daily, daily.since_ms, daily.until_ms), costSummary(daily.daily));
   const columns = [
     { label: "User", sort: "user_id", cell: (u) => userLink(u.user_id) },
-    { label: "First seen", sort: "first_seen", cell: (u) => fmtTime(u.first_seen_ms) },
-    { label: "Last seen", sort: "last_seen", cell: (u) => fmtTime(u.last_seen_ms) },
+    { label: "First seen", sort: "first_seen", cell: (u) => timeCell(u.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (u) => timeCell(u.last_seen_ms) },
     { label: "Sessions", sort: "sessions", num: true, cell: (u) => fmtInt(u.sessions) },
     { label: "Traces", sort: "traces", num: true, cell: (u) => fmtInt(u.traces) },
     { label: "Errors", sort: "errors", num: true, cell: (u) => `${fmtInt(u.errors)} (${fmtRate(u.error_rate)})` },
@@ -645,8 +646,8 @@ async function userPage() {
   );
   const sessionColumns = [
     { label: "Session", cell: (s) => sessionLink(s.session_id) },
-    { label: "First seen", cell: (s) => fmtTime(s.first_seen_ms) },
-    { label: "Last seen", cell: (s) => fmtTime(s.last_seen_ms) },
+    { label: "First seen", cell: (s) => timeCell(s.first_seen_ms) },
+    { label: "Last seen", cell: (s) => timeCell(s.last_seen_ms) },
     { label: "Turns", num: true, cell: (s) => fmtInt(s.turns) },
     { label: "Errors", num: true, cell: (s) => fmtInt(s.errors) },
     ...llmColumns(),
@@ -665,9 +666,12 @@ async function userPage() {
       ["Last seen", fmtTime(report.last_seen_ms)],
       ...llmStats(report),
     ]),
-    h("h2", {}, "Daily activity"),
-    activityChart(report.daily_activity, report.since_ms, report.until_ms),
-    h("section", { id: "daily-cost" }, h("h2", {}, "Daily cost"), costChart(report.daily_activity, report.since_ms, report.until_ms)),
+    h(
+      "div",
+      { className: "chart-row" },
+      h("section", { id: "daily-activity" }, h("h2", {}, "Daily activity"), activityChart(report.daily_activity, report.since_ms, report.until_ms)),
+      h("section", { id: "daily-cost" }, h("h2", {}, "Daily cost"), costChart(report.daily_activity, report.since_ms, report.until_ms)),
+    ),
     h("h2", {}, "Tags"),
     tagTables.length ? h("div", { className: "tag-grid" }, tagTables) : h("p", { className: "muted" }, "No tags in this period."),
     h("h2", {}, "Sessions"),
@@ -721,8 +725,8 @@ async function versionsPage() {
     { label: "Error rate", num: true, cell: (r) => fmtRate(r.error_rate) },
     { label: "Mean latency", sort: "mean_latency_ms", num: true, cell: (r) => fmtDur(r.mean_latency_ms) },
     ...llmColumns(),
-    { label: "First seen", sort: "first_seen", cell: (r) => fmtTime(r.first_seen_ms) },
-    { label: "Last seen", sort: "last_seen", cell: (r) => fmtTime(r.last_seen_ms) },
+    { label: "First seen", sort: "first_seen", cell: (r) => timeCell(r.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (r) => timeCell(r.last_seen_ms) },
   ];
   const sort = { current: order || "traces DESC", onSort: (o) => go("/versions", { key, filter, order_by: o }) };
   if (!data.rows.length) {
