@@ -868,7 +868,8 @@ const callCost = (llm) => costCell({ llm_calls: 1, cost: llm.cost, unpriced_call
 
 function llmDetail(llm, hidden) {
   const row = (k, ...v) => h("tr", {}, h("th", {}, k), h("td", {}, v));
-  const inputNotes = [llm.cacheRead != null ? `${fmtInt(llm.cacheRead)} cache read` : null, llm.cacheWrite != null ? `${fmtInt(llm.cacheWrite)} cache write` : null].filter(Boolean);
+  // Counts of 0 are left out: OpenAI reports "0 cached" on every call.
+  const inputNotes = [llm.cacheRead ? `${fmtInt(llm.cacheRead)} cache read` : null, llm.cacheWrite ? `${fmtInt(llm.cacheWrite)} cache write` : null].filter(Boolean);
   let costNote = null;
   if (llm.cost !== null && (llm.inputCost !== null || llm.outputCost !== null)) costNote = ` (input ${fmtUsd(llm.inputCost ?? 0)}, output ${fmtUsd(llm.outputCost ?? 0)})`;
   else if (llm.cost === null) costNote = llm.hasUsage ? (llm.model ? " no price is known for this model (sessiontrace.set_model_price sets one)" : " the call has no model name to price") : " the call reported no token usage";
@@ -881,7 +882,7 @@ function llmDetail(llm, hidden) {
       row("Model", h("span", { className: "mono llm-model" }, llm.model ?? "—")),
       row("Provider", llm.provider ?? "—"),
       row("Input tokens", h("span", { className: "llm-input" }, llm.hasUsage ? fmtInt(llm.input) : "—"), inputNotes.length ? h("span", { className: "muted" }, ` (incl. ${inputNotes.join(", ")})`) : null),
-      row("Output tokens", h("span", { className: "llm-output" }, llm.hasUsage ? fmtInt(llm.output) : "—"), llm.reasoning != null ? h("span", { className: "muted" }, ` (incl. ${fmtInt(llm.reasoning)} reasoning)`) : null),
+      row("Output tokens", h("span", { className: "llm-output" }, llm.hasUsage ? fmtInt(llm.output) : "—"), llm.reasoning ? h("span", { className: "muted" }, ` (incl. ${fmtInt(llm.reasoning)} reasoning)`) : null),
       row("Total tokens", h("span", { className: "llm-total" }, llm.hasUsage ? fmtInt(llm.total) : "—")),
       row("Cost", h("span", { className: "llm-cost" }, callCost(llm)), costNote ? h("span", { className: "muted" }, costNote) : null),
       llm.source ? row("Price source", h("span", { className: "mono" }, llm.source)) : null,
