@@ -597,9 +597,9 @@ function costChart(daily, sinceMs, untilMs) {
     const g = svg("g", { class: "day", "data-date": d.date, "data-cost": typeof d.cost === "number" ? d.cost : "", "data-unpriced": d.unpriced_calls || 0 });
     const calls = d.llm_calls ? ` · ${fmtInt(d.total_tokens)} tokens · ${plural(d.llm_calls, "LLM call")}` : "";
     g.appendChild(svg("title", {}, `${d.date}: ${costText(d)}${calls}`));
-    // A bar at least 1 px high for any cost above zero, however small beside the top.
     // A free day (priced at $0) gets a flat bar: it is not a day without calls.
     if (d.cost === 0 && d.llm_calls) g.appendChild(svg("rect", { x, y: y(0) - 2, width: w, height: 2, class: "bar cost zero" }));
+    // A bar at least 1 px high for any cost above zero, however small beside the top.
     if (cost(d) > 0) g.appendChild(svg("rect", { x, y: Math.min(y(cost(d)), y(0) - 1), width: w, height: Math.max(1, y(0) - y(cost(d))), class: "bar cost" }));
     if (d.unpriced_calls) g.appendChild(svg("circle", { cx: x + w / 2, cy: Math.min(y(cost(d)), y(0)) - 6, r: 3.5, class: "unpriced-mark" }));
     if (i % every === 0) g.appendChild(svg("text", { x: x + w / 2, y: H - 8, "text-anchor": "middle", class: "tick" }, d.date.slice(5)));
