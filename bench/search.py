@@ -103,8 +103,19 @@ def generate(path: Path, n_traces: int, n_sessions: int, n_users: int, seed: int
 
     def flush() -> None:
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["t"])
-        conn.executemany("INSERT INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch["s"])
+        # Column lists: since schema 4 both tables end in LLM columns, left NULL here.
+        conn.executemany(
+            "INSERT INTO traces (trace_id, request_time, end_time, execution_time_ms, state, "
+            "name, user_id, session_id, client_request_id, request_preview, response_preview, "
+            "root_span_id, metadata, tags, spans) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            batch["t"],
+        )
+        conn.executemany(
+            "INSERT INTO spans (trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, "
+            "status, status_message, inputs, outputs, attributes, events) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            batch["s"],
+        )
         conn.executemany("INSERT INTO trace_metadata VALUES (?,?,?)", batch["m"])
         conn.executemany("INSERT INTO trace_tags VALUES (?,?,?)", batch["g"])
         conn.execute("COMMIT")

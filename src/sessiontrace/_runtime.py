@@ -116,6 +116,9 @@ def configure(
         _close_pipeline()
         _state.settings = new
         _state.base_metadata = None
+    from .llm._pricing import forget_lookups
+
+    forget_lookups()
     return new
 
 

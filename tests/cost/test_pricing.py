@@ -358,3 +358,14 @@ def test_spans_without_usage_or_model_or_still_running_are_left_alone() -> None:
     assert frame["info.llm_calls"].tolist() == [4]
     assert frame["info.unpriced_calls"].tolist() == [3]
     assert frame["info.cost"].tolist() == [1.5]
+
+
+def test_configuring_another_prices_file_takes_effect(tmp_path: Path, store_path: Path) -> None:
+    for rate in (1, 2):
+        path = tmp_path / f"prices{rate}.json"
+        path.write_text(
+            json.dumps([{"match": "acme", "input_per_mtok": rate, "output_per_mtok": 0}])
+        )
+        sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}", prices=path)
+        priced = _pricing.price_usage(usage(10**6, 0), "acme")
+        assert priced is not None and priced[0]["total_cost"] == rate

@@ -222,7 +222,6 @@ _SET_TRACE_LLM = (
 )
 _TRACE_METADATA_JSON = "SELECT metadata FROM traces WHERE trace_id = ?"
 _SET_TRACE_METADATA_JSON = "UPDATE traces SET metadata = ? WHERE trace_id = ?"
-_DELETE_METADATA = "DELETE FROM trace_metadata WHERE trace_id = ? AND key = ?"
 _INSERT_METADATA = "INSERT OR REPLACE INTO trace_metadata (trace_id, key, value) VALUES (?,?,?)"
 # A trace's metadata (about ten keys) as one JSON object that SQLite unpacks: two
 # bound values instead of thirty, and SQLite's JSON parsing runs without the GIL.
@@ -504,11 +503,8 @@ class SQLiteStore:
                 spans = dumps_marked_array(texts)
                 tid = item.trace_id
                 metadata = item.metadata
-                totals = None
-                if calls is not None:
-                    totals = _trace_totals(item.spans, calls)
-                if totals is not None:
-                    assert calls is not None
+                totals = None if calls is None else _trace_totals(item.spans, calls)
+                if calls is not None and totals is not None:
                     metadata = _with_llm_metadata(metadata, totals)
                     moved = set()
                     for sid, (position, call) in calls.items():

@@ -400,6 +400,12 @@ def price_items(items: Iterable[Any]) -> None:
             price_span(item)
 
 
+def forget_lookups() -> None:
+    """Look prices up again (the prices file setting changed)."""
+    _state.file = None
+    _state.cache = {}
+
+
 def pricing_stats() -> dict[str, int]:
     """Calls priced, left unpriced and failed (a price list error) in this process."""
     return dict(_state.stats)

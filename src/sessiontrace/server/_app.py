@@ -465,13 +465,13 @@ class _Writer:
 
     def export(self, items: Sequence[Any]) -> None:
         try:
-            # Spans that arrive without a cost (an exporter without prices, or an
-            # older client) are priced here, with this server's prices.
-            try:
-                price_items(items)
-            except Exception:  # unpriced is better than lost
-                logger.debug("sessiontrace: pricing an ingest batch failed", exc_info=True)
             with self.lock:
+                # Spans that arrive without a cost (an exporter without prices, or an
+                # older client) are priced here, with this server's prices.
+                try:
+                    price_items(items)
+                except Exception:  # unpriced is better than lost
+                    logger.debug("sessiontrace: pricing an ingest batch failed", exc_info=True)
                 self.store.export(items)
         finally:
             # As the pipeline does after an export: break the trace <-> span cycles,
