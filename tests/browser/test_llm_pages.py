@@ -260,6 +260,14 @@ def test_lists_sessions_traces_versions_and_models(
     )
     every_turn = [turn_totals(turn) for turns in CONVERSATIONS.values() for turn in turns]
     assert shown == sorted((tokens_text(t), cost_text(t)) for t in every_turn)
+    # The most expensive traces first: the priced ones by cost, then those without one.
+    page.get_by_role("button", name=re.compile("^Cost")).click()
+    page.wait_for_url(re.compile(r"order_by=cost\+DESC"))
+    expect(page.locator("th[aria-sort=descending]")).to_contain_text("Cost")
+    costs = [_text(c) for c in page.locator("table.grid tbody td[data-col=cost]").all()]
+    priced = sorted((t for t in every_turn if t.cost is not None), key=lambda t: -(t.cost or 0))
+    assert costs[: len(priced)] == [cost_text(t) for t in priced]
+    assert set(costs[len(priced) :]) <= {"unpriced", "—"}
 
     page.goto(f"{live_server.url}/versions")
     page.locator("table.grid tbody tr").first.wait_for()

@@ -339,14 +339,15 @@ async function tracesPage() {
   const filter = p.get("filter") || "";
   const group = p.get("group") === "1";
   const token = p.get("page_token");
-  const setParams = (changes) => go("/traces", { filter, group: group ? "1" : "", ...changes });
+  const order = p.get("order_by") || "";
+  const setParams = (changes) => go("/traces", { filter, group: group ? "1" : "", order_by: order, ...changes });
   const box = filterBox(filter, (f) => setParams({ filter: f, page_token: "" }));
   const toggle = h("label", { className: "toggle" }, h("input", { type: "checkbox", id: "group-by-session", checked: group, onchange: (e) => setParams({ group: e.target.checked ? "1" : "", page_token: token }) }), " group by session");
   const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
   render(h("h1", {}, "Traces"), h("div", { className: "toolbar" }, box, toggle), results);
   let data;
   try {
-    data = await api("/api/traces", { filter, page_token: token, max_results: 50 });
+    data = await api("/api/traces", { filter, order_by: order, page_token: token, max_results: 50 });
   } catch (err) {
     if (err.status === 400) box.showError(err);
     results.replaceChildren(err.status === 400 ? h("p", { className: "muted" }, "Fix the filter to see traces.") : errorBox(err));
@@ -357,12 +358,12 @@ async function tracesPage() {
     setParams({ filter: expr, page_token: "" });
   };
   const columns = [
-    { label: "Time", cell: (t) => traceLink(t.trace_id, fmtTime(t.request_time)) },
+    { label: "Time", sort: "timestamp_ms", cell: (t) => traceLink(t.trace_id, fmtTime(t.request_time)) },
     { label: "Name", cell: (t) => t.name ?? "" },
     { label: "User", cell: (t) => (t.user_id == null ? "—" : h("a", { href: pageUrl("/traces", { filter: `user = ${quote(t.user_id)}` }), className: "mono filter-user", onclick: filterBy(`user = ${quote(t.user_id)}`) }, t.user_id)) },
     { label: "Session", cell: (t) => (t.session_id == null ? "—" : h("a", { href: pageUrl("/traces", { filter: `session = ${quote(t.session_id)}` }), className: "mono filter-session", onclick: filterBy(`session = ${quote(t.session_id)}`) }, t.session_id)) },
     { label: "Status", cell: (t) => statusBadge(t.state) },
-    { label: "Duration", num: true, cell: (t) => fmtDur(t.execution_duration) },
+    { label: "Duration", sort: "execution_time_ms", num: true, cell: (t) => fmtDur(t.execution_duration) },
     ...llmColumns(),
     { label: "Request", cell: (t) => h("span", { className: "preview" }, preview(t.request_preview)) },
     { label: "Response", cell: (t) => h("span", { className: "preview" }, preview(t.response_preview)) },
@@ -381,7 +382,8 @@ async function tracesPage() {
       for (const t of traces) rows.push(t);
     }
   }
-  const tableEl = table(columns, group ? rows.filter((r) => !r.group) : data.traces);
+  const sort = { current: order || "timestamp_ms DESC", onSort: (o) => setParams({ order_by: o, page_token: "" }) };
+  const tableEl = table(columns, group ? rows.filter((r) => !r.group) : data.traces, sort);
   if (group) {
     // Insert a header row before each session's traces.
     const body = tableEl.tBodies[0];
