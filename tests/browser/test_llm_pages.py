@@ -54,10 +54,11 @@ def _text(locator: Any) -> str:
     return " ".join(locator.inner_text().split())
 
 
-def _cells(page: Any, key_col: int, *cols: str) -> dict[str, tuple[str, ...]]:
-    """Rows of the page's table, keyed by the text of column ``key_col``."""
+def _cells(page: Any, key_col: int, *cols: str, within: str = "main") -> dict[str, tuple[str, ...]]:
+    """Rows of the page's table (the one in ``within``), keyed by the text of column
+    ``key_col``."""
     out = {}
-    for row in page.locator("table.grid tbody tr").all():
+    for row in page.locator(f"{within} table.grid tbody tr").all():
         key = _text(row.locator("td").nth(key_col))
         out[key] = tuple(_text(row.locator(f"td[data-col={c}]")) for c in cols)
     return out
@@ -151,8 +152,17 @@ def test_user_page_totals_and_daily_cost(page: Any, live_server: Any, llm_seeded
             assert day.locator("rect").count() == 0
             assert day.locator("circle.unpriced-mark").count() == 1
     assert "cost is unknown, not $0" in page.locator("#daily-cost").inner_text()
-    # The user's sessions carry their totals too.
-    assert _cells(page, 0, "tokens", "cost") == {"llm-bob-1": (tokens_text(bob), cost_text(bob))}
+    # The user's sessions carry their totals too, and so do the models the user called.
+    assert _cells(page, 0, "tokens", "cost", within="#user-sessions") == {
+        "llm-bob-1": (tokens_text(bob), cost_text(bob))
+    }
+    calls = [c for turn in CONVERSATIONS[("bob", "llm-bob-1")] for c in turn.calls]
+    assert _cells(page, 0, "calls", "tokens", "cost", within="#user-models") == {
+        c.model: ("1", tokens_text(Totals().add_calls((c,))), usd(c.cost)) for c in calls
+    }
+    # Priced first (the free model at $0.00), the unknown one after it.
+    models = page.locator("#user-models td[data-col=model]").all_inner_texts()
+    assert models == ["llama-3.1-8b-local", UNPRICED_MODEL]
     _no_js_errors(page)
 
 

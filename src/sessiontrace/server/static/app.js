@@ -629,11 +629,15 @@ async function userPage() {
   if (!id) return render(errorBox(new Error("no user id")));
   const title = () => h("h1", {}, "User ", h("span", { className: "mono" }, id));
   render(title(), h("p", { className: "muted" }, "Loading…"));
-  let report, sessions;
+  let report, sessions, models;
+  // The models over the report's period (the server's "now" is a few ms later: only a
+  // trace started in between could differ).
+  const since = Date.now() - days * 86400000;
   try {
-    [report, sessions] = await Promise.all([
+    [report, sessions, models] = await Promise.all([
       api("/api/user", { id, days }),
       api("/api/sessions", { filter: `user = ${quote(id)}`, max_results: 50 }),
+      api("/api/models", { filter: `user = ${quote(id)} AND trace.timestamp_ms > ${since}`, order_by: "cost DESC" }),
     ]);
   } catch (err) {
     return render(title(), errorBox(err));
@@ -646,6 +650,12 @@ async function userPage() {
   const tagTables = Object.entries(report.tags).map(([key, counts]) =>
     h("div", { className: "tag-breakdown" }, h("h3", { className: "mono" }, key), h("table", { className: "grid small" }, h("tbody", {}, Object.entries(counts).map(([v, n]) => h("tr", {}, h("td", { className: "mono" }, v), h("td", { className: "num" }, fmtInt(n))))))),
   );
+  const userModelColumns = [
+    { label: "Model", key: "model", cell: (m) => (m.model == null ? h("span", { className: "muted" }, "(no model)") : link("/traces", { filter: `user = ${quote(id)} AND span.model = ${quote(m.model)}` }, m.model, "mono")) },
+    { label: "Provider", key: "provider", cell: (m) => m.provider ?? h("span", { className: "muted" }, "—") },
+    { label: "LLM calls", key: "calls", num: true, cell: (m) => fmtInt(m.llm_calls) },
+    ...llmColumns(),
+  ];
   const sessionColumns = [
     { label: "Session", cell: (s) => sessionLink(s.session_id) },
     { label: "First seen", cell: (s) => timeCell(s.first_seen_ms) },
@@ -674,10 +684,10 @@ async function userPage() {
       h("section", { id: "daily-activity" }, h("h2", {}, "Daily activity"), activityChart(report.daily_activity, report.since_ms, report.until_ms)),
       h("section", { id: "daily-cost" }, h("h2", {}, "Daily cost"), costChart(report.daily_activity, report.since_ms, report.until_ms)),
     ),
+    models.models.length ? h("section", { id: "user-models" }, h("h2", {}, "Models"), table(userModelColumns, models.models)) : null,
     h("h2", {}, "Tags"),
     tagTables.length ? h("div", { className: "tag-grid" }, tagTables) : h("p", { className: "muted" }, "No tags in this period."),
-    h("h2", {}, "Sessions"),
-    sessions.sessions.length ? table(sessionColumns, sessions.sessions) : h("p", { className: "muted" }, "No sessions."),
+    h("section", { id: "user-sessions" }, h("h2", {}, "Sessions"), sessions.sessions.length ? table(sessionColumns, sessions.sessions) : h("p", { className: "muted" }, "No sessions.")),
   );
 }
 
