@@ -268,9 +268,13 @@ def floor_session_traces(conn: sqlite3.Connection, session: str) -> list[Any]:
     # traces, the metadata and tags (JSON copies in the row) decoded; the spans are in
     # the row too, as JSON text that both sides leave for the first read of a span.
     return [
-        (*r[:12], _json(r[12]), _json(r[13]), r[14])
+        (*r[:18], _json(r[18]), _json(r[19]), r[20])
         for r in conn.execute(
-            "SELECT * FROM traces WHERE session_id = ? ORDER BY request_time", (session,)
+            "SELECT trace_id, request_time, end_time, execution_time_ms, state, name, user_id, "
+            "session_id, client_request_id, request_preview, response_preview, root_span_id, "
+            "input_tokens, output_tokens, total_tokens, cost, llm_calls, unpriced_calls, "
+            "metadata, tags, spans FROM traces WHERE session_id = ? ORDER BY request_time",
+            (session,),
         )
     ]
 

@@ -564,18 +564,19 @@ def _session_summaries(
     by_id: dict[str, SessionSummary] = {}
     for row in conn.execute(sql, params):
         sid, first, last, turns, errors, total, mean, users, preview = row[:9]
+        # Positional: the LLM fields follow in LLM_FIELD_NAMES order (no dict a row).
         by_id[sid] = SessionSummary(
-            session_id=sid,
-            user_ids=tuple(sorted(loads_strings(users))) if users else (),
-            first_seen_ms=first,
-            last_seen_ms=last,
-            turns=turns,
-            errors=errors,
-            error_rate=_rate(errors, turns),
-            total_duration_ms=total,
-            mean_duration_ms=mean,
-            first_request_preview=preview,
-            **_llm(row[9:]),
+            sid,
+            tuple(sorted(loads_strings(users))) if users else (),
+            first,
+            last,
+            turns,
+            errors,
+            _rate(errors, turns),
+            total,
+            mean,
+            preview,
+            *row[9:],
         )
     return [by_id[s] for s in session_ids if s in by_id]
 
@@ -643,17 +644,17 @@ def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[S
             response = None if outputs is None else loads(outputs)
         turns.append(
             SessionTurn(
-                turn=n,
-                trace_id=tid,
-                timestamp=ts,
-                duration_ms=None if ms is None else round(ms),
-                status=state,
-                request=_preview(req_p) if request is None else request,
-                response=_preview(resp_p) if response is None else response,
-                name=name,
-                user_id=user,
-                tags={} if tags is None else loads_strings(tags),
-                **_llm(rest[3:]),
+                n,
+                tid,
+                ts,
+                None if ms is None else round(ms),
+                state,
+                _preview(req_p) if request is None else request,
+                _preview(resp_p) if response is None else response,
+                name,
+                user,
+                {} if tags is None else loads_strings(tags),
+                *rest[3:],  # the LLM fields, in order
             )
         )
     return turns
@@ -696,7 +697,7 @@ def _user_summaries(
             errors,
             _rate(errors, traces),
             mean,
-            **_llm(row[7:]),
+            *row[7:],
         )
     return [by_id[u] for u in user_ids if u in by_id]
 
@@ -756,7 +757,7 @@ def user_report(
         params,
     ).fetchone()
     daily = tuple(
-        DailyActivity(day, n, e, **_llm(rest))
+        DailyActivity(day, n, e, *rest)
         for day, n, e, *rest in conn.execute(
             "SELECT date(t.request_time / 1000, 'unixepoch') AS day, count(*), "  # noqa: S608
             f"sum(t.state = 'ERROR'), {_LLM_SQL} FROM traces t WHERE {window} "
@@ -884,9 +885,7 @@ def metadata_breakdown(
             f"GROUP BY v ORDER BY {order_sql} LIMIT :_limit"
         )
     return [
-        MetadataValueSummary(
-            key, v, n, users, errors, _rate(errors, n), mean, first, last, **_llm(rest)
-        )
+        MetadataValueSummary(key, v, n, users, errors, _rate(errors, n), mean, first, last, *rest)
         for v, n, users, errors, mean, first, last, *rest in conn.execute(sql, params)
     ]
 
@@ -943,6 +942,6 @@ def model_breakdown(
         f"ORDER BY {order_sql} LIMIT :_limit"
     )
     return [
-        ModelSummary(model, provider, traces, users, **_llm(rest))
+        ModelSummary(model, provider, traces, users, *rest)
         for model, provider, traces, users, *rest in conn.execute(sql, params)
     ]

@@ -120,8 +120,8 @@ def _kind(values: list[Any]) -> tuple[int, bool]:
             return (_OBJECT if isinstance(v, Trace) else _INFER), False
     if strings and strings + missing == len(values):
         return _STR, missing > 0
-    if floats and floats + nans == len(values):
-        return _FLOAT, False  # float64, NaN for the missing ones
+    if (floats or nans) and floats + nans == len(values):
+        return _FLOAT, False  # float64 (NaN for the missing ones, all NaN too)
     if ints == len(values):
         return (_INT if min(values) >= -(2**63) and max(values) < 2**63 else _INFER), False
     if missing == len(values) and all(v is None for v in values):

@@ -70,19 +70,22 @@ CREATE TABLE IF NOT EXISTS traces (
     request_preview TEXT,
     response_preview TEXT,
     root_span_id TEXT,
-    metadata TEXT,                          -- JSON copy of trace_metadata (+ user, session)
-    tags TEXT,                              -- JSON copy of trace_tags (NULL: read those)
-    -- the spans as a JSON array (see _span_row) or NULL: read the spans table
-    spans TEXT,
     input_tokens INTEGER,
     output_tokens INTEGER,
     total_tokens INTEGER,
     cost REAL,
     llm_calls INTEGER,
-    unpriced_calls INTEGER
+    unpriced_calls INTEGER,
+    metadata TEXT,                          -- JSON copy of trace_metadata (+ user, session)
+    tags TEXT,                              -- JSON copy of trace_tags (NULL: read those)
+    -- the spans as a JSON array (see _span_row) or NULL: read the spans table
+    spans TEXT
 );
 -- The LLM totals (sessiontrace.llm._rollup) are all NULL for a trace without LLM
--- calls, and cost is NULL too when none of its calls was priced.
+-- calls, and cost is NULL too when none of its calls was priced. In a new file they
+-- come before the wide JSON columns: a column stored after a big spans array can sit
+-- on an overflow page, which every aggregate over it would have to read. (A file
+-- upgraded from schema 3 has them last.)
 -- trace_id last: searches order by (request_time, trace_id), which these give
 -- without sorting the (wide) result rows
 CREATE INDEX IF NOT EXISTS traces_request_time ON traces (request_time, trace_id);
@@ -125,18 +128,18 @@ CREATE TABLE IF NOT EXISTS spans (
     start_ns INTEGER NOT NULL,
     end_ns INTEGER,
     status TEXT NOT NULL,
-    status_message TEXT,
-    inputs TEXT,
-    outputs TEXT,
-    attributes TEXT,
-    events TEXT,
     model TEXT,
     provider TEXT,
     input_tokens INTEGER,
     output_tokens INTEGER,
     total_tokens INTEGER,
     cost REAL,
-    llm INTEGER
+    llm INTEGER,
+    status_message TEXT,
+    inputs TEXT,
+    outputs TEXT,
+    attributes TEXT,
+    events TEXT
 );
 -- An LLM call's model and numbers are NULL on other spans, and llm is 1 when the
 -- call counts in its trace's totals, 0 when an ancestor with usage already counts it.
@@ -952,9 +955,9 @@ def info_from_row(row: Sequence[Any]) -> TraceInfo:
         response_preview=response_preview,
         name=name,
     )
-    if len(row) > 18:
-        # The LLM totals ride along, not as a field (to_dict() and equality keep
-        # MLflow's shape); llm_totals() reads them.
+    if len(row) > 18 and row[17] is not None:
+        # A trace with LLM calls: its totals ride along, not as a field (to_dict() and
+        # equality keep MLflow's shape); llm_totals() reads them.
         info.__dict__["_llm"] = row[13:19]
     return info
 
