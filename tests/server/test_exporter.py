@@ -181,3 +181,28 @@ def test_tag_edits_on_logged_traces_reach_the_server(server: ServerProcess) -> N
     assert sessiontrace.flush(10)
     r = httpx.get(f"{server.url}/api/trace", params={"id": trace_id}, timeout=5)
     assert r.json()["info"]["tags"] == {"reviewed": "yes"}
+
+
+def test_llm_calls_are_priced_in_the_app_before_they_are_sent(server: ServerProcess) -> None:
+    # The app's own prices (an override the server does not have) travel with the span;
+    # a model neither side knows arrives unpriced, and the server finds no price either.
+    sessiontrace.configure(tracking_uri=server.url, flush_interval=0.01)
+    sessiontrace.set_model_price("in-house-*", input_per_mtok=2, output_per_mtok=4)
+    with sessiontrace.start_span("chat"):
+        for model in ("in-house-7b", "nobody-knows"):
+            with sessiontrace.start_span(model, span_type="CHAT_MODEL") as span:
+                span.set_attributes(
+                    {
+                        "mlflow.chat.tokenUsage": {"input_tokens": 10**6, "output_tokens": 10**6},
+                        "mlflow.llm.model": model,
+                    }
+                )
+    tid = sessiontrace.get_last_active_trace_id()
+    assert sessiontrace.flush(10)
+    r = httpx.get(f"{server.url}/api/trace", params={"id": tid}, timeout=5)
+    spans = {s["name"]: s["attributes"] for s in r.json()["data"]["spans"]}
+    assert spans["in-house-7b"]["mlflow.llm.cost"]["total_cost"] == 6.0
+    assert spans["in-house-7b"]["sessiontrace.llm.price_source"] == "override:in-house-*"
+    assert spans["nobody-knows"]["sessiontrace.llm.unpriced"] is True
+    rows = httpx.get(f"{server.url}/api/traces", timeout=5).json()["traces"]
+    assert [(t["cost"], t["llm_calls"], t["unpriced_calls"]) for t in rows] == [(6.0, 2, 1)]

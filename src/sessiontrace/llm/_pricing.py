@@ -340,7 +340,13 @@ def price_usage(
         if found[0] == "calc_price":
             result = gp.calc_price(u, model, provider_id=provider, genai_request_timestamp=when)
         else:
-            result = found[1].calc_price(u, found[0], genai_request_timestamp=when)
+            snapshot = _state.snapshot  # as genai-prices' own calc_price calls it
+            result = found[1].calc_price(
+                u,
+                found[0],
+                genai_request_timestamp=when,
+                auto_update_timestamp=snapshot.timestamp if snapshot.from_auto_update else None,
+            )
         input_cost = float(result.input_price)
         output_cost = float(result.output_price)
         total_cost = float(result.total_price)
