@@ -1,4 +1,5 @@
-"""Regenerate the README's screenshots: seed a small chat history, serve it, shoot each page.
+"""Regenerate the README's screenshots: seed a small chat history (plain traces and
+traces with LLM calls, tokens and cost), serve it, shoot each page.
 
 .venv/bin/python docs/screenshots.py      # needs the test extra and /usr/bin/chromium
 """
@@ -15,6 +16,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import sessiontrace  # noqa: E402
 from browser.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer  # noqa: E402
 from browser.seed import seed  # noqa: E402
+from browser.seed_llm import seed_llm  # noqa: E402
 from sessiontrace.server import create_app  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "screenshots"
@@ -28,14 +30,16 @@ def main() -> None:
         sessiontrace.configure(tracking_uri=f"sqlite:///{db}", flush_interval=0.01)
         ids = seed()
         sessiontrace.set_trace_tag(ids[0], "feedback", "thumbs_up")
+        llm_ids = seed_llm()
         shots = {
-            "sessions": "/sessions",
-            "session": "/session?id=session-alice-1",
+            "sessions": "/sessions?order_by=cost+DESC",
+            "session": "/session?id=llm-alice-1",
             "traces": "/traces?group=1",
-            "trace": f"/trace?id={ids[-1]}",
-            "users": "/users",
+            "trace": f"/trace?id={llm_ids[('llm-carol-1', 0)]}",
+            "users": "/users?order_by=cost+DESC",
             "user": "/user?id=alice&days=7",
             "versions": "/versions",
+            "models": "/models",
             "filter-error": "/traces?filter=user+%3D+%27bob%27+AND+tags.x+%3C%3E+%27y%27",
         }
         with LiveServer(create_app(db=db)) as srv, sync_playwright() as pw:
@@ -46,8 +50,8 @@ def main() -> None:
             for name, path in shots.items():
                 page.goto(srv.url + path)
                 page.locator("main :is(table, ol, .filter-error, .span-detail)").first.wait_for()
-                if name == "trace":
-                    page.locator(".tl-row", has_text="call_model").click()
+                if name == "trace":  # the agent step: an LLM call with inner calls
+                    page.locator(".tl-row:has(.tl-model)").first.click()
                 page.screenshot(path=str(OUT / f"{name}.png"), full_page=False)
                 print("wrote", OUT / f"{name}.png")
             browser.close()

@@ -791,6 +791,34 @@ def user_report(
     )
 
 
+def daily_activity(
+    filter_string: str | None = None,
+    *,
+    days: int = 30,
+    now_ms: int | None = None,
+    store: SQLiteStore | None = None,
+) -> tuple[DailyActivity, ...]:
+    """Traces, errors and LLM calls, tokens and cost per UTC day over the last ``days``
+    days, over all users (the users page's cost-over-time chart); days without traces
+    are left out. ``filter_string`` counts only the matching traces."""
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"days must be a positive integer, not {days!r}")
+    st = _store(store)
+    where = compile_filter(parse_filter(filter_string))
+    conn = _conn(st, where)
+    until = int(time.time() * 1000) if now_ms is None else now_ms
+    params: dict[str, Any] = {**where.params, "_since": until - days * DAY_MS}
+    return tuple(
+        DailyActivity(day, n, e, **_llm(rest))
+        for day, n, e, *rest in conn.execute(
+            "SELECT date(t.request_time / 1000, 'unixepoch') AS day, count(*), "  # noqa: S608
+            f"sum(t.state = 'ERROR'), {_LLM_SQL} FROM traces t "
+            f"WHERE t.request_time > :_since AND {where.sql} GROUP BY day ORDER BY day",
+            params,
+        )
+    )
+
+
 # -- metadata values ------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ SCRIPT = "<script>window.__pwned = 'script'</script>"
 IMG = "<img src=x onerror=\"window.__pwned = 'img'\">"
 SVG = "\"'><svg onload=\"window.__pwned = 'svg'\"></svg>"
 PAYLOAD = f"{SCRIPT}{IMG}{SVG}"
+MODEL_NAME = f"model{IMG}"  # an LLM span's model name is trace content too
 
 
 def _record_hostile_traces() -> str:
@@ -25,6 +26,15 @@ def _record_hostile_traces() -> str:
         with sessiontrace.start_span(f"tool{SVG}", span_type=IMG) as span:
             span.set_attribute(f"attr{IMG}", PAYLOAD)
             span.add_event(f"event{IMG}", {"x": PAYLOAD})
+        with sessiontrace.start_span(f"llm{SCRIPT}", span_type="CHAT_MODEL") as llm:
+            llm.set_attributes(
+                {
+                    "mlflow.chat.tokenUsage": {"input_tokens": 12, "output_tokens": 3},
+                    "mlflow.llm.model": MODEL_NAME,
+                    "mlflow.llm.provider": SCRIPT,
+                    "mlflow.llm.cost": {"total_cost": PAYLOAD},  # not a number: not a cost
+                }
+            )
         return {"answer": PAYLOAD}
 
     with sessiontrace.user_session(user_id=f"user{IMG}", session_id=f"session{SCRIPT}"):
@@ -48,6 +58,8 @@ def _pages(trace_id: str) -> list[tuple[str, dict[str, str]]]:
         ("/versions", {}),
         ("/versions", {"key": f"key{IMG}"}),
         ("/trace", {"id": trace_id}),
+        ("/models", {}),
+        ("/models", {"filter": PAYLOAD}),
         ("/session", {"id": PAYLOAD}),  # a 404 that names the id
     ]
 
@@ -76,6 +88,17 @@ def _visit_all(page: Any, base: str, trace_id: str) -> None:
     assert "null" not in page.locator("#span-detail h3").inner_text()
     assert PAYLOAD in page.locator("#metadata").inner_text()
     assert page.locator("[data-tag-key=category]").input_value() == PAYLOAD
+    # The model and provider names, as text, where LLM calls are shown.
+    page.locator(".tl-row", has=page.locator(".tl-model")).click()
+    assert page.locator(".tl-model").inner_text() == MODEL_NAME
+    assert page.locator("#llm-call .llm-model").inner_text() == MODEL_NAME
+    assert SCRIPT in page.locator("#llm-call").inner_text()
+    assert page.locator("#llm-call .llm-cost").inner_text() == "unpriced"
+    page.goto(f"{base}/models")
+    cell = page.locator("table.grid tbody td[data-col=model]", has_text="model")
+    assert cell.inner_text() == MODEL_NAME
+    assert page.locator("table.grid tbody td[data-col=provider]").inner_text() == SCRIPT
+    assert page.evaluate("() => window.__pwned") is None
 
 
 def test_payloads_stay_inert(page: Any, live_server: Any) -> None:

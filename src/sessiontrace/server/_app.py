@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import _runtime
 from .._analytics import (
+    daily_activity,
     get_session_summary,
     list_sessions,
     list_users,
@@ -54,7 +55,17 @@ logger = logging.getLogger("sessiontrace")
 __all__ = ["create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-PAGES = ("/", "/traces", "/trace", "/sessions", "/session", "/users", "/user", "/versions")
+PAGES = (
+    "/",
+    "/traces",
+    "/trace",
+    "/sessions",
+    "/session",
+    "/users",
+    "/user",
+    "/versions",
+    "/models",
+)
 _MAX_RESULTS = 500
 
 
@@ -375,6 +386,18 @@ def api_user(params: _Params, store: SQLiteStore) -> Any:
     return report.to_dict()
 
 
+def api_daily(params: _Params, store: SQLiteStore) -> Any:
+    days = _int_param(params, "days", 30, lo=1, hi=3660)
+    until = int(time.time() * 1000)
+    rows = daily_activity(_filter(params), days=days, now_ms=until, store=store)
+    return {
+        "days": days,
+        "since_ms": until - days * 86_400_000,
+        "until_ms": until,
+        "daily": [r.to_dict() for r in rows],
+    }
+
+
 def api_versions(params: _Params, store: SQLiteStore) -> Any:
     key = params.get("key") or "app_version"
     rows = metadata_breakdown(key, _filter(params), order_by=_order(params), store=store)
@@ -575,6 +598,7 @@ def create_app(
         "/api/user": _Reader(api_user, reads),
         "/api/versions": _Reader(api_versions, reads),
         "/api/models": _Reader(api_models, reads),
+        "/api/daily": _Reader(api_daily, reads),
     }
     # The readers are routes too (HEAD, and the router's 405 for other methods);
     # _ReadDispatch answers their GETs first.

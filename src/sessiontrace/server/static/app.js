@@ -61,6 +61,7 @@ function fmtTime(ms) {
   const d = new Date(ms);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
+const timeCell = (ms) => h("span", { className: "time" }, fmtTime(ms));
 function fmtDur(ms) {
   if (ms == null) return "—";
   if (ms < 1) return `${ms.toFixed(2)} ms`;
@@ -70,6 +71,54 @@ function fmtDur(ms) {
 }
 const fmtRate = (r) => (r == null ? "—" : `${(r * 100).toFixed(1)}%`);
 const fmtInt = (n) => (n == null ? "—" : Number(n).toLocaleString("en-US"));
+
+// USD with the precision a number needs: $1,234.50 from a dollar up, three significant
+// digits below it ($0.0202, $0.00575, $0.00018), and $0.00 for a real zero (a free
+// model). An unknown cost is never a number: see costCell.
+function fmtUsd(c) {
+  if (typeof c !== "number" || !Number.isFinite(c)) return "—";
+  if (c < 0) return `-${fmtUsd(-c)}`;
+  if (c === 0) return "$0.00";
+  if (c >= 1) return `$${c.toFixed(2).replace(/\B(?=(\d{3})+(?!\d))/g, ",")}`;
+  if (c < 1e-10) return "<$0.0000000001";
+  const [whole, frac] = c.toFixed(Math.max(2, 2 - Math.floor(Math.log10(c)))).split(".");
+  return `$${whole}.${frac.replace(/0+$/, "").padEnd(2, "0")}`;
+}
+
+// The LLM numbers of a record (trace, turn, session, user, version, model, day):
+// llm_calls, input_tokens, output_tokens, total_tokens, cost (null when no call was
+// priced) and unpriced_calls. No calls: "—"; calls but no price: "unpriced"; a cost
+// that leaves calls out says so.
+const plural = (n, word) => `${fmtInt(n)} ${word}${n === 1 ? "" : "s"}`;
+function costCell(r) {
+  const calls = (r && r.llm_calls) || 0;
+  const unpriced = (r && r.unpriced_calls) || 0;
+  if (!r || typeof r.cost !== "number") {
+    if (!calls) return h("span", { className: "muted" }, "—");
+    return h("span", { className: "unpriced", title: `${plural(calls, "LLM call")} without a known price` }, "unpriced");
+  }
+  const cost = h("span", { className: "cost", title: `${r.cost} USD` }, fmtUsd(r.cost));
+  if (!unpriced) return cost;
+  return h("span", {}, cost, " ", h("span", { className: "unpriced small", title: `the cost leaves out ${plural(unpriced, "unpriced call")}` }, `+${fmtInt(unpriced)} unpriced`));
+}
+function tokensCell(r) {
+  if (!r || (!r.llm_calls && !r.total_tokens)) return h("span", { className: "muted" }, "—");
+  return h("span", { className: "tokens", title: `${fmtInt(r.input_tokens)} input · ${fmtInt(r.output_tokens)} output · ${plural(r.llm_calls, "LLM call")}` }, fmtInt(r.total_tokens));
+}
+// For the stats boxes: the total, with input / output under it.
+function tokensStat(r) {
+  if (!r || (!r.llm_calls && !r.total_tokens)) return h("span", { className: "muted" }, "—");
+  return h("span", {}, h("span", { className: "tokens" }, fmtInt(r.total_tokens)), h("span", { className: "muted small sub" }, ` ${fmtInt(r.input_tokens)} in / ${fmtInt(r.output_tokens)} out`));
+}
+const llmColumns = () => [
+  { label: "Tokens", key: "tokens", sort: "total_tokens", num: true, cell: tokensCell },
+  { label: "Cost", key: "cost", sort: "cost", num: true, cell: costCell },
+];
+const llmStats = (r) => [
+  ["LLM calls", fmtInt(r.llm_calls || 0)],
+  ["Tokens", tokensStat(r)],
+  ["Cost", costCell(r)],
+];
 function preview(text, n = 120) {
   if (text == null) return "";
   const s = String(text);
@@ -210,6 +259,7 @@ function filterBox(value, onSubmit, placeholder) {
         "tags.query_category = 'chat' AND trace.status = 'ERROR'",
         "execution_time_ms > 1000 OR span.type IN ('LLM', 'TOOL')",
         "trace.timestamp_ms > 1765560000000   name LIKE 'chat%'",
+        "trace.cost > 0.01   trace.total_tokens > 1000   span.model = 'gpt-4o-mini'",
       ].map((x) => h("li", {}, h("code", {}, x))),
     ),
   );
@@ -270,7 +320,7 @@ function table(columns, rows, sort) {
       );
     }),
   );
-  const body = rows.map((r) => h("tr", r.attrs || {}, columns.map((c) => h("td", { className: c.num ? "num" : null }, c.cell(r.data ?? r)))));
+  const body = rows.map((r) => h("tr", r.attrs || {}, columns.map((c) => h("td", { className: c.num ? "num" : null, "data-col": c.key }, c.cell(r.data ?? r)))));
   return h("table", { className: "grid" }, h("thead", {}, head), h("tbody", {}, body));
 }
 
@@ -289,14 +339,15 @@ async function tracesPage() {
   const filter = p.get("filter") || "";
   const group = p.get("group") === "1";
   const token = p.get("page_token");
-  const setParams = (changes) => go("/traces", { filter, group: group ? "1" : "", ...changes });
+  const order = p.get("order_by") || "";
+  const setParams = (changes) => go("/traces", { filter, group: group ? "1" : "", order_by: order, ...changes });
   const box = filterBox(filter, (f) => setParams({ filter: f, page_token: "" }));
   const toggle = h("label", { className: "toggle" }, h("input", { type: "checkbox", id: "group-by-session", checked: group, onchange: (e) => setParams({ group: e.target.checked ? "1" : "", page_token: token }) }), " group by session");
   const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
   render(h("h1", {}, "Traces"), h("div", { className: "toolbar" }, box, toggle), results);
   let data;
   try {
-    data = await api("/api/traces", { filter, page_token: token, max_results: 50 });
+    data = await api("/api/traces", { filter, order_by: order, page_token: token, max_results: 50 });
   } catch (err) {
     if (err.status === 400) box.showError(err);
     results.replaceChildren(err.status === 400 ? h("p", { className: "muted" }, "Fix the filter to see traces.") : errorBox(err));
@@ -307,12 +358,13 @@ async function tracesPage() {
     setParams({ filter: expr, page_token: "" });
   };
   const columns = [
-    { label: "Time", cell: (t) => traceLink(t.trace_id, fmtTime(t.request_time)) },
+    { label: "Time", sort: "timestamp_ms", cell: (t) => traceLink(t.trace_id, fmtTime(t.request_time)) },
     { label: "Name", cell: (t) => t.name ?? "" },
     { label: "User", cell: (t) => (t.user_id == null ? "—" : h("a", { href: pageUrl("/traces", { filter: `user = ${quote(t.user_id)}` }), className: "mono filter-user", onclick: filterBy(`user = ${quote(t.user_id)}`) }, t.user_id)) },
     { label: "Session", cell: (t) => (t.session_id == null ? "—" : h("a", { href: pageUrl("/traces", { filter: `session = ${quote(t.session_id)}` }), className: "mono filter-session", onclick: filterBy(`session = ${quote(t.session_id)}`) }, t.session_id)) },
     { label: "Status", cell: (t) => statusBadge(t.state) },
-    { label: "Duration", num: true, cell: (t) => fmtDur(t.execution_duration) },
+    { label: "Duration", sort: "execution_time_ms", num: true, cell: (t) => fmtDur(t.execution_duration) },
+    ...llmColumns(),
     { label: "Request", cell: (t) => h("span", { className: "preview" }, preview(t.request_preview)) },
     { label: "Response", cell: (t) => h("span", { className: "preview" }, preview(t.response_preview)) },
     { label: "Tags", cell: (t) => tagList(t.tags) },
@@ -330,7 +382,8 @@ async function tracesPage() {
       for (const t of traces) rows.push(t);
     }
   }
-  const tableEl = table(columns, group ? rows.filter((r) => !r.group) : data.traces);
+  const sort = { current: order || "timestamp_ms DESC", onSort: (o) => setParams({ order_by: o, page_token: "" }) };
+  const tableEl = table(columns, group ? rows.filter((r) => !r.group) : data.traces, sort);
   if (group) {
     // Insert a header row before each session's traces.
     const body = tableEl.tBodies[0];
@@ -339,7 +392,7 @@ async function tracesPage() {
       if (r.group) {
         body.appendChild(h("tr", { className: "group-row" }, h("td", { colspan: columns.length }, "Session ", r.sid ? link("/session", { id: r.sid }, r.sid, "mono") : h("span", { className: "muted" }, "(none)"), h("span", { className: "muted" }, ` · ${r.n} trace(s) on this page`))));
       } else {
-        body.appendChild(h("tr", {}, columns.map((c) => h("td", { className: c.num ? "num" : null }, c.cell(r)))));
+        body.appendChild(h("tr", {}, columns.map((c) => h("td", { className: c.num ? "num" : null, "data-col": c.key }, c.cell(r)))));
       }
     }
   }
@@ -369,11 +422,12 @@ async function sessionsPage() {
   const columns = [
     { label: "Session", sort: "session_id", cell: (s) => sessionLink(s.session_id) },
     { label: "Users", cell: (s) => s.user_ids.map((u, i) => [i ? ", " : "", userLink(u)]) },
-    { label: "First seen", sort: "first_seen", cell: (s) => fmtTime(s.first_seen_ms) },
-    { label: "Last seen", sort: "last_seen", cell: (s) => fmtTime(s.last_seen_ms) },
+    { label: "First seen", sort: "first_seen", cell: (s) => timeCell(s.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (s) => timeCell(s.last_seen_ms) },
     { label: "Turns", sort: "turns", num: true, cell: (s) => fmtInt(s.turns) },
     { label: "Total duration", sort: "total_duration_ms", num: true, cell: (s) => fmtDur(s.total_duration_ms) },
     { label: "Errors", sort: "errors", num: true, cell: (s) => (s.errors ? h("span", { className: "errtext" }, fmtInt(s.errors)) : "0") },
+    ...llmColumns(),
     { label: "First message", cell: (s) => h("span", { className: "preview" }, preview(requestText(parseMaybe(s.first_request_preview)), 80)) },
   ];
   results.replaceChildren(
@@ -412,6 +466,7 @@ async function sessionPage() {
         "div",
         { className: "turn-meta" },
         `#${t.turn} · ${fmtTime(t.timestamp)} · ${fmtDur(t.duration_ms)} · `,
+        t.llm_calls ? h("span", { className: "turn-llm" }, `${plural(t.llm_calls, "LLM call")} · `, tokensCell(t), " tokens · ", costCell(t), " · ") : null,
         statusBadge(t.status),
         " ",
         tagList(t.tags),
@@ -431,6 +486,7 @@ async function sessionPage() {
       ["Total duration", fmtDur(s.total_duration_ms)],
       ["Mean latency", fmtDur(s.mean_duration_ms)],
       ["Errors", `${fmtInt(s.errors)} (${fmtRate(s.error_rate)})`],
+      ...llmStats(s),
     ]),
     h("p", {}, link("/traces", { filter: `session = ${quote(s.session_id)}` }, "these traces in the trace list →")),
     h("ol", { className: "chat", id: "chat" }, turns),
@@ -442,26 +498,36 @@ async function usersPage() {
   const filter = p.get("filter") || "";
   const order = p.get("order_by") || "";
   const token = p.get("page_token");
-  const setParams = (changes) => go("/users", { filter, order_by: order, ...changes });
+  const days = Number(p.get("days") || 30);
+  const setParams = (changes) => go("/users", { filter, order_by: order, days: p.get("days"), ...changes });
   const box = filterBox(filter, (f) => setParams({ filter: f, page_token: "" }), "metadata.app_version = '2.0'  (only matching traces are counted)");
   const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
-  render(h("h1", {}, "Users"), h("div", { className: "toolbar" }, box), results);
-  let data;
+  const daySelect = h(
+    "select",
+    { "aria-label": "period", id: "cost-period", onchange: (e) => setParams({ days: e.target.value }) },
+    [7, 30, 90, 365].map((d) => h("option", { value: d, selected: d === days }, `last ${d} days`)),
+  );
+  const costSection = h("section", { id: "daily-cost" }, h("h2", {}, "Daily cost ", daySelect), h("p", { className: "muted" }, "Loading…"));
+  render(h("h1", {}, "Users"), h("div", { className: "toolbar" }, box), costSection, results);
+  let data, daily;
   try {
-    data = await api("/api/users", { filter, order_by: order, page_token: token });
+    [data, daily] = await Promise.all([api("/api/users", { filter, order_by: order, page_token: token }), api("/api/daily", { filter, days })]);
   } catch (err) {
     if (err.status === 400) box.showError(err);
     results.replaceChildren(errorBox(err));
+    costSection.remove();
     return;
   }
+  costSection.replaceChildren(costSection.firstChild, costChart(daily.daily, daily.since_ms, daily.until_ms), costSummary(daily.daily));
   const columns = [
     { label: "User", sort: "user_id", cell: (u) => userLink(u.user_id) },
-    { label: "First seen", sort: "first_seen", cell: (u) => fmtTime(u.first_seen_ms) },
-    { label: "Last seen", sort: "last_seen", cell: (u) => fmtTime(u.last_seen_ms) },
+    { label: "First seen", sort: "first_seen", cell: (u) => timeCell(u.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (u) => timeCell(u.last_seen_ms) },
     { label: "Sessions", sort: "sessions", num: true, cell: (u) => fmtInt(u.sessions) },
     { label: "Traces", sort: "traces", num: true, cell: (u) => fmtInt(u.traces) },
     { label: "Errors", sort: "errors", num: true, cell: (u) => `${fmtInt(u.errors)} (${fmtRate(u.error_rate)})` },
     { label: "Mean latency", sort: "mean_latency_ms", num: true, cell: (u) => fmtDur(u.mean_latency_ms) },
+    ...llmColumns(),
   ];
   results.replaceChildren(
     data.users.length ? table(columns, data.users, { current: order || "last_seen DESC", onSort: (o) => setParams({ order_by: o, page_token: "" }) }) : h("p", { className: "muted empty" }, "No users yet."),
@@ -469,15 +535,21 @@ async function usersPage() {
   );
 }
 
-// Daily activity: one bar a day (errors in red on top of OK traces), inline SVG.
-function activityChart(daily, sinceMs, untilMs) {
+// Every UTC day of the period, those without traces as zeros.
+function fillDays(daily, sinceMs, untilMs) {
   const days = [];
   const byDate = new Map(daily.map((d) => [d.date, d]));
   const start = new Date(sinceMs ?? (daily.length ? Date.parse(daily[0].date) : untilMs));
   for (let t = Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), start.getUTCDate()); t <= untilMs; t += 86400000) {
     const date = new Date(t).toISOString().slice(0, 10);
-    days.push(byDate.get(date) || { date, traces: 0, errors: 0 });
+    days.push(byDate.get(date) || { date, traces: 0, errors: 0, llm_calls: 0, input_tokens: 0, output_tokens: 0, total_tokens: 0, cost: null, unpriced_calls: 0 });
   }
+  return days;
+}
+
+// Daily activity: one bar a day (errors in red on top of OK traces), inline SVG.
+function activityChart(daily, sinceMs, untilMs) {
+  const days = fillDays(daily, sinceMs, untilMs);
   const W = 720, H = 180, padL = 36, padB = 28, padT = 10;
   const max = Math.max(1, ...days.map((d) => d.traces));
   const bw = (W - padL) / Math.max(days.length, 1);
@@ -501,6 +573,55 @@ function activityChart(daily, sinceMs, untilMs) {
   return chart;
 }
 
+// costCell as plain text (chart tooltips).
+function costText(r) {
+  if (typeof r.cost !== "number") return r.llm_calls ? "unpriced" : "—";
+  return r.unpriced_calls ? `${fmtUsd(r.cost)} +${fmtInt(r.unpriced_calls)} unpriced` : fmtUsd(r.cost);
+}
+
+// Daily cost: one bar a day; a day with calls no price covers gets a mark, so a day
+// of unpriced calls never passes for a free one.
+function costChart(daily, sinceMs, untilMs) {
+  const days = fillDays(daily, sinceMs, untilMs);
+  const W = 720, H = 180, padL = 72, padB = 28, padT = 14;
+  const cost = (d) => (typeof d.cost === "number" ? d.cost : 0);
+  const max = Math.max(0, ...days.map(cost));
+  const y = (v) => padT + (H - padT - padB) * (1 - v / (max || 1));
+  const bw = (W - padL) / Math.max(days.length, 1);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart cost-chart", role: "img", "aria-label": "daily cost" });
+  chart.appendChild(svg("line", { x1: padL, x2: W, y1: y(0), y2: y(0), class: "axis" }));
+  if (max > 0) chart.appendChild(svg("text", { x: padL - 6, y: y(max) + 4, "text-anchor": "end", class: "tick" }, fmtUsd(max)));
+  chart.appendChild(svg("text", { x: padL - 6, y: y(0), "text-anchor": "end", class: "tick" }, "$0"));
+  const every = Math.ceil(days.length / 10);
+  days.forEach((d, i) => {
+    const x = padL + i * bw + bw * 0.15;
+    const w = Math.max(1, bw * 0.7);
+    const g = svg("g", { class: "day", "data-date": d.date, "data-cost": typeof d.cost === "number" ? d.cost : "", "data-unpriced": d.unpriced_calls || 0 });
+    const calls = d.llm_calls ? ` · ${fmtInt(d.total_tokens)} tokens · ${plural(d.llm_calls, "LLM call")}` : "";
+    g.appendChild(svg("title", {}, `${d.date}: ${costText(d)}${calls}`));
+    // A free day (priced at $0) gets a flat bar: it is not a day without calls.
+    if (d.cost === 0 && d.llm_calls) g.appendChild(svg("rect", { x, y: y(0) - 2, width: w, height: 2, class: "bar cost zero" }));
+    // A bar at least 1 px high for any cost above zero, however small beside the top.
+    if (cost(d) > 0) g.appendChild(svg("rect", { x, y: Math.min(y(cost(d)), y(0) - 1), width: w, height: Math.max(1, y(0) - y(cost(d))), class: "bar cost" }));
+    if (d.unpriced_calls) g.appendChild(svg("circle", { cx: x + w / 2, cy: Math.min(y(cost(d)), y(0)) - 6, r: 3.5, class: "unpriced-mark" }));
+    if (i % every === 0) g.appendChild(svg("text", { x: x + w / 2, y: H - 8, "text-anchor": "middle", class: "tick" }, d.date.slice(5)));
+    chart.appendChild(g);
+  });
+  if (!days.some((d) => d.unpriced_calls)) return chart;
+  const mark = svg("svg", { viewBox: "0 0 10 10", width: 10, height: 10, class: "legend-mark" }, svg("circle", { cx: 5, cy: 5, r: 3.5, class: "unpriced-mark" }));
+  return h("div", { className: "cost-chart-box" }, chart, h("p", { className: "legend muted small" }, mark, " a day with LLM calls that no price covers: their cost is unknown, not $0"));
+}
+
+// The period's totals under a cost chart, summed from its days.
+function costSummary(daily) {
+  const sum = { llm_calls: 0, input_tokens: 0, output_tokens: 0, total_tokens: 0, cost: null, unpriced_calls: 0 };
+  for (const d of daily) {
+    for (const k of ["llm_calls", "input_tokens", "output_tokens", "total_tokens", "unpriced_calls"]) sum[k] += d[k] || 0;
+    if (typeof d.cost === "number") sum.cost = (sum.cost || 0) + d.cost;
+  }
+  return h("p", { className: "cost-summary" }, "In this period: ", costCell(sum), " · ", tokensCell(sum), " tokens · ", plural(sum.llm_calls, "LLM call"));
+}
+
 async function userPage() {
   const p = params();
   const id = p.get("id");
@@ -508,11 +629,15 @@ async function userPage() {
   if (!id) return render(errorBox(new Error("no user id")));
   const title = () => h("h1", {}, "User ", h("span", { className: "mono" }, id));
   render(title(), h("p", { className: "muted" }, "Loading…"));
-  let report, sessions;
+  let report, sessions, models;
+  // The models over the report's period (the server's "now" is a few ms later: only a
+  // trace started in between could differ).
+  const since = Date.now() - days * 86400000;
   try {
-    [report, sessions] = await Promise.all([
+    [report, sessions, models] = await Promise.all([
       api("/api/user", { id, days }),
       api("/api/sessions", { filter: `user = ${quote(id)}`, max_results: 50 }),
+      api("/api/models", { filter: `user = ${quote(id)} AND trace.timestamp_ms > ${since}`, order_by: "cost DESC" }),
     ]);
   } catch (err) {
     return render(title(), errorBox(err));
@@ -525,12 +650,19 @@ async function userPage() {
   const tagTables = Object.entries(report.tags).map(([key, counts]) =>
     h("div", { className: "tag-breakdown" }, h("h3", { className: "mono" }, key), h("table", { className: "grid small" }, h("tbody", {}, Object.entries(counts).map(([v, n]) => h("tr", {}, h("td", { className: "mono" }, v), h("td", { className: "num" }, fmtInt(n))))))),
   );
+  const userModelColumns = [
+    { label: "Model", key: "model", cell: (m) => (m.model == null ? h("span", { className: "muted" }, "(no model)") : link("/traces", { filter: `user = ${quote(id)} AND span.model = ${quote(m.model)}` }, m.model, "mono")) },
+    { label: "Provider", key: "provider", cell: (m) => m.provider ?? h("span", { className: "muted" }, "—") },
+    { label: "LLM calls", key: "calls", num: true, cell: (m) => fmtInt(m.llm_calls) },
+    ...llmColumns(),
+  ];
   const sessionColumns = [
     { label: "Session", cell: (s) => sessionLink(s.session_id) },
-    { label: "First seen", cell: (s) => fmtTime(s.first_seen_ms) },
-    { label: "Last seen", cell: (s) => fmtTime(s.last_seen_ms) },
+    { label: "First seen", cell: (s) => timeCell(s.first_seen_ms) },
+    { label: "Last seen", cell: (s) => timeCell(s.last_seen_ms) },
     { label: "Turns", num: true, cell: (s) => fmtInt(s.turns) },
     { label: "Errors", num: true, cell: (s) => fmtInt(s.errors) },
+    ...llmColumns(),
     { label: "First message", cell: (s) => h("span", { className: "preview" }, preview(requestText(parseMaybe(s.first_request_preview)), 80)) },
   ];
   render(
@@ -544,13 +676,18 @@ async function userPage() {
       ["Mean latency", fmtDur(report.mean_latency_ms)],
       ["First seen", fmtTime(report.first_seen_ms)],
       ["Last seen", fmtTime(report.last_seen_ms)],
+      ...llmStats(report),
     ]),
-    h("h2", {}, "Daily activity"),
-    activityChart(report.daily_activity, report.since_ms, report.until_ms),
+    h(
+      "div",
+      { className: "chart-row" },
+      h("section", { id: "daily-activity" }, h("h2", {}, "Daily activity"), activityChart(report.daily_activity, report.since_ms, report.until_ms)),
+      h("section", { id: "daily-cost" }, h("h2", {}, "Daily cost"), costChart(report.daily_activity, report.since_ms, report.until_ms)),
+    ),
+    models.models.length ? h("section", { id: "user-models" }, h("h2", {}, "Models"), table(userModelColumns, models.models)) : null,
     h("h2", {}, "Tags"),
     tagTables.length ? h("div", { className: "tag-grid" }, tagTables) : h("p", { className: "muted" }, "No tags in this period."),
-    h("h2", {}, "Sessions"),
-    sessions.sessions.length ? table(sessionColumns, sessions.sessions) : h("p", { className: "muted" }, "No sessions."),
+    h("section", { id: "user-sessions" }, h("h2", {}, "Sessions"), sessions.sessions.length ? table(sessionColumns, sessions.sessions) : h("p", { className: "muted" }, "No sessions.")),
   );
 }
 
@@ -577,6 +714,7 @@ async function versionsPage() {
   const p = params();
   const key = p.get("key") || "app_version";
   const filter = p.get("filter") || "";
+  const order = p.get("order_by") || "";
   const keyInput = h("input", { type: "text", name: "key", value: key, list: "known-keys", "aria-label": "metadata key", spellcheck: "false" });
   const known = h("datalist", { id: "known-keys" }, ["app_version", "mlflow.source.type", "deployment_id", "mlflow.source.git.commit", "mlflow.source.name"].map((k) => h("option", { value: k })));
   const box = filterBox(filter, (f) => go("/versions", { key: keyInput.value.trim(), filter: f }), "trace.timestamp_ms > 0  (only matching traces are counted)");
@@ -585,7 +723,7 @@ async function versionsPage() {
   render(h("h1", {}, "Versions"), h("div", { className: "toolbar" }, keyForm, box), results);
   let data;
   try {
-    data = await api("/api/versions", { key, filter });
+    data = await api("/api/versions", { key, filter, order_by: order });
   } catch (err) {
     if (err.status === 400) box.showError(err);
     results.replaceChildren(errorBox(err));
@@ -593,19 +731,60 @@ async function versionsPage() {
   }
   const columns = [
     { label: key, cell: (r) => link("/traces", { filter: `metadata.\`${key.replaceAll("`", "")}\` = ${quote(r.value)}` }, r.value, "mono") },
-    { label: "Traces", num: true, cell: (r) => fmtInt(r.traces) },
-    { label: "Users", num: true, cell: (r) => fmtInt(r.users) },
-    { label: "Errors", num: true, cell: (r) => fmtInt(r.errors) },
+    { label: "Traces", sort: "traces", num: true, cell: (r) => fmtInt(r.traces) },
+    { label: "Users", sort: "users", num: true, cell: (r) => fmtInt(r.users) },
+    { label: "Errors", sort: "errors", num: true, cell: (r) => fmtInt(r.errors) },
     { label: "Error rate", num: true, cell: (r) => fmtRate(r.error_rate) },
-    { label: "Mean latency", num: true, cell: (r) => fmtDur(r.mean_latency_ms) },
-    { label: "First seen", cell: (r) => fmtTime(r.first_seen_ms) },
-    { label: "Last seen", cell: (r) => fmtTime(r.last_seen_ms) },
+    { label: "Mean latency", sort: "mean_latency_ms", num: true, cell: (r) => fmtDur(r.mean_latency_ms) },
+    ...llmColumns(),
+    { label: "First seen", sort: "first_seen", cell: (r) => timeCell(r.first_seen_ms) },
+    { label: "Last seen", sort: "last_seen", cell: (r) => timeCell(r.last_seen_ms) },
   ];
+  const sort = { current: order || "traces DESC", onSort: (o) => go("/versions", { key, filter, order_by: o }) };
   if (!data.rows.length) {
     results.replaceChildren(h("p", { className: "muted empty" }, `No trace has the metadata key ${key}.`));
     return;
   }
-  results.replaceChildren(table(columns, data.rows), barChart(data.rows, (r) => r.value, (r) => r.traces, (r) => r.error_rate));
+  results.replaceChildren(table(columns, data.rows, sort), barChart(data.rows, (r) => r.value, (r) => r.traces, (r) => r.error_rate));
+}
+
+// Models: the LLM calls that count in their traces' totals, per model and provider.
+async function modelsPage() {
+  const p = params();
+  const filter = p.get("filter") || "";
+  const order = p.get("order_by") || "";
+  const box = filterBox(filter, (f) => go("/models", { filter: f, order_by: order }), "user = 'user-123'  (only calls in matching traces are counted)");
+  const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
+  render(h("h1", {}, "Models"), h("div", { className: "toolbar" }, box), results);
+  let data;
+  try {
+    data = await api("/api/models", { filter, order_by: order });
+  } catch (err) {
+    if (err.status === 400) box.showError(err);
+    results.replaceChildren(errorBox(err));
+    return;
+  }
+  const none = (v, text) => (v == null ? h("span", { className: "muted" }, text) : v);
+  const columns = [
+    { label: "Model", key: "model", sort: "model", cell: (m) => (m.model == null ? none(null, "(no model)") : link("/traces", { filter: `span.model = ${quote(m.model)}` }, m.model, "mono")) },
+    { label: "Provider", key: "provider", cell: (m) => none(m.provider, "—") },
+    { label: "LLM calls", key: "calls", sort: "llm_calls", num: true, cell: (m) => fmtInt(m.llm_calls) },
+    { label: "Traces", key: "traces", sort: "traces", num: true, cell: (m) => fmtInt(m.traces) },
+    { label: "Users", key: "users", sort: "users", num: true, cell: (m) => fmtInt(m.users) },
+    { label: "Input tokens", key: "input", sort: "input_tokens", num: true, cell: (m) => fmtInt(m.input_tokens) },
+    { label: "Output tokens", key: "output", sort: "output_tokens", num: true, cell: (m) => fmtInt(m.output_tokens) },
+    { label: "Total tokens", key: "tokens", sort: "total_tokens", num: true, cell: (m) => fmtInt(m.total_tokens) },
+    { label: "Cost", key: "cost", sort: "cost", num: true, cell: costCell },
+    { label: "Unpriced calls", key: "unpriced", sort: "unpriced_calls", num: true, cell: (m) => (m.unpriced_calls ? h("span", { className: "unpriced" }, fmtInt(m.unpriced_calls)) : "0") },
+  ];
+  if (!data.models.length) {
+    results.replaceChildren(h("p", { className: "muted empty" }, "No LLM calls yet: spans with mlflow.chat.tokenUsage or mlflow.llm.model appear here."));
+    return;
+  }
+  results.replaceChildren(
+    table(columns, data.models, { current: order || "llm_calls DESC", onSort: (o) => go("/models", { filter, order_by: o }) }),
+    h("p", { className: "muted small" }, "A call inside another call that reports usage is counted once, in the outer call, as in the traces' totals. Unpriced calls have no known price (set one with sessiontrace.set_model_price); their tokens count, their cost is not $0."),
+  );
 }
 
 // -- the trace page: span tree timeline, inputs/outputs, metadata, editable tags -----
@@ -629,6 +808,101 @@ function spanTree(spans) {
   return out;
 }
 
+// An LLM span's numbers, read from its attributes as the store reads them
+// (sessiontrace/llm/_rollup.py: llm_call); null for other spans. Attribute values
+// are untrusted and of any type: only numbers count, only strings are names.
+const ATTR = {
+  usage: "mlflow.chat.tokenUsage",
+  model: "mlflow.llm.model",
+  provider: "mlflow.llm.provider",
+  cost: "mlflow.llm.cost",
+  source: "sessiontrace.llm.price_source",
+  unpriced: "sessiontrace.llm.unpriced",
+  usageMissing: "sessiontrace.llm.usage_missing",
+};
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const tokenCount = (v) => (Number.isInteger(v) && v >= 0 ? v : null);
+const money = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+const str = (v) => (typeof v === "string" ? v : null);
+
+function spanLlm(span) {
+  const a = isObject(span.attributes) ? span.attributes : {};
+  const has = (k) => Object.prototype.hasOwnProperty.call(a, k);
+  if (!has(ATTR.usage) && !has(ATTR.model)) return null;
+  const u = isObject(a[ATTR.usage]) ? a[ATTR.usage] : null;
+  const input = u ? tokenCount(u.input_tokens ?? 0) : null;
+  const output = u ? tokenCount(u.output_tokens ?? 0) : null;
+  const hasUsage = input !== null && output !== null;
+  const c = isObject(a[ATTR.cost]) ? a[ATTR.cost] : {};
+  const inputCost = money(c.input_cost);
+  const outputCost = money(c.output_cost);
+  let cost = money(c.total_cost);
+  if (cost === null && inputCost !== null && outputCost !== null) cost = inputCost + outputCost;
+  return {
+    model: str(a[ATTR.model]),
+    provider: str(a[ATTR.provider]),
+    hasUsage,
+    input: hasUsage ? input : 0,
+    output: hasUsage ? output : 0,
+    total: hasUsage ? tokenCount(u.total_tokens) ?? input + output : 0,
+    cacheRead: u ? tokenCount(u.cache_read_input_tokens) : null,
+    cacheWrite: u ? tokenCount(u.cache_creation_input_tokens) : null,
+    reasoning: u ? tokenCount(u.reasoning_tokens) : null,
+    cost,
+    inputCost,
+    outputCost,
+    source: str(a[ATTR.source]),
+    usageMissing: a[ATTR.usageMissing] === true,
+  };
+}
+
+// The LLM spans that an enclosing LLM span with usage already counts (MLflow's rule,
+// as in the trace's totals): shown, but not added again.
+function hiddenLlmSpans(spans, llmById) {
+  const parents = new Map(spans.map((s) => [s.span_id, s.parent_id]));
+  const hidden = new Set();
+  for (const s of spans) {
+    if (!llmById.has(s.span_id)) continue;
+    let p = parents.get(s.span_id);
+    for (let n = 0; p != null && n < 10000; n++, p = parents.get(p)) {
+      const up = llmById.get(p);
+      if (up && up.hasUsage) {
+        hidden.add(s.span_id);
+        break;
+      }
+    }
+  }
+  return hidden;
+}
+
+// One call's cost as costCell shows a record's.
+const callCost = (llm) => costCell({ llm_calls: 1, cost: llm.cost, unpriced_calls: llm.cost === null ? 1 : 0 });
+
+function llmDetail(llm, hidden) {
+  const row = (k, ...v) => h("tr", {}, h("th", {}, k), h("td", {}, v));
+  // Counts of 0 are left out: OpenAI reports "0 cached" on every call.
+  const inputNotes = [llm.cacheRead ? `${fmtInt(llm.cacheRead)} cache read` : null, llm.cacheWrite ? `${fmtInt(llm.cacheWrite)} cache write` : null].filter(Boolean);
+  let costNote = null;
+  if (llm.cost !== null && (llm.inputCost !== null || llm.outputCost !== null)) costNote = ` (input ${fmtUsd(llm.inputCost ?? 0)}, output ${fmtUsd(llm.outputCost ?? 0)})`;
+  else if (llm.cost === null) costNote = llm.hasUsage ? (llm.model ? " no price is known for this model (sessiontrace.set_model_price sets one)" : " the call has no model name to price") : " the call reported no token usage";
+  return h(
+    "table",
+    { className: "grid small llm-call", id: "llm-call" },
+    h(
+      "tbody",
+      {},
+      row("Model", h("span", { className: "mono llm-model" }, llm.model ?? "—")),
+      row("Provider", llm.provider ?? "—"),
+      row("Input tokens", h("span", { className: "llm-input" }, llm.hasUsage ? fmtInt(llm.input) : "—"), inputNotes.length ? h("span", { className: "muted" }, ` (incl. ${inputNotes.join(", ")})`) : null),
+      row("Output tokens", h("span", { className: "llm-output" }, llm.hasUsage ? fmtInt(llm.output) : "—"), llm.reasoning ? h("span", { className: "muted" }, ` (incl. ${fmtInt(llm.reasoning)} reasoning)`) : null),
+      row("Total tokens", h("span", { className: "llm-total" }, llm.hasUsage ? fmtInt(llm.total) : "—")),
+      row("Cost", h("span", { className: "llm-cost" }, callCost(llm)), costNote ? h("span", { className: "muted" }, costNote) : null),
+      llm.source ? row("Price source", h("span", { className: "mono" }, llm.source)) : null,
+      row("In the trace's totals", hidden ? h("span", { className: "muted" }, "no: an enclosing call reports this usage") : "yes"),
+    ),
+  );
+}
+
 async function tracePage() {
   const id = params().get("id");
   if (!id) return render(errorBox(new Error("no trace id")));
@@ -644,6 +918,12 @@ async function tracePage() {
   const user = md["mlflow.trace.user"];
   const session = md["mlflow.trace.session"];
   const tree = spanTree(spans);
+  const llmById = new Map();
+  for (const s of spans) {
+    const llm = spanLlm(s);
+    if (llm) llmById.set(s.span_id, llm);
+  }
+  const hidden = hiddenLlmSpans(spans, llmById);
   const t0 = Math.min(...spans.map((s) => s.start_time_ns));
   const t1 = Math.max(...spans.map((s) => s.end_time_ns ?? s.start_time_ns));
   const total = Math.max(1, t1 - t0);
@@ -654,11 +934,19 @@ async function tracePage() {
     bar.style.width = `${Math.max(0.4, (((span.end_time_ns ?? t1) - span.start_time_ns) / total) * 100)}%`;
     const name = h("div", { className: "tl-name" }, h("span", { className: "type" }, span.span_type), " ", span.name);
     name.style.paddingLeft = `${depth * 16 + 4}px`;
+    const llm = llmById.get(span.span_id);
+    const isHidden = hidden.has(span.span_id);
+    const llmCell = h(
+      "div",
+      { className: `tl-llm${isHidden ? " hidden-call" : ""}`, title: isHidden ? "inside a call that reports usage: not counted again in the totals" : null },
+      llm ? [h("span", { className: "mono tl-model" }, llm.model ?? "—"), " · ", h("span", { className: "tl-tokens" }, llm.hasUsage ? `${fmtInt(llm.total)} tok` : "no usage"), " · ", h("span", { className: "tl-cost" }, callCost(llm))] : null,
+    );
     const row = h(
       "button",
       { type: "button", className: "tl-row", "data-span-id": span.span_id, onclick: () => select(span, row) },
       name,
       h("div", { className: "tl-track" }, bar),
+      llmCell,
       h("div", { className: "tl-dur" }, fmtDur(span.end_time_ns == null ? null : (span.end_time_ns - span.start_time_ns) / 1e6)),
     );
     return row;
@@ -673,6 +961,7 @@ async function tracePage() {
     append(detail, [
       h("h3", {}, span.name, " ", statusBadge(span.status)),
       span.status_message ? h("p", { className: "errtext" }, span.status_message) : null,
+      llmById.has(span.span_id) ? [h("h4", {}, "LLM call"), llmDetail(llmById.get(span.span_id), hidden.has(span.span_id))] : null,
       h("div", { className: "io" }, h("div", {}, h("h4", {}, "Inputs"), h("pre", { className: "io-inputs" }, pretty(span.inputs))), h("div", {}, h("h4", {}, "Outputs"), h("pre", { className: "io-outputs" }, pretty(span.outputs)))),
       h("h4", {}, "Attributes"),
       kv(span.attributes),
@@ -691,6 +980,7 @@ async function tracePage() {
       ["Duration", fmtDur(info.execution_duration)],
       ["User", userLink(user)],
       ["Session", sessionLink(session)],
+      ...(info.llm_calls ? llmStats(info) : []),
     ]),
     h("h2", {}, "Spans"),
     h("div", { className: "timeline" }, rows),
@@ -759,6 +1049,7 @@ const PAGES = {
   "/users": usersPage,
   "/user": userPage,
   "/versions": versionsPage,
+  "/models": modelsPage,
 };
 
 function route() {
