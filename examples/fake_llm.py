@@ -191,27 +191,29 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.server.record({"path": self.path, "headers": headers, "body": request})
         self._steer = steer = _Steer(headers, request.get("model"))
-        route = {
-            "/chat/completions": self._chat,
-            "/completions": self._completions,
-            "/embeddings": self._embeddings,
-            "/responses": self._responses,
-            "/messages": self._messages,
-        }.get(path)
+        # By suffix: Azure's clients post to /openai/deployments/<name>/chat/completions.
+        routes = (
+            ("/chat/completions", self._chat),
+            ("/completions", self._completions),
+            ("/embeddings", self._embeddings),
+            ("/responses", self._responses),
+            ("/messages", self._messages),
+        )
+        route = next((handler for suffix, handler in routes if path.endswith(suffix)), None)
         if route is None:
             self._send_json(404, {"error": {"message": "not found"}})
             return
         if steer.mode.startswith("error-"):
-            self._error_status(path, steer.mode)
+            self._error_status(path.endswith("/messages"), steer.mode)
             return
         try:
             route(request)
         except (KeyError, TypeError, ValueError) as exc:
             self._send_json(400, {"error": {"message": f"bad request: {exc}"}})
 
-    def _error_status(self, path: str, mode: str) -> None:
+    def _error_status(self, anthropic: bool, mode: str) -> None:
         status = int(mode[len("error-") :]) if mode[len("error-") :].isdigit() else 500
-        if path == "/messages":
+        if anthropic:
             kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
             body = {"type": "error", "error": {"type": kind, "message": f"fake {status}"}}
         else:
