@@ -79,6 +79,7 @@ test: lint typecheck pytest pytest-sdk-old
 
 bench: $(STAMP)-bench
 	$(BIN)/python bench/trace_overhead.py
+	$(BIN)/python bench/llm_overhead.py
 
 clean:
 	rm -rf $(VENV) $(SDK_OLD_VENV) .mypy_cache .ruff_cache .pytest_cache dist build

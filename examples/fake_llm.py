@@ -20,7 +20,9 @@ Request headers steer it:
 - ``x-fake-mode``: ``error-429``, ``error-500``, ``error-529`` (an error status),
   ``midstream-error`` (an error event after two chunks), ``no-usage`` (never any
   usage), ``slow`` (20 ms between chunks), ``azure`` (Azure's extra leading and
-  trailing stream chunks), ``tool-call`` (the model calls ``get_weather``).
+  trailing stream chunks), ``choice-usage`` (a stream's usage inside its last
+  ``choices[0]``, as some compatible servers send it), ``tool-call`` (the model calls
+  ``get_weather``).
 
 Every request is recorded (``server.requests``: path, lower-cased headers, body).
 OpenAI's stream rule is kept exactly: with ``stream_options.include_usage`` every
@@ -36,6 +38,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import struct
 import threading
 import time
@@ -139,6 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm
+        # and the client's delayed ACK add 40 ms to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle_one_request(self) -> None:
         try:
@@ -332,8 +341,11 @@ class _Handler(BaseHTTPRequestHandler):
                     self._end_stream()
                     return
                 self._frame(chunk({"content": piece}, None))
-            self._frame(chunk({}, "stop"))
-        if include:
+            last = chunk({}, "stop")
+            if steer.mode == "choice-usage":  # some compatible servers report it here
+                last["choices"][0]["usage"] = usage
+            self._frame(last)
+        if include and steer.mode != "choice-usage":
             self._frame(
                 {
                     "id": "chatcmpl-fake",

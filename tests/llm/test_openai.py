@@ -179,6 +179,14 @@ def test_azure_style_stream_chunks(oai: openai.OpenAI) -> None:
     assert span.attributes["mlflow.llm.model"] == MODEL  # not the leading chunk's ""
 
 
+def test_usage_inside_the_last_choice_is_found(oai: openai.OpenAI) -> None:
+    stream = oai.chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True, extra_headers={"x-fake-mode": "choice-usage"}
+    )
+    assert _read_stream(stream) == TEXT
+    assert usage(only_span()) == EXPECTED
+
+
 def test_azure_client_is_provider_azure(server: fake_llm.FakeLLMServer) -> None:
     client = openai.AzureOpenAI(
         base_url=server.base_url, api_key="azure-key", api_version="2024-06-01", max_retries=0

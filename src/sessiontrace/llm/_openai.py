@@ -96,9 +96,12 @@ def _assemble_chat(chunks: list[Any]) -> tuple[Any, dict[str, int] | None, str |
                                 tool["arguments"].append(function.arguments)
             if choice.finish_reason:
                 state["finish_reason"] = choice.finish_reason
-            in_choice = _extra_usage(choice)  # some compatible servers put it there
-            if in_choice is not None:
-                usage = in_choice
+    if usage is None:  # some OpenAI-compatible servers put it in choices[0] instead
+        for chunk in chunks:
+            for choice in chunk.choices or ():
+                in_choice = _extra_usage(choice)
+                if in_choice is not None:
+                    usage = in_choice
     out_choices = []
     for index in sorted(choices):
         state = choices[index]
