@@ -28,83 +28,96 @@ _patcher = Patcher()
 _lock = threading.Lock()
 
 
-def _assemble(chunks: list[Any]) -> tuple[Any, dict[str, int] | None, str | None]:
+class MessageAccumulator:
     """Raw stream events -> a ``message``: text joined, tool input JSON rebuilt."""
-    message: Any = None
-    delta_usage: Any = None
-    stop_reason: Any = None
-    stop_sequence: Any = None
-    blocks: dict[int, dict[str, Any]] = {}
-    for event in chunks:
+
+    __slots__ = ("blocks", "delta_usage", "message", "stop_reason", "stop_sequence")
+
+    def __init__(self) -> None:
+        self.message: Any = None
+        self.delta_usage: Any = None
+        self.stop_reason: Any = None
+        self.stop_sequence: Any = None
+        self.blocks: dict[int, list[Any]] = {}  # index -> [type, id, name, text, parts]
+
+    def add(self, event: Any) -> bool:
         kind = event.type
         if kind == "content_block_delta":
-            block = blocks.get(event.index)
+            block = self.blocks.get(event.index)
             if block is None:
-                block = blocks[event.index] = {"type": "text", "parts": []}
+                block = self.blocks[event.index] = ["text", None, None, "", []]
             delta = event.delta
             dtype = delta.type
             if dtype == "text_delta":
-                block["parts"].append(delta.text)
+                block[4].append(delta.text)
             elif dtype == "input_json_delta":
-                block["parts"].append(delta.partial_json)
+                block[4].append(delta.partial_json)
             elif dtype == "thinking_delta":
-                block["parts"].append(delta.thinking)
+                block[4].append(delta.thinking)
         elif kind == "content_block_start":
             start = event.content_block
-            blocks[event.index] = {"type": start.type, "start": start, "parts": []}
+            self.blocks[event.index] = [
+                start.type,
+                getattr(start, "id", None),
+                getattr(start, "name", None),
+                getattr(start, "text", None) or "",
+                [],
+            ]
         elif kind == "message_start":
-            message = event.message
+            self.message = event.message
         elif kind == "message_delta":
             if event.usage is not None:
-                delta_usage = event.usage
-            stop_reason = event.delta.stop_reason
-            stop_sequence = event.delta.stop_sequence
-    content = []
-    for index in sorted(blocks):
-        block = blocks[index]
-        text = "".join(block["parts"])
-        start = block.get("start")
-        btype = block["type"]
-        if btype == "tool_use":
-            try:
-                tool_input = json.loads(text) if text else getattr(start, "input", {})
-            except ValueError:
-                tool_input = text
-            content.append(
-                {
-                    "type": "tool_use",
-                    "id": getattr(start, "id", None),
-                    "name": getattr(start, "name", None),
-                    "input": tool_input,
-                }
-            )
-        elif btype == "thinking":
-            content.append({"type": "thinking", "thinking": text})
-        elif btype == "text":
-            content.append({"type": "text", "text": (getattr(start, "text", "") or "") + text})
-        else:
-            content.append({"type": btype})
-    raw_usage = merge_anthropic_usage(getattr(message, "usage", None), delta_usage)
-    usage = anthropic_usage(raw_usage) if raw_usage else None
-    model = getattr(message, "model", None)
-    output = {
-        "id": getattr(message, "id", None),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": stop_sequence,
-        "usage": raw_usage or None,
-    }
-    return output, usage, model
+                self.delta_usage = event.usage
+            self.stop_reason = event.delta.stop_reason
+            self.stop_sequence = event.delta.stop_sequence
+        return False
+
+    def result(self) -> tuple[Any, dict[str, int] | None, str | None]:
+        content: list[dict[str, Any]] = []
+        for index in sorted(self.blocks):
+            btype, block_id, name, head, parts = self.blocks[index]
+            text = "".join(parts)
+            if btype == "tool_use":
+                try:
+                    tool_input: Any = json.loads(text) if text else {}
+                except ValueError:
+                    tool_input = text
+                content.append(
+                    {"type": "tool_use", "id": block_id, "name": name, "input": tool_input}
+                )
+            elif btype == "thinking":
+                content.append({"type": "thinking", "thinking": text})
+            elif btype == "text":
+                content.append({"type": "text", "text": head + text})
+            else:
+                content.append({"type": btype})
+        message = self.message
+        raw_usage = merge_anthropic_usage(getattr(message, "usage", None), self.delta_usage)
+        usage = anthropic_usage(raw_usage) if raw_usage else None
+        model = getattr(message, "model", None)
+        output = {
+            "id": getattr(message, "id", None),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage": raw_usage or None,
+        }
+        return output, usage, model
 
 
 _CREATE = CallSpec(
-    _sdk, "anthropic.messages", "CHAT_MODEL", "anthropic", anthropic_usage, _assemble
+    _sdk, "anthropic.messages", "CHAT_MODEL", "anthropic", anthropic_usage, MessageAccumulator
 )
 _STREAM = CallSpec(
-    _sdk, "anthropic.messages.stream", "CHAT_MODEL", "anthropic", anthropic_usage, _assemble
+    _sdk,
+    "anthropic.messages.stream",
+    "CHAT_MODEL",
+    "anthropic",
+    anthropic_usage,
+    MessageAccumulator,
 )
 _MANAGER_ATTR = "_MessageStreamManager__api_request"
 _ASYNC_MANAGER_ATTR = "_AsyncMessageStreamManager__api_request"

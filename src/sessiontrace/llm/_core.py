@@ -6,8 +6,10 @@ response, and for a stream when it is exhausted, closed, fails, or is dropped.
 
 Hot path: per call one dict comprehension over the keyword arguments, one JSON
 encoding of the inputs and one of the output (the span API's own costs), a few
-attribute reads. Per stream chunk: a list append and one comparison; the chunks are
-reassembled into the output once, when the stream ends.
+attribute reads. Per stream chunk: a few attribute reads, its text appended to a
+list; the output is built once, when the stream ends. Chunks are not kept: holding
+the SDK's objects until the end made the garbage collector rescan them on every
+collection the SDK's own allocations trigger, and cost more than the rest together.
 
 Nothing here may break the host app: the SDK's exceptions pass through unchanged,
 and a failure of ours is counted (``_runtime.count_internal_error``) and swallowed.
@@ -20,7 +22,7 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .. import _runtime
 from .._serialize import dumps
@@ -78,7 +80,17 @@ class SdkState:
         self.api_response_types: tuple[type, ...] = ()
 
 
-Assemble = Callable[[list[Any]], "tuple[Any, dict[str, int] | None, str | None]"]
+class Accumulator(Protocol):
+    """Builds a stream's output from its chunks, one at a time."""
+
+    def add(self, chunk: Any) -> bool:
+        """Take one chunk; True when it is a usage-only chunk (``choices == []``)."""
+
+    def result(self) -> tuple[Any, dict[str, int] | None, str | None]:
+        """The output, the normalised usage and the model."""
+
+
+Assemble = Callable[[], Accumulator]
 
 
 class CallSpec:
@@ -200,14 +212,15 @@ def _finish_object(spec: CallSpec, span: LiveSpan, obj: Any) -> None:
 
 
 class StreamRecorder:
-    """The chunks of one stream and the span they end; ends the span exactly once."""
+    """What one stream said so far and the span it ends; ends the span exactly once."""
 
-    __slots__ = ("chunks", "ended", "first_ns", "hide_usage_chunk", "span", "spec")
+    __slots__ = ("acc", "ended", "first_ns", "hide_usage_chunk", "span", "spec")
 
     def __init__(self, spec: CallSpec, span: LiveSpan, hide_usage_chunk: bool) -> None:
         self.spec = spec
         self.span = span
-        self.chunks: list[Any] = []
+        assert spec.assemble is not None
+        self.acc = spec.assemble()
         self.first_ns = 0
         self.ended = False
         self.hide_usage_chunk = hide_usage_chunk
@@ -224,9 +237,7 @@ class StreamRecorder:
                 attrs[TIME_TO_FIRST_CHUNK] = round((self.first_ns - span.start_ns) / 1e6, 3)
             if incomplete:
                 attrs[STREAM_INCOMPLETE] = True
-            assemble = self.spec.assemble
-            assert assemble is not None
-            output, usage, model = assemble(self.chunks)
+            output, usage, model = self.acc.result()
             if exc is None or usage:
                 _record_usage(span, usage, model)
             elif type(model) is str and model:
@@ -234,7 +245,6 @@ class StreamRecorder:
             span.outputs_json = dumps(output)
         except Exception:
             _error("finish_stream")
-        self.chunks = []
         _close_span(span, exc)
 
     def __del__(self) -> None:
@@ -245,15 +255,19 @@ class StreamRecorder:
 
 
 def _traced_iter(inner: Iterator[Any], rec: StreamRecorder) -> Iterator[Any]:
-    chunks = rec.chunks
+    add = rec.acc.add
     hide = rec.hide_usage_chunk
     try:
         for chunk in inner:
             if not rec.first_ns:
                 rec.first_ns = clock["ns"]()
-            chunks.append(chunk)
+            try:
+                usage_only = add(chunk)
+            except Exception:  # an odd chunk: the caller still gets it
+                _error("stream_chunk")
+                usage_only = False
             # The usage chunk we asked for on the caller's behalf: no choices, usage set.
-            if hide and not chunk.choices and chunk.usage is not None:
+            if usage_only and hide:
                 continue
             yield chunk
     except GeneratorExit:
@@ -266,14 +280,18 @@ def _traced_iter(inner: Iterator[Any], rec: StreamRecorder) -> Iterator[Any]:
 
 
 async def _traced_aiter(inner: AsyncIterator[Any], rec: StreamRecorder) -> AsyncIterator[Any]:
-    chunks = rec.chunks
+    add = rec.acc.add
     hide = rec.hide_usage_chunk
     try:
         async for chunk in inner:
             if not rec.first_ns:
                 rec.first_ns = clock["ns"]()
-            chunks.append(chunk)
-            if hide and not chunk.choices and chunk.usage is not None:
+            try:
+                usage_only = add(chunk)
+            except Exception:
+                _error("stream_chunk")
+                usage_only = False
+            if usage_only and hide:
                 continue
             yield chunk
     except GeneratorExit:

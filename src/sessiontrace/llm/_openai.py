@@ -49,145 +49,181 @@ def _extra_usage(obj: Any) -> Any:
     return extra.get("usage") if extra else None
 
 
-def _assemble_chat(chunks: list[Any]) -> tuple[Any, dict[str, int] | None, str | None]:
+class _ChoiceState:
+    __slots__ = ("content", "finish_reason", "role", "tools")
+
+    def __init__(self) -> None:
+        self.role = "assistant"
+        self.content: list[str] = []
+        self.tools: dict[int, list[Any]] = {}  # index -> [id, type, name parts, argument parts]
+        self.finish_reason: str | None = None
+
+
+class ChatAccumulator:
     """Chat chunks -> a ``chat.completion``: text joined, tool calls rebuilt by index."""
-    usage: Any = None
-    model: str | None = None
-    head: Any = None
-    choices: dict[int, dict[str, Any]] = {}
-    for chunk in chunks:
-        if chunk.usage is not None:
-            usage = chunk.usage
-        if head is None and chunk.model:  # Azure's leading chunk has no id nor model
-            head = chunk
-            model = chunk.model
-        for choice in chunk.choices or ():
-            state = choices.get(choice.index)
+
+    __slots__ = ("choices", "created", "id", "model", "usage")
+
+    def __init__(self) -> None:
+        self.usage: Any = None
+        self.model: str | None = None
+        self.id: str | None = None
+        self.created: int | None = None
+        self.choices: dict[int, _ChoiceState] = {}
+
+    def add(self, chunk: Any) -> bool:
+        usage = chunk.usage
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.choices
+        if self.model is None and chunk.model:  # Azure's leading chunk has no model
+            self.model, self.id, self.created = chunk.model, chunk.id, chunk.created
+        if not choices:
+            return usage is not None
+        for choice in choices:
+            state = self.choices.get(choice.index)
             if state is None:
-                state = choices[choice.index] = {
-                    "role": "assistant",
-                    "content": [],
-                    "tools": {},
-                    "finish_reason": None,
-                }
+                state = self.choices[choice.index] = _ChoiceState()
             delta = choice.delta
             if delta is not None:
-                if delta.role:
-                    state["role"] = delta.role
                 if delta.content:
-                    state["content"].append(delta.content)
+                    state.content.append(delta.content)
                 if delta.tool_calls:
-                    for call in delta.tool_calls:
-                        tool = state["tools"].get(call.index)
-                        if tool is None:
-                            tool = state["tools"][call.index] = {
-                                "id": None,
-                                "type": "function",
-                                "name": [],
-                                "arguments": [],
-                            }
-                        if call.id:
-                            tool["id"] = call.id
-                        function = call.function
-                        if function is not None:
-                            if function.name:
-                                tool["name"].append(function.name)
-                            if function.arguments:
-                                tool["arguments"].append(function.arguments)
+                    self._tools(state, delta.tool_calls)
+                if delta.role:
+                    state.role = delta.role
             if choice.finish_reason:
-                state["finish_reason"] = choice.finish_reason
-    if usage is None:  # some OpenAI-compatible servers put it in choices[0] instead
-        for chunk in chunks:
-            for choice in chunk.choices or ():
-                in_choice = _extra_usage(choice)
-                if in_choice is not None:
-                    usage = in_choice
-    out_choices = []
-    for index in sorted(choices):
-        state = choices[index]
-        message: dict[str, Any] = {
-            "role": state["role"],
-            "content": "".join(state["content"]) if state["content"] else None,
+                state.finish_reason = choice.finish_reason
+                if self.usage is None:  # some compatible servers put it in the choice
+                    self.usage = _extra_usage(choice)
+        return False
+
+    @staticmethod
+    def _tools(state: _ChoiceState, calls: Any) -> None:
+        for call in calls:
+            tool = state.tools.get(call.index)
+            if tool is None:
+                tool = state.tools[call.index] = [None, "function", [], []]
+            if call.id:
+                tool[0] = call.id
+            if call.type:
+                tool[1] = call.type
+            function = call.function
+            if function is not None:
+                if function.name:
+                    tool[2].append(function.name)
+                if function.arguments:
+                    tool[3].append(function.arguments)
+
+    def result(self) -> tuple[Any, dict[str, int] | None, str | None]:
+        out_choices = []
+        for index in sorted(self.choices):
+            state = self.choices[index]
+            message: dict[str, Any] = {
+                "role": state.role,
+                "content": "".join(state.content) if state.content else None,
+            }
+            if state.tools:
+                message["tool_calls"] = [
+                    {
+                        "id": tool[0],
+                        "type": tool[1],
+                        "function": {"name": "".join(tool[2]), "arguments": "".join(tool[3])},
+                    }
+                    for _, tool in sorted(state.tools.items())
+                ]
+            out_choices.append(
+                {"index": index, "message": message, "finish_reason": state.finish_reason}
+            )
+        usage = openai_usage(self.usage)
+        output: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": out_choices,
         }
-        if state["tools"]:
-            message["tool_calls"] = [
-                {
-                    "id": tool["id"],
-                    "type": tool["type"],
-                    "function": {
-                        "name": "".join(tool["name"]),
-                        "arguments": "".join(tool["arguments"]),
-                    },
-                }
-                for _, tool in sorted(state["tools"].items())
-            ]
-        out_choices.append(
-            {"index": index, "message": message, "finish_reason": state["finish_reason"]}
-        )
-    normalised = openai_usage(usage)
-    output: dict[str, Any] = {
-        "id": getattr(head, "id", None),
-        "object": "chat.completion",
-        "created": getattr(head, "created", None),
-        "model": model,
-        "choices": out_choices,
-    }
-    if usage is not None:
-        output["usage"] = normalised
-    return output, normalised, model
+        if usage is not None:
+            output["usage"] = usage
+        return output, usage, self.model
 
 
-def _assemble_completion(chunks: list[Any]) -> tuple[Any, dict[str, int] | None, str | None]:
-    usage: Any = None
-    model: str | None = None
-    head: Any = None
-    texts: dict[int, list[str]] = {}
-    finish: dict[int, Any] = {}
-    for chunk in chunks:
-        if chunk.usage is not None:
-            usage = chunk.usage
-        if head is None and chunk.model:
-            head = chunk
-            model = chunk.model
-        for choice in chunk.choices or ():
-            texts.setdefault(choice.index, []).append(choice.text or "")
+class CompletionAccumulator:
+    """Legacy completion chunks -> a ``text_completion``."""
+
+    __slots__ = ("finish", "id", "model", "texts", "usage")
+
+    def __init__(self) -> None:
+        self.usage: Any = None
+        self.model: str | None = None
+        self.id: str | None = None
+        self.texts: dict[int, list[str]] = {}
+        self.finish: dict[int, Any] = {}
+
+    def add(self, chunk: Any) -> bool:
+        usage = chunk.usage
+        if usage is not None:
+            self.usage = usage
+        if self.model is None and chunk.model:
+            self.model, self.id = chunk.model, chunk.id
+        choices = chunk.choices
+        if not choices:
+            return usage is not None
+        for choice in choices:
+            texts = self.texts.get(choice.index)
+            if texts is None:
+                texts = self.texts[choice.index] = []
+            if choice.text:
+                texts.append(choice.text)
             if choice.finish_reason:
-                finish[choice.index] = choice.finish_reason
-    normalised = openai_usage(usage)
-    output = {
-        "id": getattr(head, "id", None),
-        "object": "text_completion",
-        "model": model,
-        "choices": [
-            {"index": i, "text": "".join(texts[i]), "finish_reason": finish.get(i)}
-            for i in sorted(texts)
-        ],
-        "usage": normalised,
-    }
-    return output, normalised, model
+                self.finish[choice.index] = choice.finish_reason
+        return False
+
+    def result(self) -> tuple[Any, dict[str, int] | None, str | None]:
+        usage = openai_usage(self.usage)
+        output = {
+            "id": self.id,
+            "object": "text_completion",
+            "model": self.model,
+            "choices": [
+                {"index": i, "text": "".join(self.texts[i]), "finish_reason": self.finish.get(i)}
+                for i in sorted(self.texts)
+            ],
+            "usage": usage,
+        }
+        return output, usage, self.model
 
 
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-def _assemble_responses(chunks: list[Any]) -> tuple[Any, dict[str, int] | None, str | None]:
-    final: Any = None
-    latest: Any = None
-    text: list[str] = []
-    for event in chunks:
-        kind = getattr(event, "type", None)
+class ResponsesAccumulator:
+    """Responses API events: the final ``response.completed`` carries everything."""
+
+    __slots__ = ("final", "latest", "text")
+
+    def __init__(self) -> None:
+        self.final: Any = None
+        self.latest: Any = None
+        self.text: list[str] = []
+
+    def add(self, event: Any) -> bool:
+        kind = event.type
         if kind == "response.output_text.delta":
-            text.append(event.delta or "")
+            self.text.append(event.delta or "")
         elif kind in _FINAL_EVENTS:
-            final = event.response
-        elif kind in ("response.created", "response.in_progress"):
-            latest = event.response
-    response = final if final is not None else latest
-    model = getattr(response, "model", None)
-    usage = openai_usage(getattr(final, "usage", None)) if final is not None else None
-    if final is not None:
-        return final.model_dump(mode="json", exclude_unset=True, warnings=False), usage, model
-    return {"model": model, "output_text": "".join(text)}, usage, model
+            self.final = event.response
+        elif kind == "response.created":
+            self.latest = event.response
+        return False
+
+    def result(self) -> tuple[Any, dict[str, int] | None, str | None]:
+        final = self.final
+        if final is not None:
+            output = final.model_dump(mode="json", exclude_unset=True, warnings=False)
+            return output, openai_usage(final.usage), final.model
+        model = getattr(self.latest, "model", None)
+        return {"model": model, "output_text": "".join(self.text)}, None, model
 
 
 # -- patching -----------------------------------------------------------------------------------
@@ -195,16 +231,16 @@ def _assemble_responses(chunks: list[Any]) -> tuple[Any, dict[str, int] | None, 
 
 def _targets() -> list[tuple[str, str, list[tuple[str, CallSpec]]]]:
     chat = CallSpec(_sdk, "openai.chat.completions", "CHAT_MODEL", "openai", openai_usage,
-                    _assemble_chat, inject_usage=True)  # fmt: skip
+                    ChatAccumulator, inject_usage=True)  # fmt: skip
     chat_parse = CallSpec(_sdk, "openai.chat.completions.parse", "CHAT_MODEL", "openai",
-                          openai_usage, _assemble_chat)  # fmt: skip
+                          openai_usage, ChatAccumulator)  # fmt: skip
     legacy = CallSpec(_sdk, "openai.completions", "LLM", "openai", openai_usage,
-                      _assemble_completion, inject_usage=True)  # fmt: skip
+                      CompletionAccumulator, inject_usage=True)  # fmt: skip
     embed = CallSpec(_sdk, "openai.embeddings", "EMBEDDING", None, _embedding_usage, None)
     responses = CallSpec(_sdk, "openai.responses", "CHAT_MODEL", "openai", openai_usage,
-                         _assemble_responses)  # fmt: skip
+                         ResponsesAccumulator)  # fmt: skip
     r_parse = CallSpec(_sdk, "openai.responses.parse", "CHAT_MODEL", "openai",
-                               openai_usage, _assemble_responses)  # fmt: skip
+                               openai_usage, ResponsesAccumulator)  # fmt: skip
     chat_module = "openai.resources.chat.completions"
     beta_module = "openai.resources.beta.chat.completions"
     return [
