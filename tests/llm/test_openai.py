@@ -482,3 +482,21 @@ def test_three_concurrent_async_streams_in_one_trace(aoai: openai.AsyncOpenAI) -
         assert by_question[question]["output_tokens"] == fake_llm.tokens(answer)
     assert trace.info.trace_metadata["mlflow.trace.user"] == "u-async"
     assert_no_open_spans()
+
+
+def test_async_stream_closed_early_ends_once(
+    aoai: openai.AsyncOpenAI, closes: Counter[str]
+) -> None:
+    async def main() -> None:
+        stream = await aoai.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+        async for _ in stream:
+            break
+        await stream.close()
+        await aoai.close()
+
+    asyncio.run(main())
+    gc.collect()
+    span = only_span()
+    assert span.attributes["sessiontrace.llm.stream_incomplete"] is True
+    assert list(closes.values()) == [1]
+    assert_no_open_spans()
