@@ -102,6 +102,21 @@ def test_streamed_tool_use_is_rebuilt(claude: anthropic.Anthropic) -> None:
         {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
     ]
     assert span.outputs["stop_reason"] == "tool_use"
+    assert span.attributes["mlflow.chat.tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "parameters": {"type": "object"}},
+        }
+    ]
+
+
+def test_with_raw_response_records_usage(claude: anthropic.Anthropic) -> None:
+    raw = claude.messages.with_raw_response.create(
+        model=MODEL, max_tokens=100, messages=MESSAGES, extra_headers=CACHE
+    )
+    assert raw.headers["content-type"] == "application/json"
+    assert raw.parse().content[0].text == TEXT
+    assert usage(only_span()) == EXPECTED
 
 
 def test_errors_pass_through_and_mark_the_span(

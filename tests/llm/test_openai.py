@@ -212,6 +212,7 @@ def test_streamed_tool_call_is_rebuilt(oai: openai.OpenAI) -> None:
     assert call["id"] == "call_1"
     assert call["function"] == {"name": "get_weather", "arguments": fake_llm.TOOL_ARGUMENTS}
     assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert span.attributes["mlflow.chat.tools"] == TOOLS
     assert usage(span)["output_tokens"] == fake_llm.tokens(fake_llm.TOOL_ARGUMENTS)
 
 
@@ -500,3 +501,25 @@ def test_async_stream_closed_early_ends_once(
     assert span.attributes["sessiontrace.llm.stream_incomplete"] is True
     assert list(closes.values()) == [1]
     assert_no_open_spans()
+
+
+def test_responses_streamed_function_call(oai: openai.OpenAI) -> None:
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    events = list(
+        oai.responses.create(
+            model=MODEL,
+            input=RESPONSES_INPUT,
+            tools=[tool],
+            stream=True,
+            extra_headers={"x-fake-mode": "tool-call"},
+        )
+    )
+    assert events[-1].type == "response.completed"
+    span = only_span()
+    [item] = span.outputs["output"]
+    assert item["type"] == "function_call"
+    assert json.loads(item["arguments"]) == {"city": "Paris"}
+    assert span.attributes["mlflow.chat.tools"] == [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ]
+    assert usage(span)["input_tokens"] == R_EXPECTED["input_tokens"]

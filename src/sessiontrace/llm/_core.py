@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from typing import Any, Final, Protocol
 
 from .. import _runtime
-from .._serialize import dumps
+from .._serialize import dumps, loads
 from .._tracing import LiveSpan, _close_span, _current_span, _open_span, clock
 
 __all__ = ["CallSpec", "Patcher", "StreamRecorder", "wrap_stream"]
@@ -145,6 +145,25 @@ def _is_raw_stream_request(kwargs: dict[str, Any]) -> bool:
         return False
 
 
+def _tool_definitions(tools: list[Any]) -> list[dict[str, Any]]:
+    """MLflow's ``mlflow.chat.tools``: ``{"type": "function", "function": {...}}`` for
+    OpenAI chat tools, Responses API tools and Anthropic tools alike."""
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        function = tool.get("function")
+        if not isinstance(function, dict):  # Responses API and Anthropic: flat
+            function = {"name": tool.get("name") or tool.get("type")}
+            if tool.get("description"):
+                function["description"] = tool["description"]
+            parameters = tool.get("parameters", tool.get("input_schema"))
+            if parameters is not None:
+                function["parameters"] = parameters
+        out.append({"type": "function", "function": function})
+    return loads(dumps(out))  # type: ignore[no-any-return]
+
+
 def _begin(
     spec: CallSpec, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[LiveSpan, dict[str, Any], bool]:
@@ -155,6 +174,12 @@ def _begin(
     model = kwargs.get("model")
     if type(model) is str:
         attrs[MODEL] = model
+    tools = kwargs.get("tools")
+    if tools and type(tools) is list:
+        try:
+            attrs[TOOLS] = _tool_definitions(tools)
+        except Exception:
+            _error("tools")
     injected = False
     if (
         spec.inject_usage
@@ -406,8 +431,6 @@ def _handle_api_response(spec: CallSpec, span: LiveSpan, raw: Any, injected: boo
         body = None
         try:
             if getattr(raw.http_response, "is_stream_consumed", False):
-                from .._serialize import loads
-
                 body = loads(raw.http_response.text)
         except Exception:
             body = None
