@@ -198,3 +198,19 @@ def test_anthropic_usage_adds_cache_back() -> None:
         {"output_tokens": 20},
     )
     assert _usage.anthropic_usage(merged)["output_tokens"] == 20
+
+
+def test_autolog_all_skips_an_sdk_it_cannot_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sessiontrace.llm import _anthropic
+
+    def broken(*, disable: bool = False) -> None:
+        raise ImportError("anthropic.resources.messages moved")
+
+    sessiontrace.autolog(disable=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(_anthropic, "autolog", broken)
+        with pytest.warns(RuntimeWarning, match="anthropic calls are not traced"):
+            assert sessiontrace.autolog() == ["openai"]
+    assert hasattr(
+        openai.resources.chat.completions.Completions.create, "__sessiontrace_original__"
+    )
