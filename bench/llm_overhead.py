@@ -20,8 +20,9 @@ Method. The peers patch the same SDK, so each contender runs in its own worker
 process; the fake server runs in this (parent) process, so its work is never
 counted. The parent runs rounds; in each round every contender makes one block of
 calls with its instrumentation on and one with it off (``autolog(disable=True)``,
-``uninstrument()``) in the same process, every block of the round in a fresh
-random order, and each block ends by draining the exporter (flush). A block reports
+``uninstrument()``), back to back in the same process and in random order (so both
+see the same moment of the shared machine), the contenders in a fresh random order
+each round; each block ends by draining the exporter (flush). A block reports
 its wall-clock time, the calling thread's CPU time, and the process CPU time (all
 threads: exporters and writers count, the drain included). Only one worker is busy
 at a time. A contender's added cost in a round is its "on" block minus its own
@@ -309,8 +310,8 @@ def main() -> None:
         f" openinference-instrumentation-openai {_version('openinference-instrumentation-openai')}"
     )
     print(
-        f"{rounds} rounds; in each, every contender runs a block with its instrumentation on"
-        f" and one with it off (same process), all blocks in random order; per block"
+        f"{rounds} rounds; in each, every contender (in random order) runs a block with its"
+        f" instrumentation on and one with it off, back to back in one process; per block"
         f" {blocks['plain']} plain calls or {blocks['stream']} streams of {CHUNKS} chunks;"
         " added = on - off in the same round; medians over rounds\n"
     )
@@ -331,12 +332,16 @@ def main() -> None:
                     w.ask(op="run", kind=kind, n=max(2, n // 4), on=True)
             for _ in range(rounds):
                 for kind, n in blocks.items():
-                    order = list(jobs)
+                    # Each contender's on and off blocks run back to back (in random
+                    # order), so both see the same moment of this shared machine.
+                    order = list(CONTENDERS)
                     random.shuffle(order)
-                    for name, on in order:
-                        r = workers[name].ask(op="run", kind=kind, n=n, on=on)
-                        for key in keys:
-                            results[kind][name, on][key].append(r[f"{key}_us"])
+                    for name in order:
+                        pair = [True] if name == "bare" else random.sample([True, False], 2)
+                        for on in pair:
+                            r = workers[name].ask(op="run", kind=kind, n=n, on=on)
+                            for key in keys:
+                                results[kind][name, on][key].append(r[f"{key}_us"])
             checks: dict[str, dict[str, Any]] = {name: {} for name in workers}
             for kind in blocks:  # what the last call of each kind left behind
                 for name, w in workers.items():
