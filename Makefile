@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck pytest bench clean chromium
+.PHONY: help install demo test lint typecheck pytest pytest-sdk-old bench clean chromium
 
 help:
 	@echo "make demo   - create $(VENV), install, run the demo on the embedded SQLite store, open the UI"
@@ -20,7 +20,7 @@ $(STAMP)-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP)-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[fast,pandas,examples,ui]"
+	$(BIN)/python -m pip install --quiet -e ".[fast,pandas,examples,ui,cost]"
 	touch $@
 
 $(STAMP)-bench: pyproject.toml | $(BIN)/python
@@ -56,10 +56,30 @@ chromium:
 pytest: $(STAMP)-test chromium
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# tests/llm once more on the previous majors of the SDKs (openai 1.x uses httpx, 3.x
+# httpx2; anthropic 0.x vs 2.x), in a venv of their own. A missing or wrong version
+# fails the target; nothing is skipped.
+SDK_OLD_VENV ?= .venv-sdk-old
+SDK_OLD_PINS ?= openai==1.109.1 anthropic==0.69.0
+
+$(SDK_OLD_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SDK_OLD_VENV)
+	$(SDK_OLD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SDK_OLD_VENV)/bin/python -m pip install --quiet -e ".[test]" $(SDK_OLD_PINS)
+	touch $@
+
+pytest-sdk-old: $(SDK_OLD_VENV)/.installed
+	$(SDK_OLD_VENV)/bin/python -c "import openai, anthropic; \
+		assert openai.__version__.startswith('1.'), openai.__version__; \
+		assert anthropic.__version__.startswith('0.'), anthropic.__version__; \
+		print('old SDKs: openai', openai.__version__, 'anthropic', anthropic.__version__)"
+	$(SDK_OLD_VENV)/bin/python -m pytest tests/llm
+
+test: lint typecheck pytest pytest-sdk-old
 
 bench: $(STAMP)-bench
 	$(BIN)/python bench/trace_overhead.py
+	$(BIN)/python bench/llm_overhead.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build
+	rm -rf $(VENV) $(SDK_OLD_VENV) .mypy_cache .ruff_cache .pytest_cache dist build

@@ -4,8 +4,10 @@
 
 What happens: the fake OpenAI-compatible model (``fake_llm.py``) starts on
 127.0.0.1, the FastAPI example (``fastapi_app/app.py``, one middleware line) is
-served by uvicorn on another local port, and scripted clients send their
-messages with ``X-User-ID`` / ``X-Session-ID`` headers, some as streamed replies.
+served by uvicorn on another local port and calls it with the real ``openai``
+client (autologged: every call is a span with its model and tokens), and scripted
+clients send their messages with ``X-User-ID`` / ``X-Session-ID`` headers, some
+as streamed replies.
 The app never mentions users or sessions; the summary printed at the end is read
 back from the SQLite store the app wrote. Everything stays offline.
 """
@@ -139,6 +141,25 @@ def print_summary(db: Path) -> None:
         print(
             f"  {session.session_id:<12} {session.user_id or '-':<12} {session.turns:>5}  {first}"
         )
+
+    # Every model call is a CHAT_MODEL span (sessiontrace.openai.autolog() in the app's
+    # model client) carrying the model and MLflow's mlflow.chat.tokenUsage.
+    tokens: dict[str, list[int]] = {}
+    models: set[str] = set()
+    for trace in sessiontrace.search_traces(return_type="list", store=store):
+        user = trace.info.trace_metadata.get("mlflow.trace.user", "-")
+        for span in trace.data.spans:
+            usage = span.attributes.get("mlflow.chat.tokenUsage")
+            if span.span_type == "CHAT_MODEL" and usage:
+                row = tokens.setdefault(user, [0, 0, 0])
+                row[0] += 1
+                row[1] += usage["input_tokens"]
+                row[2] += usage["output_tokens"]
+                models.add(span.attributes.get("mlflow.llm.model", "?"))
+    print(f"\nModel calls and tokens per user ({', '.join(sorted(models)) or 'no model calls'}):")
+    print(f"  {'user':<12} {'calls':>5} {'input':>6} {'output':>6}")
+    for user, (calls, tokens_in, tokens_out) in sorted(tokens.items()):
+        print(f"  {user:<12} {calls:>5} {tokens_in:>6} {tokens_out:>6}")
 
     # The analysis from MLflow's "Track Users & Sessions" page, unchanged but the import.
     user_id = "user-alice"

@@ -1,24 +1,26 @@
-"""The chat model the example apps call: the fake one by default, or any
-OpenAI-compatible endpoint when both ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``
-are set (the key alone is not enough, so nothing reaches a paid provider by
-accident).
+"""The chat model the example apps call: the in-process fake by default, or the real
+``openai`` client when both ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are set (the
+key alone is not enough, so nothing reaches a paid provider by accident).
 
-The HTTP client is a few lines of ``urllib`` speaking the
-``/v1/chat/completions`` wire format, streaming included, so the examples need
-no SDK.
+``make demo`` points the client at the local fake server (``fake_llm.py``), so the
+real SDK runs offline; ``sessiontrace.openai.autolog()`` turns every call into a
+``CHAT_MODEL`` span with the model and its tokens.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import fake_llm
 
+import sessiontrace
+
 Messages = list[dict[str, Any]]
+
+# A model the price tables know, so the demo shows cost as well as tokens.
+DEFAULT_MODEL = "gpt-4o-mini"
 
 
 class FakeChatModel:
@@ -34,44 +36,30 @@ class FakeChatModel:
 
 
 class OpenAICompatibleChatModel:
-    """``POST {base_url}/chat/completions`` with a bearer key."""
+    """The ``openai`` SDK on any OpenAI-compatible endpoint, autologged."""
 
     def __init__(self, base_url: str, api_key: str, model: str, timeout: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.name = model
-        self.timeout = timeout
+        import openai
 
-    def _request(self, messages: Messages, stream: bool) -> Any:
-        body = json.dumps({"model": self.name, "messages": messages, "stream": stream}).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/chat/completions",
-            data=body,
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {self.api_key}",
-            },
-            method="POST",
-        )
-        return urllib.request.urlopen(request, timeout=self.timeout)
+        sessiontrace.openai.autolog()  # idempotent: every app and test may call it
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout)
+        self.name = model
 
     def complete(self, messages: Messages) -> str:
-        with self._request(messages, stream=False) as response:
-            payload = json.load(response)
-        return str(payload["choices"][0]["message"]["content"])
+        response = self.client.chat.completions.create(model=self.name, messages=messages)  # type: ignore[arg-type]
+        return response.choices[0].message.content or ""
 
     def stream(self, messages: Messages) -> Iterator[str]:
-        with self._request(messages, stream=True) as response:
-            for raw in response:
-                line = raw.decode("utf-8").strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[len("data:") :].strip()
-                if data == "[DONE]":
-                    return
-                delta = json.loads(data)["choices"][0].get("delta", {})
-                if delta.get("content"):
-                    yield str(delta["content"])
+        # No stream_options needed: autolog asks for the usage and hides its chunk.
+        stream = self.client.chat.completions.create(
+            model=self.name,
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+        )
+        with stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
 
 
 def from_env() -> FakeChatModel | OpenAICompatibleChatModel:
@@ -79,6 +67,6 @@ def from_env() -> FakeChatModel | OpenAICompatibleChatModel:
     base_url = os.environ.get("OPENAI_BASE_URL")
     if key and base_url:
         return OpenAICompatibleChatModel(
-            base_url, key, os.environ.get("OPENAI_MODEL", "gpt-4.1-mini")
+            base_url, key, os.environ.get("OPENAI_MODEL", DEFAULT_MODEL)
         )
     return FakeChatModel()

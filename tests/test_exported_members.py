@@ -33,6 +33,7 @@ PUBLIC = [
     "UserSummary",
     "WSGIMiddleware",
     "__version__",
+    "autolog",
     "clear_user_session_context",
     "configure",
     "delete_trace_tag",

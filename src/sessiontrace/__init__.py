@@ -60,8 +60,14 @@ from ._tracing import (
     update_trace_user_session,
 )
 from ._version import __version__
+from .llm._autolog import autolog
 from .llm._pricing import set_model_price
 from .middleware import ASGIMiddleware, WSGIMiddleware
+
+# Public modules reached as attributes (sessiontrace.openai.autolog()); neither
+# imports its SDK until autolog() is called.
+from . import anthropic as anthropic  # isort: skip
+from . import openai as openai  # isort: skip
 
 __all__ = [
     "ASGIMiddleware",
@@ -90,6 +96,7 @@ __all__ = [
     "UserSummary",
     "WSGIMiddleware",
     "__version__",
+    "autolog",
     "clear_user_session_context",
     "configure",
     "delete_trace_tag",

@@ -70,6 +70,16 @@ def _exercise(base: str) -> None:
 
 
 def _check(rows: list[dict[str, Any]], model_name: str) -> None:
+    if model_name == "gpt-4o-mini":  # the real openai client, autologged
+        calls = [[s for s in r["spans"] if s.span_type == "CHAT_MODEL"] for r in rows]
+        assert [len(c) for c in calls] == [1, 1, 1]
+        for (call,), row in zip(calls, rows, strict=True):
+            assert call.attributes["mlflow.llm.model"] == "gpt-4o-mini"
+            messages = call.inputs["messages"]
+            usage = call.attributes["mlflow.chat.tokenUsage"]
+            assert usage["input_tokens"] == fake_llm.prompt_tokens(messages)
+            assert usage["output_tokens"] == fake_llm.tokens(fake_llm.answer(messages))
+            assert call.parent_id == row["spans"][1].span_id  # under call_llm / stream_llm
     assert [(r["name"], r["user"], r["session"]) for r in rows] == [
         ("chat", "alice", "a-1"),
         ("chat", "bob", "b-1"),
@@ -99,6 +109,8 @@ def test_fastapi_example(model_env: str) -> None:
 
 def test_flask_example(model_env: str) -> None:
     module = load("flask_app")
+    expected = "FakeChatModel" if model_env == "in-process fake" else "OpenAICompatibleChatModel"
+    assert type(module.model).__name__ == expected
     with werkzeug_server(module.app) as base:
         _exercise(base)
     _check(stored(), module.model.name)
@@ -153,3 +165,10 @@ def test_make_demo_script_runs_offline_and_prints_the_summary(tmp_path: Path) ->
         ("user-carol", "session-c1"),
     }
     assert sorted({r["name"] for r in rows}) == ["chat", "chat_stream"]
+    # Every turn called the model once through the real openai client: one CHAT_MODEL
+    # span each, with the fake server's model and usage.
+    assert "Model calls and tokens per user (gpt-4o-mini):" in out
+    assert re.search(r"^  user-alice +4 +\d+ +\d+$", out, re.M)
+    calls = [s for r in rows for s in r["spans"] if s.span_type == "CHAT_MODEL"]
+    assert len(calls) == 10
+    assert all(s.attributes["mlflow.chat.tokenUsage"]["total_tokens"] > 0 for s in calls)
