@@ -143,23 +143,22 @@ def print_summary(db: Path) -> None:
         )
 
     # Every model call is a CHAT_MODEL span (sessiontrace.openai.autolog() in the app's
-    # model client) carrying the model and MLflow's mlflow.chat.tokenUsage.
-    tokens: dict[str, list[int]] = {}
-    models: set[str] = set()
-    for trace in sessiontrace.search_traces(return_type="list", store=store):
-        user = trace.info.trace_metadata.get("mlflow.trace.user", "-")
-        for span in trace.data.spans:
-            usage = span.attributes.get("mlflow.chat.tokenUsage")
-            if span.span_type == "CHAT_MODEL" and usage:
-                row = tokens.setdefault(user, [0, 0, 0])
-                row[0] += 1
-                row[1] += usage["input_tokens"]
-                row[2] += usage["output_tokens"]
-                models.add(span.attributes.get("mlflow.llm.model", "?"))
-    print(f"\nModel calls and tokens per user ({', '.join(sorted(models)) or 'no model calls'}):")
-    print(f"  {'user':<12} {'calls':>5} {'input':>6} {'output':>6}")
-    for user, (calls, tokens_in, tokens_out) in sorted(tokens.items()):
-        print(f"  {user:<12} {calls:>5} {tokens_in:>6} {tokens_out:>6}")
+    # model client) with MLflow's mlflow.chat.tokenUsage; the store prices it (genai-prices,
+    # the `cost` extra) and sums tokens and cost into every aggregate.
+    print("\nTokens and cost per user (sessiontrace.list_users, most expensive first):")
+    print(f"  {'user':<12} {'calls':>5} {'input':>6} {'output':>6} {'cost':>12}")
+    for user in sessiontrace.list_users(order_by="cost DESC", store=store):
+        cost = "unpriced" if user.cost is None else f"${user.cost:.6f}"
+        print(
+            f"  {user.user_id:<12} {user.llm_calls:>5} {user.input_tokens:>6} "
+            f"{user.output_tokens:>6} {cost:>12}"
+        )
+    for model in sessiontrace.model_breakdown(store=store):
+        cost = "unpriced" if model.cost is None else f"${model.cost:.6f}"
+        print(
+            f"  model {model.model} ({model.provider}): {model.llm_calls} calls, "
+            f"{model.total_tokens} tokens, {cost}"
+        )
 
     # The analysis from MLflow's "Track Users & Sessions" page, unchanged but the import.
     user_id = "user-alice"

@@ -167,8 +167,9 @@ def test_make_demo_script_runs_offline_and_prints_the_summary(tmp_path: Path) ->
     assert sorted({r["name"] for r in rows}) == ["chat", "chat_stream"]
     # Every turn called the model once through the real openai client: one CHAT_MODEL
     # span each, with the fake server's model and usage.
-    assert "Model calls and tokens per user (gpt-4o-mini):" in out
-    assert re.search(r"^  user-alice +4 +\d+ +\d+$", out, re.M)
+    assert "Tokens and cost per user" in out
+    assert re.search(r"^  user-alice +4 +\d+ +\d+ +\$0\.\d{6}$", out, re.M)
+    assert re.search(r"^  model gpt-4o-mini \(openai\): 10 calls, \d+ tokens, \$0\.\d{6}$", out, re.M)
     calls = [s for r in rows for s in r["spans"] if s.span_type == "CHAT_MODEL"]
     assert len(calls) == 10
     assert all(s.attributes["mlflow.chat.tokenUsage"]["total_tokens"] > 0 for s in calls)
