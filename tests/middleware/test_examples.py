@@ -169,7 +169,8 @@ def test_make_demo_script_runs_offline_and_prints_the_summary(tmp_path: Path) ->
     # span each, with the fake server's model and usage.
     assert "Tokens and cost per user" in out
     assert re.search(r"^  user-alice +4 +\d+ +\d+ +\$0\.\d{6}$", out, re.M)
-    assert re.search(r"^  model gpt-4o-mini \(openai\): 10 calls, \d+ tokens, \$0\.\d{6}$", out, re.M)
+    model_line = r"^  model gpt-4o-mini \(openai\): 10 calls, \d+ tokens, \$0\.\d{6}$"
+    assert re.search(model_line, out, re.M)
     calls = [s for r in rows for s in r["spans"] if s.span_type == "CHAT_MODEL"]
     assert len(calls) == 10
     assert all(s.attributes["mlflow.chat.tokenUsage"]["total_tokens"] > 0 for s in calls)
