@@ -372,3 +372,56 @@ def test_configuring_another_prices_file_takes_effect(tmp_path: Path, store_path
         sessiontrace.configure(tracking_uri=f"sqlite:///{store_path}", prices=path)
         priced = _pricing.price_usage(usage(10**6, 0), "acme")
         assert priced is not None and priced[0]["total_cost"] == rate
+
+
+def test_flat_prices_applied_directly_equal_genai_prices_own_calculation() -> None:
+    """Every model of the bundled snapshot, priced the fast way where its price is flat
+    per token, costs exactly what genai-prices' own calculation says, and a tiered or
+    per-request price is left to that calculation."""
+    import datetime
+
+    import genai_prices
+    from genai_prices import Usage, data_snapshot
+
+    when = datetime.datetime.now(datetime.timezone.utc)
+    snapshot = data_snapshot.get_snapshot()
+    calls = [(1000, 400, 0, 100), (250_000, 0, 120_000, 5_000), (7, 0, 0, 0), (0, 0, 0, 3)]
+    flat = tiered = 0
+    for provider in snapshot.providers:
+        for model in provider.models:
+            price = model.get_prices(when)
+            rates = _pricing._flat_rates(genai_prices, model, when)
+            kinds = {type(v).__name__ for v in vars(price).values() if v is not None}
+            if rates is None:
+                tiered += 1
+                continue
+            assert kinds <= {"Decimal"}, (provider.id, model.id)
+            flat += 1
+            in_rate, read_rate, write_rate, out_rate = rates
+            for inp, read, write, out in calls:
+                try:
+                    expected = price.calc_price(
+                        Usage(
+                            input_tokens=inp,
+                            output_tokens=out,
+                            cache_read_tokens=read or None,
+                            cache_write_tokens=write or None,
+                        )
+                    )
+                except Exception:  # genai-prices refuses this usage for this model
+                    continue
+                got_in = (inp - read - write) * in_rate + read * read_rate + write * write_rate
+                assert (got_in, out * out_rate) == (
+                    expected["input_price"],
+                    expected["output_price"],
+                ), (provider.id, model.id, inp, read, write, out)
+    # Most prices are flat; some are tiered or charge per request.
+    assert flat > 1000 and tiered > 0
+
+
+def test_the_fast_path_is_what_prices_a_stored_call(no_network: list[Any]) -> None:
+    with sessiontrace.start_span("chat"):
+        llm_call(model="gpt-4o-mini", provider="openai", tokens=usage(1000, 100, cache_read=400))
+    attrs = span_attributes(last_trace(), "llm")
+    assert attrs[COST]["total_cost"] == 0.00018  # exact: Decimal arithmetic, as genai-prices
+    assert any(rates is not None for _, rates in _pricing._state.flat.values())
