@@ -146,7 +146,14 @@ def test_werkzeug_streams_and_close_callbacks_see_the_ids(path: str) -> None:
     with werkzeug_server(make_app()) as base, httpx.Client(base_url=base) as client:
         assert client.get(path, params={"label": "A"}, headers=ID).status_code == 200
         assert client.get(path, params={"label": "B"}).status_code == 200
+    # werkzeug calls close() after the client has the response, so a close callback's
+    # trace can still be on its way: wait for every label (a missing one fails below).
+    wanted = [*_labels_for(path, "A"), *_labels_for(path, "B")]
+    deadline = time.monotonic() + 10
     rows = by_label(stored())
+    while not all(label in rows for label in wanted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = by_label(stored())
     for label in _labels_for(path, "A"):
         assert ids(rows[label]) == ("user-1", "session-1")
     for label in _labels_for(path, "B"):
