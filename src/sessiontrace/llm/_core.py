@@ -250,6 +250,18 @@ class StreamRecorder:
         self.ended = False
         self.hide_usage_chunk = hide_usage_chunk
 
+    def take(self, chunk: Any) -> bool:
+        """Record one chunk; whether the caller gets it (not the usage chunk that was
+        asked for on the caller's behalf: no choices, usage set)."""
+        if not self.first_ns:
+            self.first_ns = clock["ns"]()
+        try:
+            usage_only = self.acc.add(chunk)
+        except Exception:  # an odd chunk: the caller still gets it
+            _error("stream_chunk")
+            return True
+        return not (usage_only and self.hide_usage_chunk)
+
     def finish(self, exc: BaseException | None, incomplete: bool = False) -> None:
         if self.ended:
             return
@@ -280,21 +292,11 @@ class StreamRecorder:
 
 
 def _traced_iter(inner: Iterator[Any], rec: StreamRecorder) -> Iterator[Any]:
-    add = rec.acc.add
-    hide = rec.hide_usage_chunk
+    take = rec.take
     try:
         for chunk in inner:
-            if not rec.first_ns:
-                rec.first_ns = clock["ns"]()
-            try:
-                usage_only = add(chunk)
-            except Exception:  # an odd chunk: the caller still gets it
-                _error("stream_chunk")
-                usage_only = False
-            # The usage chunk we asked for on the caller's behalf: no choices, usage set.
-            if usage_only and hide:
-                continue
-            yield chunk
+            if take(chunk):
+                yield chunk
     except GeneratorExit:
         rec.finish(None, incomplete=True)
         raise
@@ -305,20 +307,11 @@ def _traced_iter(inner: Iterator[Any], rec: StreamRecorder) -> Iterator[Any]:
 
 
 async def _traced_aiter(inner: AsyncIterator[Any], rec: StreamRecorder) -> AsyncIterator[Any]:
-    add = rec.acc.add
-    hide = rec.hide_usage_chunk
+    take = rec.take
     try:
         async for chunk in inner:
-            if not rec.first_ns:
-                rec.first_ns = clock["ns"]()
-            try:
-                usage_only = add(chunk)
-            except Exception:
-                _error("stream_chunk")
-                usage_only = False
-            if usage_only and hide:
-                continue
-            yield chunk
+            if take(chunk):
+                yield chunk
     except GeneratorExit:
         rec.finish(None, incomplete=True)
         raise
