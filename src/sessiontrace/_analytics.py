@@ -87,8 +87,31 @@ def _copy_json(value: Any) -> Any:
 # A test pins every ``to_dict()`` to ``asdict``'s answer.
 
 
+class _LLMTotals:
+    """The LLM fields every analytics record ends with (declared on each record, since
+    its positional fields come first), and how ``to_dict`` writes them."""
+
+    __slots__ = ()
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost: float | None
+    unpriced_calls: int
+
+    def _llm_dict(self) -> dict[str, Any]:
+        return {
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
+        }
+
+
 @dataclasses.dataclass(frozen=True)
-class SessionSummary:
+class SessionSummary(_LLMTotals):
     """One conversation: its turns (traces), users, timing and errors."""
 
     session_id: str
@@ -120,12 +143,7 @@ class SessionSummary:
             "total_duration_ms": self.total_duration_ms,
             "mean_duration_ms": self.mean_duration_ms,
             "first_request_preview": self.first_request_preview,
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": self.cost,
-            "unpriced_calls": self.unpriced_calls,
+            **self._llm_dict(),
         }
 
     @property
@@ -135,7 +153,7 @@ class SessionSummary:
 
 
 @dataclasses.dataclass(frozen=True)
-class SessionTurn:
+class SessionTurn(_LLMTotals):
     """One turn of a conversation; ``request``/``response`` are the root span's
     decoded inputs and outputs, ``tags`` the trace's tags."""
 
@@ -168,17 +186,12 @@ class SessionTurn:
             "name": self.name,
             "user_id": self.user_id,
             "tags": dict(self.tags),
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": self.cost,
-            "unpriced_calls": self.unpriced_calls,
+            **self._llm_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class UserSummary:
+class UserSummary(_LLMTotals):
     user_id: str
     first_seen_ms: int
     last_seen_ms: int
@@ -204,17 +217,12 @@ class UserSummary:
             "errors": self.errors,
             "error_rate": self.error_rate,
             "mean_latency_ms": self.mean_latency_ms,
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": self.cost,
-            "unpriced_calls": self.unpriced_calls,
+            **self._llm_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class DailyActivity:
+class DailyActivity(_LLMTotals):
     date: str  # YYYY-MM-DD, UTC
     traces: int
     errors: int
@@ -230,17 +238,12 @@ class DailyActivity:
             "date": self.date,
             "traces": self.traces,
             "errors": self.errors,
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": self.cost,
-            "unpriced_calls": self.unpriced_calls,
+            **self._llm_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class UserReport:
+class UserReport(_LLMTotals):
     """A user's activity in the last ``days`` days (``first_seen_ms``/``last_seen_ms``
     cover all time). ``tags`` maps each tag key to value counts, most common first."""
 
@@ -279,17 +282,12 @@ class UserReport:
             "mean_latency_ms": self.mean_latency_ms,
             "daily_activity": tuple(d.to_dict() for d in self.daily_activity),
             "tags": {k: dict(v) for k, v in self.tags.items()},
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": self.cost,
-            "unpriced_calls": self.unpriced_calls,
+            **self._llm_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class MetadataValueSummary:
+class MetadataValueSummary(_LLMTotals):
     """Traces carrying one value of a metadata key (an app version, an environment)."""
 
     key: str
@@ -319,17 +317,12 @@ class MetadataValueSummary:
             "mean_latency_ms": self.mean_latency_ms,
             "first_seen_ms": self.first_seen_ms,
             "last_seen_ms": self.last_seen_ms,
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": self.cost,
-            "unpriced_calls": self.unpriced_calls,
+            **self._llm_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSummary:
+class ModelSummary(_LLMTotals):
     """The LLM calls of one model (and provider) that count in their traces' totals.
 
     ``model`` is ``None`` for calls that reported usage without a model name."""
@@ -351,12 +344,7 @@ class ModelSummary:
             "provider": self.provider,
             "traces": self.traces,
             "users": self.users,
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": self.cost,
-            "unpriced_calls": self.unpriced_calls,
+            **self._llm_dict(),
         }
 
 
