@@ -15,46 +15,35 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._entities import (
-    METADATA_SESSION,
-    METADATA_USER,
-    Span,
-    Trace,
-    TraceData,
-    TraceInfo,
-    lazy_trace,
-    lazy_trace_data,
-    span_from_row,
-)
+from .._entities import Span, Trace, TraceData, TraceInfo, lazy_trace_data, span_from_row
 from .._pipeline import RetryableExportError
-from .._serialize import (
-    InexactJSON,
-    dumps,
-    dumps_marked_array,
-    loads,
-    loads_marked,
-    loads_strings,
+from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
+from ._rows import (
+    LLM_COLUMNS,
+    SPAN_COLUMNS,
+    SPAN_ROW_LENGTH,
+    TRACE_COLUMNS,
+    Rows,
+    TraceNotFoundError,
+    build_rows,
+    chunks,
+    info_from_row,
+    llm_totals,
+    totals_from_span_rows,
+    trace_from_row,
+    with_llm_metadata,
 )
-from ..llm._keys import MODEL, TRACE_COST, TRACE_TOKEN_USAGE, USAGE
-from ..llm._rollup import LLMCall, Totals, llm_call, rollup
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "llm_totals", "trace_from_row"]
 
-_new = object.__new__
-_quote = json.encoder.encode_basestring  # a str as JSON text (C, where available)
-_U64 = 2**64  # orjson reads integers below this (and from -2**63) exactly
-
 SCHEMA_VERSION = 4
-PREVIEW_CHARS = 1000
-_ID_KEYS = (METADATA_USER, METADATA_SESSION)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
@@ -146,19 +135,6 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE UNIQUE INDEX IF NOT EXISTS spans_trace_span ON spans (trace_id, span_id);
 CREATE INDEX IF NOT EXISTS spans_model ON spans (model, provider) WHERE llm IS NOT NULL;
 """
-
-TRACE_COLUMNS = (
-    "trace_id, request_time, execution_time_ms, state, name, user_id, session_id, "
-    "client_request_id, request_preview, response_preview"
-)
-# Columns 13 to 18 of a trace_select() row: the trace's LLM totals.
-LLM_COLUMNS = (
-    "t.input_tokens, t.output_tokens, t.total_tokens, t.cost, t.llm_calls, t.unpriced_calls"
-)
-SPAN_COLUMNS = (
-    "trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, status, "
-    "status_message, inputs, outputs, attributes, events"
-)
 
 # Reading: constant column lists and ``{marks}`` (a run of ``?``) are the only text
 # put into these statements; the ids are bound.
@@ -328,60 +304,6 @@ def _insert_rows(conn: sqlite3.Connection, insert: str, rows: list[tuple[Any, ..
         start += n
 
 
-class TraceNotFoundError(KeyError):
-    """No trace with that id is in the store."""
-
-
-def _span_row(span: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]:
-    """The span's row in the spans table (without its content unless ``content``)
-    and the span as a JSON object for its trace's array (``_entities.span_dicts``).
-
-    The object has ``Span``'s fields but ``trace_id``; inputs and outputs are JSON
-    text already (encoded at capture), spliced in as they are. The object is an
-    ``InexactJSON`` when a part is (see ``dumps_marked_array``).
-    """
-    parent_id, inputs, outputs = span.parent_id, span.inputs_json, span.outputs_json
-    attributes, events, end_ns = span._attributes, span._events, span.end_ns
-    message = span.status_message or ""
-    attributes_json = dumps(attributes) if attributes else None
-    events_json = dumps(events) if events else None
-    text = (
-        f'{{"span_id":{_quote(span.span_id)},'
-        f'"parent_id":{"null" if parent_id is None else _quote(parent_id)},'
-        f'"name":{_quote(span.name)},"span_type":{_quote(span.span_type)},'
-        f'"start_time_ns":{int(span.start_ns)},'
-        f'"end_time_ns":{"null" if end_ns is None else int(end_ns)},'
-        f'"status":{_quote(span.status)},"status_message":{_quote(message)},'
-        f'"inputs":{inputs or "null"},"outputs":{outputs or "null"},'
-        f'"attributes":{attributes_json or "{}"},"events":{events_json or "[]"}}}'
-    )
-    if (
-        type(inputs) is InexactJSON
-        or type(outputs) is InexactJSON
-        or type(attributes_json) is InexactJSON
-        or type(events_json) is InexactJSON
-        or not 0 <= span.start_ns < _U64
-        or not (end_ns is None or 0 <= end_ns < _U64)
-    ):
-        text = InexactJSON(text)
-    row = (
-        span.trace.trace_id,
-        span.span_id,
-        _NULL if parent_id is None else parent_id,
-        span.name,
-        span.span_type,
-        span.start_ns,
-        end_ns,
-        span.status,
-        (message or _NULL) if content else _NULL,
-        _NULL if inputs is None or not content else inputs,
-        _NULL if outputs is None or not content else outputs,
-        _NULL if attributes_json is None else attributes_json,
-        _NULL if events_json is None or not content else events_json,
-    )
-    return row, text
-
-
 class SQLiteStore:
     """Reads and writes traces in one SQLite file; safe to share between threads."""
 
@@ -475,131 +397,15 @@ class SQLiteStore:
     # -- writing (pipeline thread) ---------------------------------------------------
 
     def export(self, items: Sequence[Any]) -> None:
-        from .._runtime import TagOp
-        from .._tracing import LiveSpan, LiveTrace
-
-        trace_rows: list[tuple[Any, ...]] = []
-        llm_trace_rows: list[tuple[Any, ...]] = []
-        span_rows: list[tuple[Any, ...]] = []
-        llm_span_rows: list[tuple[Any, ...]] = []
-        recompute: set[str] = set()  # traces whose LLM totals late spans change
-        metadata_rows: list[tuple[Any, ...]] = []
-        tag_rows: list[tuple[Any, ...]] = []
-        tag_deletes: list[tuple[str, str]] = []
-        tag_ops: set[str] = set()  # traces whose tags change after they were written
-        late: list[tuple[Any, ...]] = []  # spans that ended after their trace was written
-        metadata_json = _has_json()
-        for item in items:
-            if isinstance(item, LiveTrace):
-                texts = []
-                calls: dict[str, tuple[int, LLMCall | None]] | None = None
-                start = len(span_rows)
-                for span in item.spans:
-                    row, text = _span_row(span, content=False)
-                    span_rows.append(row)
-                    texts.append(text)
-                    attrs = span._attributes
-                    if attrs and (USAGE in attrs or MODEL in attrs):  # an LLM call
-                        if calls is None:
-                            calls = {}
-                        calls[span.span_id] = (len(span_rows) - 1, llm_call(attrs))
-                spans = dumps_marked_array(texts)
-                tid = item.trace_id
-                metadata = item.metadata
-                totals = None if calls is None else _trace_totals(item.spans, calls)
-                if calls is not None and totals is not None:
-                    metadata = _with_llm_metadata(metadata, totals)
-                    moved = set()
-                    for sid, (position, call) in calls.items():
-                        if call is not None:
-                            llm_span_rows.append(
-                                span_rows[position] + _llm_values(call, totals.counted[sid])
-                            )
-                            moved.add(position)
-                    span_rows[start:] = [
-                        r for i, r in enumerate(span_rows[start:], start) if i not in moved
-                    ]
-                rows = trace_rows
-                if metadata_json:
-                    md = dumps(metadata)
-                    metadata_rows.append((tid, md))
-                    tags = dumps(item.tags) if item.tags else "{}"
-                    row = self._trace_row(item, md, tags, spans)
-                else:
-                    row = self._trace_row(item, _NULL, _NULL, spans)
-                    metadata_rows.extend(
-                        [(tid, k, v) for k, v in metadata.items() if k not in _ID_KEYS]
-                    )
-                if totals is not None:
-                    row += (
-                        totals.input_tokens,
-                        totals.output_tokens,
-                        totals.total_tokens,
-                        totals.cost,
-                        totals.llm_calls,
-                        totals.unpriced_calls,
-                    )
-                    rows = llm_trace_rows
-                rows.append(row)
-                if item.tags:
-                    tag_rows.extend([(tid, k, v) for k, v in item.tags.items()])
-            elif isinstance(item, LiveSpan):
-                stripped, text = _span_row(item, content=False)
-                full = _span_row(item)[0]
-                attrs = item._attributes
-                if attrs and (USAGE in attrs or MODEL in attrs):
-                    call = llm_call(attrs)
-                    if call is not None:
-                        # counted for now; the totals computed again after the
-                        # insert set the flag of every LLM span of the trace
-                        extra = _llm_values(call, 1)
-                        full, stripped = full + extra, stripped + extra
-                        recompute.add(item.trace.trace_id)
-                late.append((text, full, stripped))
-            elif isinstance(item, TagOp):
-                tag_ops.add(item.trace_id)
-                if item.value is None:
-                    tag_deletes.append((item.trace_id, item.key))
-                else:
-                    tag_rows.append((item.trace_id, item.key, item.value))
-            else:
-                raise TypeError(f"cannot store {type(item).__name__}")
+        rows = build_rows(items, null=_NULL, metadata_json=_has_json())
         try:
-            self._write_rows(
-                trace_rows,
-                span_rows,
-                metadata_rows,
-                tag_rows,
-                tag_deletes,
-                tag_ops,
-                late,
-                _LLMRows(llm_trace_rows, llm_span_rows, recompute),
-            )
+            self._write_rows(rows)
         except UnicodeEncodeError:
             # A lone surrogate (e.g. half an emoji from a truncated byte stream) cannot
             # be stored as UTF-8. Rare, so only this path pays for the clean-up.
-            self._write_rows(
-                _clean_rows(trace_rows),
-                _clean_rows(span_rows),
-                _clean_rows(metadata_rows),
-                _clean_rows(tag_rows),
-                tag_deletes,
-                tag_ops,
-                [(_clean(t), *_clean_rows([full, stripped])) for t, full, stripped in late],
-                _LLMRows(_clean_rows(llm_trace_rows), _clean_rows(llm_span_rows), recompute),
-            )
+            self._write_rows(rows.cleaned())
 
-    def _write_rows(
-        self,
-        trace_rows: list[tuple[Any, ...]],
-        span_rows: list[tuple[Any, ...]],
-        metadata_rows: list[tuple[Any, ...]],
-        tag_rows: list[tuple[Any, ...]],
-        tag_deletes: list[tuple[str, str]],
-        tag_ops: set[str],
-        late: list[tuple[Any, ...]],
-        llm: _LLMRows,
-    ) -> None:
+    def _write_rows(self, rows: Rows) -> None:
         try:
             conn = self._writer
             if conn is None or self._pid != os.getpid():
@@ -607,14 +413,14 @@ class SQLiteStore:
                 self._pid = os.getpid()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if trace_rows:
-                    _insert_rows(conn, _INSERT_TRACE, trace_rows)
-                if llm.trace_rows:
-                    _insert_rows(conn, _INSERT_LLM_TRACE, llm.trace_rows)
-                llm_span_rows = llm.span_rows
-                if late:
-                    for row in _add_late_spans(conn, late):
-                        if len(row) == _SPAN_ROW_LENGTH:
+                if rows.trace_rows:
+                    _insert_rows(conn, _INSERT_TRACE, rows.trace_rows)
+                if rows.llm_trace_rows:
+                    _insert_rows(conn, _INSERT_LLM_TRACE, rows.llm_trace_rows)
+                span_rows, llm_span_rows = rows.span_rows, rows.llm_span_rows
+                if rows.late:
+                    for row in _add_late_spans(conn, rows.late):
+                        if len(row) == SPAN_ROW_LENGTH:
                             span_rows = [*span_rows, row]
                         else:
                             llm_span_rows = [*llm_span_rows, row]
@@ -622,17 +428,17 @@ class SQLiteStore:
                     _insert_rows(conn, _INSERT_SPAN, span_rows)
                 if llm_span_rows:
                     _insert_rows(conn, _INSERT_LLM_SPAN, llm_span_rows)
-                if metadata_rows:
-                    json_rows = len(metadata_rows[0]) == 2
+                if rows.metadata_rows:
+                    json_rows = len(rows.metadata_rows[0]) == 2
                     insert = _INSERT_METADATA_JSON if json_rows else _INSERT_METADATA
-                    _insert_rows(conn, insert, metadata_rows)
-                if tag_rows:
-                    _insert_rows(conn, _INSERT_TAG, tag_rows)
-                if tag_deletes:
-                    conn.executemany(_DELETE_TAG, tag_deletes)
-                if tag_ops:
-                    conn.executemany(_STALE_TAGS, [(tid,) for tid in tag_ops])
-                for tid in llm.recompute:  # last: after this batch's metadata rows
+                    _insert_rows(conn, insert, rows.metadata_rows)
+                if rows.tag_rows:
+                    _insert_rows(conn, _INSERT_TAG, rows.tag_rows)
+                if rows.tag_deletes:
+                    conn.executemany(_DELETE_TAG, rows.tag_deletes)
+                if rows.tag_ops:
+                    conn.executemany(_STALE_TAGS, [(tid,) for tid in rows.tag_ops])
+                for tid in rows.recompute:  # last: after this batch's metadata rows
                     _recompute_llm(conn, tid)
                 conn.execute("COMMIT")
             except BaseException:
@@ -649,38 +455,6 @@ class SQLiteStore:
             with contextlib.suppress(sqlite3.Error):
                 self._writer.close()
         self._writer = None
-
-    @staticmethod
-    def _trace_row(t: Any, metadata: Any, tags: Any, spans: str) -> tuple[Any, ...]:
-        root = t.root
-        end_ns = t.end_ns
-        md = t.metadata
-        request_preview = t.request_preview
-        if request_preview is None:
-            inputs = root.inputs_json
-            request_preview = _NULL if inputs is None else inputs[:PREVIEW_CHARS]
-        response_preview = t.response_preview
-        if response_preview is None:
-            outputs = root.outputs_json
-            response_preview = _NULL if outputs is None else outputs[:PREVIEW_CHARS]
-        client_request_id = t.client_request_id
-        return (
-            t.trace_id,
-            t.start_ns // 1_000_000,
-            None if end_ns is None else end_ns // 1_000_000,
-            None if end_ns is None else (end_ns - t.start_ns) / 1e6,
-            t.state,
-            root.name,
-            md.get(METADATA_USER, _NULL),
-            md.get(METADATA_SESSION, _NULL),
-            _NULL if client_request_id is None else client_request_id,
-            request_preview,
-            response_preview,
-            root.span_id,
-            metadata,
-            tags,
-            spans,
-        )
 
     # -- tags on logged traces (caller's thread) --------------------------------------
 
@@ -727,7 +501,7 @@ class SQLiteStore:
         conn = self._read_conn()
         select = _LOAD_TRACES if _has_json() else _LOAD_TRACES_PLAIN
         rows: list[Sequence[Any]] = []
-        for chunk in _chunks(trace_ids, 500):
+        for chunk in chunks(trace_ids, 500):
             rows += conn.execute(select.format(marks=",".join("?" * len(chunk))), chunk)
         found = {row[0]: row for row in rows}
         return self.traces_from_rows(
@@ -747,7 +521,7 @@ class SQLiteStore:
         infos = [info_from_row(row) for row in rows]
         conn = self._read_conn()
         if not _has_json():
-            for chunk in _chunks([info.trace_id for info in infos], 500):
+            for chunk in chunks([info.trace_id for info in infos], 500):
                 _add_metadata_and_tags(conn, ",".join("?" * len(chunk)), chunk, infos)
         if not include_spans:
             return [Trace(info, TraceData([])) for info in infos]
@@ -755,7 +529,7 @@ class SQLiteStore:
         # written before schema 3 have theirs in the spans table.
         spans: dict[str, list[Span]] = {}
         older = [row[0] for row in rows if row[12] is None]
-        for chunk in _chunks(older, 500):
+        for chunk in chunks(older, 500):
             for row in conn.execute(_LOAD_SPANS.format(marks=",".join("?" * len(chunk))), chunk):
                 tid = row[0]
                 if tid in spans:
@@ -786,68 +560,11 @@ class SQLiteStore:
         return int(row[0])
 
 
-_SPAN_ROW_LENGTH = len(SPAN_COLUMNS.split(", "))
-
-
-class _LLMRows:
-    """A batch's rows for traces and spans with LLM calls, and the traces whose
-    totals must be computed again once their late spans are in."""
-
-    __slots__ = ("recompute", "span_rows", "trace_rows")
-
-    def __init__(
-        self,
-        trace_rows: list[tuple[Any, ...]],
-        span_rows: list[tuple[Any, ...]],
-        recompute: set[str],
-    ) -> None:
-        self.trace_rows = trace_rows
-        self.span_rows = span_rows
-        self.recompute = recompute
-
-
-def _llm_values(call: LLMCall, counted: int) -> tuple[Any, ...]:
-    """The spans table's LLM columns (model ... llm) of one call."""
-    return (
-        call.model,
-        call.provider,
-        call.input_tokens if call.has_usage else None,
-        call.output_tokens if call.has_usage else None,
-        call.total_tokens if call.has_usage else None,
-        call.total_cost,
-        counted,
-    )
-
-
-def _trace_totals(
-    spans: Sequence[Any], calls: dict[str, tuple[int, LLMCall | None]]
-) -> Totals | None:
-    return rollup(
-        (s.span_id, s.parent_id, calls[s.span_id][1] if s.span_id in calls else None) for s in spans
-    )
-
-
-def _with_llm_metadata(metadata: dict[str, str], totals: Totals) -> dict[str, str]:
-    """The trace's metadata with MLflow's ``mlflow.trace.tokenUsage``/``cost`` (JSON)."""
-    md = dict(metadata)
-    if totals.token_usage_json is not None:
-        md[TRACE_TOKEN_USAGE] = totals.token_usage_json
-    if totals.cost_json is not None:
-        md[TRACE_COST] = totals.cost_json
-    return md
-
-
 def _recompute_llm(conn: sqlite3.Connection, trace_id: str) -> None:
     """A trace's LLM totals again, from all its span rows (late spans included), so
     that spans ending after their trace was written, or delivered twice, leave them
     exact. Rare: a read of the trace's span rows and a few updates."""
-    spans = []
-    for span_id, parent_id, attributes in conn.execute(_TRACE_SPAN_ATTRIBUTES, (trace_id,)):
-        call = None
-        if attributes and (USAGE in attributes or MODEL in attributes):
-            call = llm_call(loads(attributes))
-        spans.append((span_id, parent_id, call))
-    totals = rollup(spans)
+    totals = totals_from_span_rows(conn.execute(_TRACE_SPAN_ATTRIBUTES, (trace_id,)))
     if totals is None:
         return
     conn.executemany(_SET_SPAN_LLM, [(flag, trace_id, sid) for sid, flag in totals.counted.items()])
@@ -866,7 +583,7 @@ def _recompute_llm(conn: sqlite3.Connection, trace_id: str) -> None:
     found = conn.execute(_TRACE_METADATA_JSON, (trace_id,)).fetchone()
     if found is None:
         return
-    updates = _with_llm_metadata({}, totals)
+    updates = with_llm_metadata({}, totals)
     if found[0] is not None:
         md = loads_strings(found[0])
         md.update(updates)
@@ -895,91 +612,6 @@ def _add_late_spans(conn: sqlite3.Connection, late: list[tuple[Any, ...]]) -> li
     return rows
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
-    return value
-
-
-def _clean_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    return [tuple(_clean(v) for v in row) for row in rows]
-
-
-def _trace_parts(row: Sequence[Any]) -> tuple[TraceInfo, TraceData]:
-    return info_from_row(row), lazy_trace_data(row[0], row[12])
-
-
-def trace_from_row(row: Sequence[Any]) -> Trace:
-    """The ``Trace`` of a ``trace_select()`` row holding its spans' JSON, built from
-    the row when first read."""
-    return lazy_trace(_trace_parts, row)
-
-
-def info_from_row(row: Sequence[Any]) -> TraceInfo:
-    """A ``TraceInfo`` from a row in ``TRACE_COLUMNS`` order, then optionally the
-    metadata and the tags as JSON objects (``_LOAD_TRACES``)."""
-    (
-        trace_id,
-        request_time,
-        execution_ms,
-        state,
-        name,
-        user_id,
-        session_id,
-        client_request_id,
-        request_preview,
-        response_preview,
-    ) = row[:10]
-    metadata: dict[str, str] = {}
-    if user_id is not None:
-        metadata[METADATA_USER] = user_id
-    if session_id is not None:
-        metadata[METADATA_SESSION] = session_id
-    tags: dict[str, str] = {}
-    if len(row) > 10:
-        if row[10] is not None:
-            metadata.update(loads_strings(row[10]))
-        if row[11] is not None:
-            tags = loads_strings(row[11])
-    info = _new(TraceInfo)
-    # What the dataclass's __init__ does, keyword by keyword; a search builds many.
-    info.__dict__.update(
-        trace_id=trace_id,
-        request_time=request_time,
-        execution_duration=None if execution_ms is None else round(execution_ms),
-        state=state,
-        trace_metadata=metadata,
-        tags=tags,
-        client_request_id=client_request_id,
-        request_preview=request_preview,
-        response_preview=response_preview,
-        name=name,
-    )
-    if len(row) > 18 and row[17] is not None:
-        # A trace with LLM calls: its totals ride along, not as a field (to_dict() and
-        # equality keep MLflow's shape); llm_totals() reads them.
-        info.__dict__["_llm"] = row[13:19]
-    return info
-
-
-_NO_LLM = (None, None, None, None, None, None)
-
-
-def llm_totals(info: TraceInfo) -> dict[str, Any]:
-    """A stored trace's LLM totals: ``llm_calls``, ``input_tokens``, ``output_tokens``,
-    ``total_tokens`` (0 without LLM calls), ``cost`` (``None`` when nothing was
-    priced) and ``unpriced_calls``."""
-    inp, out, total, cost, calls, unpriced = info.__dict__.get("_llm") or _NO_LLM
-    return {
-        "llm_calls": calls or 0,
-        "input_tokens": inp or 0,
-        "output_tokens": out or 0,
-        "total_tokens": total or 0,
-        "cost": cost,
-        "unpriced_calls": unpriced or 0,
-    }
-
-
 def _add_metadata_and_tags(
     conn: sqlite3.Connection, marks: str, chunk: list[str], info_list: list[TraceInfo]
 ) -> None:
@@ -997,8 +629,3 @@ def _add_metadata_and_tags(
     ):
         if tid in infos:
             infos[tid].tags[key] = value
-
-
-def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])
