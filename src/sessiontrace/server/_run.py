@@ -55,7 +55,8 @@ def serve(
         print(f"sessiontrace UI: {url}  (one-time login link)", file=out, flush=True)
     else:
         print(f"sessiontrace UI: {url}", file=out, flush=True)
-    served = redact_uri(str(getattr(app.state.store, "path", db)))  # a URI may hold a password
+    # What the user named (a URI may hold a password: redacted), else the store's file.
+    served = redact_uri(os.fspath(db) if db is not None else str(app.state.store.path))
     print(f"serving {served}; Ctrl+C to stop", file=out, flush=True)
     if on_ready is not None:
         on_ready(url)
