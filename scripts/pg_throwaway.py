@@ -434,7 +434,10 @@ class ThrowawayPostgres:
                 return
             except PostgresUnavailable as exc:
                 text = log.read_text(errors="replace") if log.exists() else ""
-                clash = "could not bind" in text or "already in use" in text
+                clash = any(
+                    sign in text
+                    for sign in ("could not bind", "already in use", "could not create any TCP")
+                )
                 if attempt + 1 < attempts and clash:
                     log.unlink(missing_ok=True)
                     continue

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -66,7 +67,7 @@ def postmaster_of(directory: Path) -> int:
 
 
 def socket_dir(uri: str) -> Path:
-    from urllib.parse import parse_qs, urlsplit
+    from urllib.parse import parse_qs
 
     return Path(parse_qs(urlsplit(uri).query)["host"][0])
 
@@ -137,6 +138,22 @@ def test_tcp_listens_on_loopback(throwaway_postgres: Any) -> None:
         assert uri.startswith("postgresql://sessiontrace@127.0.0.1:")
         with psycopg.connect(uri) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_tcp_retries_when_the_port_is_taken(
+    throwaway_postgres: Any, pg_throwaway: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL cannot bind port 0, so a free port is guessed; a lost race must retry."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1], pg_throwaway._free_port()])
+        monkeypatch.setattr(pg_throwaway, "_free_port", lambda: next(ports))
+        with throwaway_postgres(tcp=True) as uri:
+            port = urlsplit(uri).port
+            assert port is not None and port != taken.getsockname()[1]
 
 
 def test_missing_binaries_say_how_to_install(
