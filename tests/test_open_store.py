@@ -130,6 +130,24 @@ def test_configure_without_psycopg_fails_at_once_and_keeps_the_settings(
     assert _runtime.settings().tracking_uri == f"sqlite:///{store_path}"
 
 
+def test_an_environment_uri_without_psycopg_never_breaks_the_app_and_says_why_once(
+    no_psycopg: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SESSIONTRACE_TRACKING_URI", PG_URI)
+    _runtime.reset_for_tests()  # settings resolve lazily, inside the first traced call
+
+    @sessiontrace.trace
+    def chat() -> str:
+        return "still answers"
+
+    assert [chat(), chat()] == ["still answers"] * 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "pip install 'sessiontrace[postgres]'" in errors[0].getMessage()
+    assert SECRET not in caplog.text
+    assert sum(sessiontrace.get_stats()["internal_errors"].values()) == 2
+
+
 def test_a_server_tracking_uri_is_not_local() -> None:
     sessiontrace.configure(tracking_uri="http://tracehost:5000")
     assert not _runtime.store_is_local()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -14,6 +15,8 @@ from ._pipeline import Pipeline, Sink
 if TYPE_CHECKING:
     from ._entities import Trace
     from ._store import Store
+
+logger = logging.getLogger("sessiontrace")
 
 __all__ = [
     "ENV_VARS",
@@ -47,6 +50,7 @@ class _State:
         self.base_metadata: dict[str, str] | None = None
         self.internal_errors: dict[str, int] = {}
         self.atexit_registered = False
+        self.sink_error_logged = False
 
 
 _state = _State()
@@ -123,6 +127,7 @@ def configure(
         _close_pipeline()
         _state.settings = new
         _state.base_metadata = None
+        _state.sink_error_logged = False
     from .llm._pricing import forget_lookups
 
     forget_lookups()
@@ -190,8 +195,17 @@ def _pipeline() -> Pipeline:
                 s = settings()
                 from .llm._pricing import price_items
 
+                try:
+                    sink = _sink(s)
+                except ImportError as exc:
+                    # A URI from the environment names a store whose driver is missing:
+                    # tracing drops (and counts) every trace; say why, once.
+                    if not _state.sink_error_logged:
+                        _state.sink_error_logged = True
+                        logger.error("sessiontrace cannot record traces: %s", exc)
+                    raise
                 _state.pipeline = Pipeline(
-                    _sink(s),
+                    sink,
                     max_queue_size=s.max_queue_size,
                     batch_size=s.batch_size,
                     flush_interval=s.flush_interval,
@@ -296,6 +310,7 @@ def reset_for_tests() -> None:
         _close_pipeline()
         _state.settings = None
         _state.base_metadata = None
+        _state.sink_error_logged = False
         _state.internal_errors.clear()
     from . import _tracing
     from .llm import _pricing
