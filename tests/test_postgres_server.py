@@ -205,10 +205,11 @@ def _start_owner() -> tuple[subprocess.Popen[str], Path, int]:
     return proc, directory, postmaster_of(directory)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGKILL])
 def test_a_killed_owner_leaves_nothing_behind(throwaway_postgres: Any, signum: int) -> None:
     """SIGTERM/SIGHUP: the owner's handler stops the server before it dies of the
-    signal. SIGKILL: nothing runs in the owner; its watchdog sees the pipe close."""
+    signal. SIGINT: KeyboardInterrupt unwinds and atexit stops it. SIGKILL: nothing
+    runs in the owner; its watchdog sees the pipe close."""
     proc, directory, postmaster = _start_owner()
     with proc:
         proc.send_signal(signum)
