@@ -89,6 +89,26 @@ def test_without_psycopg_the_error_says_what_to_install(no_psycopg: None) -> Non
         open_store(PG_URI)
 
 
+def test_a_driver_part_missing_inside_the_store_module_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("psycopg")
+    import importlib
+
+    from sessiontrace import _store
+
+    real = importlib.import_module
+
+    def import_module(name: str, package: str | None = None) -> Any:
+        if name == "sessiontrace._store._postgres":
+            raise ModuleNotFoundError("No module named 'psycopg_pool'", name="psycopg_pool")
+        return real(name, package)
+
+    monkeypatch.setattr(_store.importlib, "import_module", import_module)
+    with pytest.raises(ImportError, match=r"psycopg_pool: pip install 'sessiontrace\[postgres\]'"):
+        open_store(PG_URI)
+
+
 def test_a_server_url_is_not_a_store() -> None:
     with pytest.raises(ValueError, match="is a sessiontrace server"):
         open_store("http://tracehost:5000")

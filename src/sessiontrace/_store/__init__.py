@@ -40,13 +40,14 @@ def require_postgres() -> None:
     Called when a ``postgresql://`` URI is configured, so a missing driver fails
     there and then, not inside the app's first traced call.
     """
-    for name in ("psycopg", "psycopg_pool"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            raise ImportError(
-                f"a postgresql:// store needs {name}: {POSTGRES_INSTALL_HINT}", name=name
-            ) from None
+    try:
+        importlib.import_module("psycopg")
+    except ImportError:
+        raise _missing("psycopg") from None
+
+
+def _missing(name: str) -> ImportError:
+    return ImportError(f"a postgresql:// store needs {name}: {POSTGRES_INSTALL_HINT}", name=name)
 
 
 def open_location(location: StoreLocation) -> Store:
@@ -55,8 +56,13 @@ def open_location(location: StoreLocation) -> Store:
         return SQLiteStore(location.path)
     if location.scheme == "postgresql":
         require_postgres()
-        # By name, so that importing sessiontrace never imports psycopg.
-        module = importlib.import_module(f"{__name__}._postgres")
+        try:
+            # By name, so that importing sessiontrace never imports psycopg.
+            module = importlib.import_module(f"{__name__}._postgres")
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] in ("psycopg", "psycopg_pool"):
+                raise _missing(exc.name or "psycopg") from None  # an incomplete install
+            raise
         store: Store = module.PostgresStore(location.path)
         return store
     raise ValueError(
