@@ -7,8 +7,13 @@ missing PostgreSQL fails the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,3 +53,74 @@ def record(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[Any]]]
         return taken
 
     yield take
+
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class Server:
+    """A PostgreSQL of a test's own (the contract's commands), to stop and start."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pgst."))
+        shutil.chown(self.dir, "postgres")
+        self._run(
+            "initdb",
+            "-D",
+            f"{self.dir}/data",
+            "-U",
+            "sessiontrace",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        self.start()
+        self._run("createdb", "-h", str(self.dir), "-U", "sessiontrace", "sessiontrace_test")
+        self.uri = f"postgresql://sessiontrace@/sessiontrace_test?host={self.dir}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(BIN / tool), *args],
+            cwd="/",
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        options = f"-c listen_addresses='' -k {self.dir} -c fsync=off -c full_page_writes=off"
+        self._run(
+            "pg_ctl",
+            "-D",
+            f"{self.dir}/data",
+            "-l",
+            f"{self.dir}/server.log",
+            "-w",
+            "start",
+            "-o",
+            options,
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", f"{self.dir}/data", "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_server(postgres_uri: str) -> Iterator[Server]:
+    """A throwaway server this test may stop (never the shared one)."""
+    if not (BIN / "initdb").exists() or os.geteuid() != 0 or shutil.which("runuser") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("a throwaway PostgreSQL needs root, runuser and postgresql-15")
+        pytest.skip("a throwaway PostgreSQL needs root, runuser and postgresql-15")
+    server = Server()
+    try:
+        yield server
+    finally:
+        server.remove()

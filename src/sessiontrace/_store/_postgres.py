@@ -354,19 +354,26 @@ class PostgresStore:
     ``prepare_threshold``: psycopg prepares a statement on a connection after this
     many runs (``None``: never, as PgBouncer in transaction mode needs).
     ``max_readers``: read connections of finished threads kept for threads that
-    come later (each live thread that reads has its own).
+    come later (each live thread that reads has its own). ``copy_first=False``
+    always upserts through the staging tables instead of trying a plain COPY first.
     """
 
     dialect: Dialect = POSTGRES
 
     def __init__(
-        self, uri: str, *, max_readers: int = 4, prepare_threshold: int | None = 5
+        self,
+        uri: str,
+        *,
+        max_readers: int = 4,
+        prepare_threshold: int | None = 5,
+        copy_first: bool = True,
     ) -> None:
         if max_readers < 0:
             raise ValueError("max_readers must be >= 0")
         self.uri = uri
         self._max_readers = max_readers
         self._prepare_threshold = prepare_threshold
+        self._copy_first = copy_first
         self._writer: psycopg.Connection[Any] | None = None
         self._readers: dict[int, tuple[threading.Thread, PostgresConnection]] = {}
         self._idle: list[PostgresConnection] = []
@@ -510,7 +517,7 @@ class PostgresStore:
         try:
             conn = self._writer_conn()
             with conn.transaction():
-                _write(conn, rows)
+                _write(conn, rows, copy_first=self._copy_first)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # Server gone, connection lost, shut down, cancelled, a deadlock or
             # serialization failure (rolled back): the batch may pass later; keep it.
@@ -637,8 +644,34 @@ def _stage(conn: psycopg.Connection[Any], table: _Table, *parts: list[tuple[Any,
         conn.execute(table.upsert)
 
 
-def _write(conn: psycopg.Connection[Any], rows: Rows) -> None:
+def _copy_new(conn: psycopg.Connection[Any], rows: Rows) -> bool:
+    """The common batch, only new traces, copied straight into the tables: no
+    staging, sort or conflict check (about 1.5x the staged upsert's rate). A trace
+    already stored (a batch delivered again) or twice in the batch fails the COPY
+    with a unique violation: then nothing of it is kept (a savepoint) and the
+    caller upserts instead. False then, or when the batch is not that kind."""
+    if rows.late or rows.tag_ops or rows.tag_deletes or rows.recompute:
+        return False
+    try:
+        with conn.transaction():
+            for table, parts in (
+                (_TRACES, (rows.trace_rows, rows.llm_trace_rows)),
+                (_SPANS, (rows.span_rows, rows.llm_span_rows)),
+                (_METADATA, (rows.metadata_rows,)),
+                (_TAGS, (rows.tag_rows,)),
+            ):
+                for part in parts:
+                    if part:
+                        _copy(conn, table, part, table.name)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+def _write(conn: psycopg.Connection[Any], rows: Rows, *, copy_first: bool = True) -> None:
     """One batch, inside the caller's transaction; the order is SQLite's ``_write_rows``."""
+    if copy_first and _copy_new(conn, rows):
+        return
     _stage(conn, _TRACES, rows.trace_rows, rows.llm_trace_rows)
     span_rows, llm_span_rows = rows.span_rows, rows.llm_span_rows
     if rows.late:
