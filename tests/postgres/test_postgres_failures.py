@@ -229,6 +229,7 @@ def test_server_stopped_mid_run_nothing_lost_through_the_pipeline(
         for item in items[:100]:
             pipeline.submit(item)
         assert pipeline.flush(30)
+        assert store.count_traces() == 100  # a reader connection, idle from here on
         own_server.stop()
         with pytest.raises(RetryableExportError):
             probe.export(items[100:101])
@@ -242,7 +243,28 @@ def test_server_stopped_mid_run_nothing_lost_through_the_pipeline(
         stats = pipeline.stats()
         assert stats["written"] == 300 and stats["dropped"] == 0
         assert stats["export_failures"] == 0 and stats["store_healthy"]
-        assert store.count_traces() == 300  # the reader reconnects by itself too
+        # the reader connection broke with the server: replaced, and the statement or
+        # transaction sent once more
+        store.set_tag(items[0].trace_id, "after", "restart")
+        assert store.count_traces() == 300
     finally:
         pipeline.close(10)
         probe.close()
+
+
+def test_sessiontrace_imports_without_psycopg() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["psycopg"] = None  # as if not installed
+        import sessiontrace, sessiontrace.testing, sessiontrace._store
+        with sessiontrace.start_span("x"):
+            pass
+        sessiontrace.flush()
+        assert "sessiontrace._store._postgres" not in sys.modules
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60, cwd="/tmp"
+    )
+    assert done.returncode == 0, done.stderr.decode()

@@ -432,3 +432,6 @@ def test_repr_never_shows_the_password() -> None:
         text = repr(PostgresStore(uri))
         assert "s3" not in text and "***" in text, text
     assert "app@db" in repr(PostgresStore("postgresql://app@db/traces"))
+    with pytest.raises(ValueError, match="not a PostgreSQL URI") as raised:
+        PostgresStore("host=db password=s3cret bogus")
+    assert "s3cret" not in str(raised.value)

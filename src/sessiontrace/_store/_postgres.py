@@ -26,12 +26,13 @@ import os
 import re
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.errors
 from psycopg.adapt import Buffer, Loader
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.numeric import NumericBinaryLoader
 
 from .._entities import Span, Trace, TraceData, lazy_trace_data, span_from_row
@@ -311,17 +312,32 @@ class PostgresConnection:
 
     def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         # Always bind (even nothing): psycopg then reads %% as % in every statement.
-        query = to_psycopg(sql)
-        values = () if params is None else params
+        return self.run(to_psycopg(sql), () if params is None else params)
+
+    def run(self, query: str, params: Any = ()) -> psycopg.Cursor[Any]:
+        """``execute`` for SQL in psycopg's own style."""
         try:
-            return self._conn.execute(query, values)
+            return self._conn.execute(query, params)
         except psycopg.OperationalError:
             if not self._conn.broken:
                 raise
             # The server restarted or dropped this idle connection: a read in
             # autocommit is safe to send again, once, on a new one.
             self._conn = self._store._replace_reader(self._conn)
-            return self._conn.execute(query, values)
+            return self._conn.execute(query, params)
+
+    def transaction(self, work: Callable[[psycopg.Connection[Any]], None]) -> None:
+        """Run ``work(conn)`` in a transaction; once more on a new connection when
+        this one turns out broken (nothing of the first attempt was committed)."""
+        try:
+            with self._conn.transaction():
+                work(self._conn)
+        except psycopg.OperationalError:
+            if not self._conn.broken:
+                raise
+            self._conn = self._store._replace_reader(self._conn)
+            with self._conn.transaction():
+                work(self._conn)
 
     @property
     def raw(self) -> psycopg.Connection[Any]:
@@ -370,6 +386,11 @@ class PostgresStore:
     ) -> None:
         if max_readers < 0:
             raise ValueError("max_readers must be >= 0")
+        try:
+            self._params = conninfo_to_dict(uri)
+        except psycopg.ProgrammingError:
+            # libpq's message can quote the URI, password included
+            raise ValueError(f"not a PostgreSQL URI: {_redact(uri)!r}") from None
         self.uri = uri
         self._max_readers = max_readers
         self._prepare_threshold = prepare_threshold
@@ -463,10 +484,9 @@ class PostgresStore:
 
     def after_fork(self) -> None:
         # Never use (or close) a connection opened by the parent process.
-        with contextlib.suppress(Exception):
-            _inherited.append(self._writer)
-            _inherited.extend(reader for _, reader in self._readers.values())
-            _inherited.extend(self._idle)
+        _inherited.append(self._writer)
+        _inherited.extend(reader for _, reader in self._readers.values())
+        _inherited.extend(self._idle)
         self._writer = None
         self._readers = {}
         self._idle = []
@@ -537,18 +557,20 @@ class PostgresStore:
     # -- tags on logged traces (caller's thread) ----------------------------------------
 
     def set_tag(self, trace_id: str, key: str, value: str) -> None:
-        conn = self.connection().raw
-        with conn.transaction():
+        def work(conn: psycopg.Connection[Any]) -> None:
             if conn.execute(_STALE_TAGS, ([trace_id],)).rowcount == 0:
                 raise TraceNotFoundError(trace_id)
             conn.execute(_UPSERT_TAG, (trace_id, key, value))
 
+        self.connection().transaction(work)
+
     def delete_tag(self, trace_id: str, key: str) -> None:
-        conn = self.connection().raw
-        with conn.transaction():
+        def work(conn: psycopg.Connection[Any]) -> None:
             if conn.execute(_STALE_TAGS, ([trace_id],)).rowcount == 0:
                 raise TraceNotFoundError(trace_id)
             conn.execute(_DELETE_TAG, (trace_id, key))
+
+        self.connection().transaction(work)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -561,8 +583,7 @@ class PostgresStore:
         ids = list(trace_ids)
         if not ids:
             return []
-        conn = self.connection().raw
-        found = {row[0]: row for row in conn.execute(_LOAD_TRACES, (ids,))}
+        found = {row[0]: row for row in self.connection().run(_LOAD_TRACES, (ids,))}
         return self.traces_from_rows(
             [found[tid] for tid in ids if tid in found], include_spans=include_spans
         )
@@ -584,7 +605,7 @@ class PostgresStore:
         spans: dict[str, list[Span]] = {}
         older = [row[0] for row in rows if row[12] is None]
         if older:
-            for row in self.connection().raw.execute(_LOAD_SPANS, (older,)):
+            for row in self.connection().run(_LOAD_SPANS, (older,)):
                 spans.setdefault(row[0], []).append(span_from_row(row))
         return [
             Trace(
@@ -600,7 +621,7 @@ class PostgresStore:
         """Trace ids, newest first."""
         rows = (
             self.connection()
-            .raw.execute(
+            .run(
                 "SELECT trace_id FROM traces ORDER BY request_time DESC, trace_id DESC "
                 "LIMIT %s OFFSET %s",
                 (int(limit), int(offset)),
@@ -610,7 +631,7 @@ class PostgresStore:
         return [r[0] for r in rows]
 
     def count_traces(self) -> int:
-        row = self.connection().raw.execute("SELECT count(*) FROM traces").fetchone()
+        row = self.connection().run("SELECT count(*) FROM traces").fetchone()
         return 0 if row is None else int(row[0])
 
 
