@@ -409,7 +409,14 @@ class PostgresStore:
     # -- connections ------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.uri, autocommit=True, prepare_threshold=self._prepare_threshold)
+        options: dict[str, Any] = {}
+        if "connect_timeout" not in self._params:
+            # A host that does not answer holds the writer thread (and callers waiting
+            # for room in the queue) no longer than this; the URI may say otherwise.
+            options["connect_timeout"] = 10
+        conn = psycopg.connect(
+            self.uri, autocommit=True, prepare_threshold=self._prepare_threshold, **options
+        )
         try:
             _configure(conn)
             if not self._schema_ready:
@@ -434,7 +441,8 @@ class PostgresStore:
                     version = 0 if row is None or row[0] is None else int(row[0])
                 if version > SCHEMA_VERSION:
                     raise RuntimeError(
-                        f"{self!r} was written by a newer sessiontrace (schema {version}); "
+                        f"{_redact(self.uri)} was written by a newer sessiontrace "
+                        f"(schema {version}); "
                         "upgrade sessiontrace to read it"
                     )
                 if version == 0:
