@@ -435,3 +435,22 @@ def test_repr_never_shows_the_password() -> None:
     with pytest.raises(ValueError, match="not a PostgreSQL URI") as raised:
         PostgresStore("host=db password=s3cret bogus")
     assert "s3cret" not in str(raised.value)
+
+
+def test_json_text_is_kept_byte_for_byte(
+    pg: PostgresStore, lite: SQLiteStore, record: Record
+) -> None:
+    with sessiontrace.start_span("chat") as span:
+        span.set_inputs({"z": 1, "a": {"y": 2, "b": [3, 1.50]}})
+    items = record()
+    # JSON as another producer may have encoded it: key order, a duplicate key,
+    # spacing and number spellings that jsonb would rewrite
+    items[0].root.inputs_json = '{"b": 1, "a":2, "a" :3, "n": 1.50e0}'
+    both(items, pg, lite)
+    tid = items[0].trace_id
+    sql = "SELECT spans FROM traces WHERE trace_id = ?"
+    with sqlite3.connect(lite.path) as conn:
+        expected = conn.execute(sql, (tid,)).fetchone()
+    assert raw(pg, sql, tid) == [expected]
+    assert '{"b": 1, "a":2, "a" :3, "n": 1.50e0}' in expected[0]
+    assert dicts(pg, [tid]) == dicts(lite, [tid])
