@@ -38,6 +38,8 @@ WRITER = textwrap.dedent(
     _runtime.submit = items.append
     seq = iter(range(n))
     _tracing.ids["trace"] = lambda: f"tr-{next(seq) * writers + k:032x}"
+    span_seq = iter(range(10**9))  # the same span ids in every process (a resend's)
+    _tracing.ids["span"] = lambda: f"{next(span_seq):016x}"
 
     @sessiontrace.trace
     def chat(message):
@@ -92,6 +94,24 @@ def test_four_writer_processes_lose_and_duplicate_nothing(
     # each trace: 2 spans, its metadata keys (writer, source...), 1 tag; none twice
     assert counts(postgres_uri) == (4 * n, 4 * n, 8 * n, keys * 4 * n, 4 * n)
     assert keys >= 2
+
+
+def test_writers_sending_the_same_traces_at_once_store_each_once(postgres_uri: str) -> None:
+    # Three ingest servers receiving the same resend: the same ids, in the same
+    # batches, at the same time (k = 0 and one "writer" make identical ids).
+    n = 1000
+    PostgresStore(postgres_uri).close()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, postgres_uri, "0", str(n), "1", "1"],
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    assert counts(postgres_uri)[:3] == (n, n, 2 * n)
 
 
 def test_concurrent_first_starts_create_the_schema_once(postgres_uri: str) -> None:
