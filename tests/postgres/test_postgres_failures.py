@@ -288,3 +288,25 @@ def test_sessiontrace_imports_without_psycopg() -> None:
         [sys.executable, "-c", script], capture_output=True, timeout=60, cwd="/tmp"
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_a_read_only_database_keeps_the_batch_for_later(postgres_uri: str, record: Record) -> None:
+    # What a writer sees when a failover left its host name on a standby.
+    with sessiontrace.start_span("chat"):
+        pass
+    items = record()
+    store = PostgresStore(postgres_uri)
+    store.count_traces()
+    with psycopg.connect(postgres_uri, autocommit=True) as admin:
+        dbname = admin.info.dbname
+        admin.execute(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+        try:
+            with pytest.raises(RetryableExportError):
+                store.export(items)
+        finally:
+            admin.execute(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
+    try:
+        store.export(items)
+        assert store.count_traces() == 1
+    finally:
+        store.close()

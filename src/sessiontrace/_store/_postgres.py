@@ -546,9 +546,15 @@ class PostgresStore:
             conn = self._writer_conn()
             with conn.transaction():
                 _write(conn, rows, copy_first=self._copy_first)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            psycopg.errors.ReadOnlySqlTransaction,
+        ) as exc:
             # Server gone, connection lost, shut down, cancelled, a deadlock or
-            # serialization failure (rolled back): the batch may pass later; keep it.
+            # serialization failure (rolled back), a primary turned standby in a
+            # failover (a new connection may reach the new primary): the batch may
+            # pass later; keep it.
             self._drop_writer()
             raise RetryableExportError(str(exc)) from exc
         except BaseException:
