@@ -454,3 +454,21 @@ def test_json_text_is_kept_byte_for_byte(
     assert raw(pg, sql, tid) == [expected]
     assert '{"b": 1, "a":2, "a" :3, "n": 1.50e0}' in expected[0]
     assert dicts(pg, [tid]) == dicts(lite, [tid])
+
+
+def test_without_prepared_statements_as_behind_pgbouncer(postgres_uri: str, record: Record) -> None:
+    store = PostgresStore(postgres_uri, prepare_threshold=None)
+    try:
+        for i in range(8):  # past psycopg's default threshold of 5
+            with sessiontrace.start_span(f"chat {i}"):
+                pass
+            store.export(record())
+            assert store.count_traces() == i + 1
+        prepared = store.connection().execute("SELECT count(*) FROM pg_prepared_statements")
+        assert prepared.fetchone() == (0,)
+        assert store._writer is not None
+        assert store._writer.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (
+            0,
+        )
+    finally:
+        store.close()
