@@ -1,8 +1,6 @@
 """End to end on PostgreSQL: a tracking URI, the SDK, the CLI and the UI on one database.
 
-POSTGRES-WIRING: these run once ``sessiontrace._store._postgres`` (PostgresStore) is
-merged; until then the whole module is skipped by the ``importorskip`` below. Remove
-it after the merge, so that a missing store fails rather than skips. The password
+The password
 used here is ignored by the throwaway server (trust authentication), which lets the
 tests check it is never printed.
 """
@@ -23,8 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import sessiontrace
-
-pytest.importorskip("sessiontrace._store._postgres")
 
 pytestmark = pytest.mark.postgres
 

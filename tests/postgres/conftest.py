@@ -1,9 +1,5 @@
-"""PostgreSQL for these tests: ``SESSIONTRACE_TEST_PG_URI`` names a server.
-
-Temporary: the shared ``postgres_uri`` fixture of tests/conftest.py replaces this
-one at merge. Without the variable the tests skip, except under ``CI=true``, where a
-missing PostgreSQL fails the run.
-"""
+"""Helpers of the PostgreSQL store's tests; the clean database of each test is the
+shared ``postgres_uri`` fixture of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -19,21 +15,6 @@ from typing import Any
 import pytest
 
 from sessiontrace import _runtime
-
-
-@pytest.fixture
-def postgres_uri() -> str:
-    uri = os.environ.get("SESSIONTRACE_TEST_PG_URI")
-    if not uri:
-        if os.environ.get("CI") == "true":
-            pytest.fail("SESSIONTRACE_TEST_PG_URI is not set (PostgreSQL is required in CI)")
-        pytest.skip("SESSIONTRACE_TEST_PG_URI is not set")
-    import psycopg
-
-    with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-    return uri
 
 
 @pytest.fixture
@@ -55,13 +36,11 @@ def record(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[Any]]]
     yield take
 
 
-BIN = Path("/usr/lib/postgresql/15/bin")
-
-
 class Server:
     """A PostgreSQL of a test's own (the contract's commands), to stop and start."""
 
-    def __init__(self) -> None:
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin = bin_dir
         self.dir = Path(tempfile.mkdtemp(prefix="pgst."))
         shutil.chown(self.dir, "postgres")
         self._run(
@@ -83,7 +62,7 @@ class Server:
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(BIN / tool), *args],
+            ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args],
             cwd="/",
             check=True,
             capture_output=True,
@@ -113,13 +92,14 @@ class Server:
 
 
 @pytest.fixture
-def own_server(postgres_uri: str) -> Iterator[Server]:
+def own_server(postgres_uri: str, pg_throwaway: Any, throwaway_postgres: Any) -> Iterator[Server]:
     """A throwaway server this test may stop (never the shared one)."""
-    if not (BIN / "initdb").exists() or os.geteuid() != 0 or shutil.which("runuser") is None:
+    bin_dir = Path(pg_throwaway.find_tools()["initdb"]).parent
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("a throwaway PostgreSQL needs root, runuser and postgresql-15")
         pytest.skip("a throwaway PostgreSQL needs root, runuser and postgresql-15")
-    server = Server()
+    server = Server(bin_dir)
     try:
         yield server
     finally:

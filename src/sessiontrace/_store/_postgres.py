@@ -38,6 +38,7 @@ from psycopg.adapt import Buffer, Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.numeric import NumericBinaryLoader
 
+from .._config import redact_uri
 from .._entities import Span, Trace, TraceData, lazy_trace_data, span_from_row
 from .._pipeline import RetryableExportError
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
@@ -357,13 +358,6 @@ class PostgresConnection:
 # parent's session) and never collected (psycopg would warn that they were left open).
 _inherited: list[Any] = []
 
-_URI_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
-_PARAM_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)")
-
-
-def _redact(uri: str) -> str:
-    return _PARAM_PASSWORD.sub(r"\1***", _URI_PASSWORD.sub(r"\1***@", uri))
-
 
 class PostgresStore:
     """Reads and writes traces in a PostgreSQL database; safe to share between
@@ -394,7 +388,7 @@ class PostgresStore:
             self._params = conninfo_to_dict(uri)
         except psycopg.ProgrammingError:
             # libpq's message can quote the URI, password included
-            raise ValueError(f"not a PostgreSQL URI: {_redact(uri)!r}") from None
+            raise ValueError(f"not a PostgreSQL URI: {redact_uri(uri)!r}") from None
         self.uri = uri
         self._max_readers = max_readers
         self._prepare_threshold = prepare_threshold
@@ -408,7 +402,7 @@ class PostgresStore:
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
-        return f"PostgresStore({_redact(self.uri)!r})"
+        return f"PostgresStore({redact_uri(self.uri)!r})"
 
     # -- connections ------------------------------------------------------------------
 
@@ -445,7 +439,7 @@ class PostgresStore:
                     version = 0 if row is None or row[0] is None else int(row[0])
                 if version > SCHEMA_VERSION:
                     raise RuntimeError(
-                        f"{_redact(self.uri)} was written by a newer sessiontrace "
+                        f"{redact_uri(self.uri)} was written by a newer sessiontrace "
                         f"(schema {version}); "
                         "upgrade sessiontrace to read it"
                     )
