@@ -29,14 +29,43 @@ from sessiontrace import _runtime
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Store-facing test modules set ``pytestmark = pytest.mark.backends``: each of their
+# tests runs twice, on the embedded SQLite file and on an empty PostgreSQL database,
+# through the same public API (the SDK writes to, and search/analytics read from,
+# the store that ``configure(tracking_uri=...)`` selects).
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store this test runs on: ``sqlite`` unless its module runs on both."""
+    return str(getattr(request, "param", "sqlite"))
+
+
 @pytest.fixture(autouse=True)
-def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def store_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, request: pytest.FixtureRequest
+) -> Iterator[Path]:
     for name in _runtime.ENV_VARS.values():
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "traces.db"
-    sessiontrace.configure(tracking_uri=f"sqlite:///{path}", flush_interval=0.01)
+    uri = f"sqlite:///{path}"
+    if backend == "postgresql":
+        uri = request.getfixturevalue("postgres_uri")
+    sessiontrace.configure(tracking_uri=uri, flush_interval=0.01)
     yield path
     _runtime.reset_for_tests()  # writes what is queued (bounded by shutdown_timeout)
+
+
+@pytest.fixture
+def store(store_path: Path) -> Any:
+    """The store the SDK writes to in this test (SQLite or PostgreSQL, see ``backend``)."""
+    return _runtime.get_store()
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
@@ -46,7 +75,9 @@ POSTGRES_FIXTURES = {"postgres_server", "postgres_uri", "throwaway_postgres"}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("backend") == "postgresql"
+        if on_postgres or POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
 
 
