@@ -13,7 +13,7 @@ from ._pipeline import Pipeline, Sink
 
 if TYPE_CHECKING:
     from ._entities import Trace
-    from ._store import SQLiteStore
+    from ._store._base import Store
 
 __all__ = [
     "ENV_VARS",
@@ -43,7 +43,7 @@ class _State:
         self.lock = threading.RLock()
         self.settings: Settings | None = None
         self.pipeline: Pipeline | None = None
-        self.store: SQLiteStore | None = None
+        self.store: Store | None = None
         self.base_metadata: dict[str, str] | None = None
         self.internal_errors: dict[str, int] = {}
         self.atexit_registered = False
@@ -139,7 +139,7 @@ def base_metadata() -> dict[str, str]:
     return md
 
 
-def get_store() -> SQLiteStore:
+def get_store() -> Store:
     store = _state.store
     if store is None:
         with _state.lock:

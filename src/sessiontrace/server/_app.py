@@ -44,7 +44,8 @@ from .._pipeline import RetryableExportError
 from .._search import FilterSyntaxError, search_traces
 from .._serialize import dumps
 from .._store import SQLiteStore, TraceNotFoundError
-from .._store._sqlite import llm_totals
+from .._store._base import Store
+from .._store._rows import llm_totals
 from .._tracing import LiveTrace
 from ..llm._pricing import price_items
 from ._ingest import IngestError, parse_batch
@@ -205,12 +206,16 @@ class _Reads:
     the budget, then runs beside it. Readers only read, so a second run is safe.
     """
 
-    def __init__(self, store: SQLiteStore, budget_seconds: float) -> None:
+    def __init__(self, store: Store, budget_seconds: float) -> None:
         self.store = store
         self.budget = budget_seconds
 
-    async def run(self, fn: Callable[[_Params, SQLiteStore], Any], params: _Params) -> Any:
+    async def run(self, fn: Callable[[_Params, Store], Any], params: _Params) -> Any:
         conn = self.store.connection()  # the loop thread's connection
+        if not isinstance(conn, sqlite3.Connection):
+            # No progress handler to stop a slow reader, and every query is a round
+            # trip to the server: a reader of another store runs beside the loop.
+            return await anyio.to_thread.run_sync(fn, params, self.store)
         deadline = time.perf_counter() + self.budget
         interrupted = False
 
@@ -284,7 +289,7 @@ class _Reader:
     whole span tree), with the package's errors mapped to 4xx JSON."""
 
     def __init__(
-        self, fn: Callable[[_Params, SQLiteStore], Any], reads: _Reads, *, inline: bool = True
+        self, fn: Callable[[_Params, Store], Any], reads: _Reads, *, inline: bool = True
     ) -> None:
         self.fn = fn
         self.reads = reads
@@ -335,7 +340,7 @@ def _trace_row(trace: Trace) -> dict[str, Any]:
     }
 
 
-def api_traces(params: _Params, store: SQLiteStore) -> Any:
+def api_traces(params: _Params, store: Store) -> Any:
     traces = search_traces(
         filter_string=_filter(params),
         order_by=_order(params),
@@ -347,7 +352,7 @@ def api_traces(params: _Params, store: SQLiteStore) -> Any:
     return {"traces": [_trace_row(t) for t in traces], "next_page_token": traces.next_page_token}
 
 
-def api_trace(params: _Params, store: SQLiteStore) -> Any:
+def api_trace(params: _Params, store: Store) -> Any:
     trace_id = _required(params, "id")
     trace = store.get_trace(trace_id)
     if trace is None:
@@ -357,12 +362,12 @@ def api_trace(params: _Params, store: SQLiteStore) -> Any:
     return answer
 
 
-def api_sessions(params: _Params, store: SQLiteStore) -> Any:
+def api_sessions(params: _Params, store: Store) -> Any:
     page = list_sessions(_filter(params), _order(params), store=store, **_paging(params))
     return {"sessions": [s.to_dict() for s in page], "next_page_token": page.next_page_token}
 
 
-def api_session(params: _Params, store: SQLiteStore) -> Any:
+def api_session(params: _Params, store: Store) -> Any:
     session_id = _required(params, "id")
     summary = get_session_summary(session_id, store=store)
     if summary is None:
@@ -372,12 +377,12 @@ def api_session(params: _Params, store: SQLiteStore) -> Any:
     return {"summary": summary, "turns": session_flow(session_id, store=store)}
 
 
-def api_users(params: _Params, store: SQLiteStore) -> Any:
+def api_users(params: _Params, store: Store) -> Any:
     page = list_users(_filter(params), _order(params), store=store, **_paging(params))
     return {"users": [u.to_dict() for u in page], "next_page_token": page.next_page_token}
 
 
-def api_user(params: _Params, store: SQLiteStore) -> Any:
+def api_user(params: _Params, store: Store) -> Any:
     user_id = _required(params, "id")
     days = _int_param(params, "days", 7, lo=1, hi=3660)
     report = user_report(user_id, days=days, store=store)
@@ -386,7 +391,7 @@ def api_user(params: _Params, store: SQLiteStore) -> Any:
     return report.to_dict()
 
 
-def api_daily(params: _Params, store: SQLiteStore) -> Any:
+def api_daily(params: _Params, store: Store) -> Any:
     days = _int_param(params, "days", 30, lo=1, hi=3660)
     until = int(time.time() * 1000)
     rows = daily_activity(_filter(params), days=days, now_ms=until, store=store)
@@ -398,13 +403,13 @@ def api_daily(params: _Params, store: SQLiteStore) -> Any:
     }
 
 
-def api_versions(params: _Params, store: SQLiteStore) -> Any:
+def api_versions(params: _Params, store: Store) -> Any:
     key = params.get("key") or "app_version"
     rows = metadata_breakdown(key, _filter(params), order_by=_order(params), store=store)
     return {"key": key, "rows": [r.to_dict() for r in rows]}
 
 
-def api_models(params: _Params, store: SQLiteStore) -> Any:
+def api_models(params: _Params, store: Store) -> Any:
     rows = model_breakdown(_filter(params), order_by=_order(params), store=store)
     return {"models": [r.to_dict() for r in rows]}
 
@@ -509,7 +514,10 @@ def create_app(
     if max_body_bytes <= 0 or max_batch_items <= 0:
         raise ValueError("max_body_bytes and max_batch_items must be positive")
     if db is None:
-        db = _runtime.get_store().path  # raises ValueError for an http(s) tracking URI
+        configured = _runtime.get_store()  # raises ValueError for an http(s) tracking URI
+        if not isinstance(configured, SQLiteStore):  # until the server opens any store
+            raise ValueError("create_app(db=None) serves the SQLite store of the tracking URI")
+        db = configured.path
     path = str(Path(db).expanduser().resolve())
     store = SQLiteStore(path)  # reads: one connection per thread (the loop's, the pool's)
     reads = _Reads(store, _INLINE_BUDGET_SECONDS)
