@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sessiontrace
 from sessiontrace import FilterSyntaxError, _runtime, _tracing
@@ -29,7 +31,7 @@ from sessiontrace._analytics import (
     session_flow,
     user_report,
 )
-from sessiontrace._search import search_traces
+from sessiontrace._search import parse_filter, search_traces
 from sessiontrace._store import SQLiteStore
 
 psycopg = pytest.importorskip("psycopg")
@@ -432,3 +434,65 @@ def test_a_pattern_only_postgresql_refuses_is_a_filter_syntax_error(
             call()
         assert info.value.text == text
         assert info.value.position == text.index("'a{")
+
+
+# -- generated filters ---------------------------------------------------------------
+
+_STRING_FIELDS = [
+    "user", "session", "name", "status", "tag.query_category", "tag.reviewed",
+    "metadata.app_version", "span.name", "span.model", "span.attributes.model",
+    "span.attributes.label", "span.attributes.n",
+]  # fmt: skip
+_NUMBER_FIELDS = ["trace.timestamp_ms", "execution_time_ms", "total_tokens", "cost", "span.cost"]
+# LIKE and ILIKE patterns: the data's letters and every metacharacter of LIKE and GLOB
+_PATTERN = st.text(alphabet="%_\\*?[]acehitmouseru-0123 É", max_size=6)
+_REGEX = st.sampled_from(
+    ["^c", "t$", "\\d", "(?i)chat", "\\bchat\\b", "a.b", "[a-c]+", "^.{4,5}$", "x|y", "^$"]
+)
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@st.composite
+def _comparison(draw: st.DrawFn) -> str:
+    if draw(st.booleans()):
+        field = draw(st.sampled_from(_NUMBER_FIELDS))
+        op = draw(st.sampled_from(["=", "!=", "<", "<=", ">", ">="]))
+        value = draw(st.integers(-1, 2_000_000_000_000) | st.sampled_from([0, 1, 30, 0.001]))
+        return f"{field} {op} {value}"
+    field = draw(st.sampled_from(_STRING_FIELDS))
+    op = draw(st.sampled_from(["=", "!=", "LIKE", "ILIKE", "RLIKE", "IN", "NOT IN", "IS NULL"]))
+    if op == "IS NULL":
+        return f"{field} IS {draw(st.sampled_from(['', 'NOT ']))}NULL"
+    if op in ("IN", "NOT IN"):
+        values = draw(st.lists(st.sampled_from(["user-1", "chat", "m-1", "1.1", "OK"]), min_size=1))
+        return f"{field} {op} ({', '.join(map(_quoted, values))})"
+    value = draw(_REGEX if op == "RLIKE" else _PATTERN)
+    return f"{field} {op} {_quoted(value)}"
+
+
+_FILTER = st.recursive(
+    _comparison(),
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: f"({a} AND {b})", inner, inner),
+        st.builds(lambda a, b: f"({a} OR {b})", inner, inner),
+        st.builds(lambda a: f"NOT {a}", inner),
+    ),
+    max_leaves=4,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(text=_FILTER)
+def test_generated_filters_match(stores: tuple[Any, Any], text: str) -> None:
+    try:
+        parse_filter(text)
+    except FilterSyntaxError:  # e.g. IS NULL on a field that is never NULL
+        return
+    same(stores, lambda s: _ids(s, text))
