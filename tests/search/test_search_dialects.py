@@ -261,3 +261,20 @@ def test_engine_regex_error_becomes_filter_syntax_error() -> None:
     plain = compile_search("user = 'u'", dialect=POSTGRES)
     with pytest.raises(_InvalidRegularExpression), pattern_errors(plain):
         raise _InvalidRegularExpression("invalid regular expression")
+
+
+def test_tags_and_metadata_json_for_each_dialect() -> None:
+    # SQLite's is the text the store has always read; PostgreSQL's orders the keys
+    # as SQLite's primary-key scan does.
+    assert SQLITE.tags_json == (
+        "coalesce(t.tags, (SELECT json_group_object(g.key, g.value) FROM trace_tags g "
+        "WHERE g.trace_id = t.trace_id))"
+    )
+    assert SQLITE.metadata_json == (
+        "coalesce(t.metadata, (SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
+        "WHERE m.trace_id = t.trace_id))"
+    )
+    assert POSTGRES.tags_json == (
+        "coalesce(t.tags, (SELECT json_object_agg(g.key, g.value ORDER BY g.key)::text "
+        "FROM trace_tags g WHERE g.trace_id = t.trace_id))"
+    )

@@ -285,7 +285,8 @@ POSTGRES = Dialect(
     json_text="({expr}::json ->> {value})",
     json_key=_same,
     json_array_agg="json_agg({expr}) FILTER (WHERE {where})::text",
-    json_object_agg="json_object_agg({key}, {value})::text",
+    # keys in order, as SQLite's scan of the (trace_id, key) primary key gives them
+    json_object_agg="json_object_agg({key}, {value} ORDER BY {key})::text",
     array_params=True,
     order_text='{expr} COLLATE "C"',
     nulls_high=True,
