@@ -69,6 +69,8 @@ def _write_traces(clock: dict[str, int]) -> None:
             "flag": n % 2 == 0,
             "label": rng.choice(["x\\y", "a_b", "50%"]),
         }
+        if n % 13 == 4:  # an escaped NUL, which PostgreSQL's text cannot hold
+            attributes["raw"] = "nul\x00byte"
         model, provider, cost = MODELS[n % len(MODELS)]
         if n % 3 != 2:  # an LLM call, two in three traces
             attributes[USAGE] = {"input_tokens": n, "output_tokens": 2 * n, "total_tokens": 3 * n}
@@ -394,6 +396,17 @@ def test_boolean_span_attributes_read_as_each_engine_writes_them(
     assert _ids(pg, "span.attributes.flag = 'true'") == even
     assert _ids(lite, "span.attributes.flag = 'true'") == []
     assert _ids(pg, "span.attributes.flag = '1'") == []
+
+
+def test_a_string_with_nul_reads_up_to_it_on_sqlite_and_with_a_replacement_on_postgresql(
+    stores: tuple[Any, Any],
+) -> None:
+    lite, pg = stores
+    with_nul = _ids(lite, "span.attributes.raw = 'nul'")
+    assert with_nul
+    assert _ids(pg, "span.attributes.raw = 'nul\ufffdbyte'") == with_nul
+    assert _ids(pg, "span.attributes.raw = 'nul'") == []
+    same(stores, lambda s: _ids(s, "span.attributes.raw LIKE 'nul%'"))
 
 
 def test_non_ascii_case_folding_is_left_to_the_database(stores: tuple[Any, Any]) -> None:

@@ -18,6 +18,7 @@ from sessiontrace._store._dialect import POSTGRES, SQLITE, RegexError, pg_regex
 
 TAG_IN = "t.trace_id IN (SELECT _x.trace_id FROM trace_tags _x WHERE _x.key = :p0 AND "
 SPAN = "EXISTS (SELECT 1 FROM spans _s WHERE _s.trace_id = t.trace_id AND "
+PG_ATTR = "(replace(_s.attributes, '\\u0000', '\\ufffd')::json ->> :p0)"
 
 # filter -> (SQLite SQL, SQLite params, PostgreSQL SQL, PostgreSQL params)
 BOTH: list[tuple[str, str, dict[str, object], str, dict[str, object]]] = [
@@ -123,21 +124,21 @@ BOTH: list[tuple[str, str, dict[str, object], str, dict[str, object]]] = [
         "span.attributes.model = 'm-1'",
         f"{SPAN}CAST(json_extract(_s.attributes, :p0) AS TEXT) = :p1)",
         {"p0": '$."model"', "p1": "m-1"},
-        f"{SPAN}(_s.attributes::json ->> :p0) = :p1)",
+        f"{SPAN}{PG_ATTR} = :p1)",
         {"p0": "model", "p1": "m-1"},
     ),
     (
         "span.attributes.`llm.n` != '7'",
         f"{SPAN}CAST(json_extract(_s.attributes, :p0) AS TEXT) != :p1)",
         {"p0": '$."llm.n"', "p1": "7"},
-        f"{SPAN}(_s.attributes::json ->> :p0) != :p1)",
+        f"{SPAN}{PG_ATTR} != :p1)",
         {"p0": "llm.n", "p1": "7"},
     ),
     (
         "span.attributes.model LIKE 'gpt-%'",
         f"{SPAN}CAST(json_extract(_s.attributes, :p0) AS TEXT) GLOB :p1)",
         {"p0": '$."model"', "p1": "gpt-*"},
-        f"{SPAN}(_s.attributes::json ->> :p0) LIKE :p1 ESCAPE '')",
+        f"{SPAN}{PG_ATTR} LIKE :p1 ESCAPE '')",
         {"p0": "model", "p1": "gpt-%"},
     ),
     (

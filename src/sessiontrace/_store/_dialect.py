@@ -32,7 +32,8 @@ What the engines still do differently, by design (tests assert each):
   read the same on both; booleans read ``'1'``/``'0'`` on SQLite and
   ``'true'``/``'false'`` on PostgreSQL, an exponent (``1e+20``) reads ``'1.0e+20'``
   on SQLite and as written on PostgreSQL, and a nested object is minified by
-  SQLite and kept as stored by PostgreSQL.
+  SQLite and kept as stored by PostgreSQL. A string holding NUL reads up to the NUL
+  on SQLite and with U+FFFD in its place on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -281,8 +282,10 @@ POSTGRES = Dialect(
     ilike="{expr} ILIKE {value}",
     regex="{expr} ~ {value}",
     regex_value=pg_regex,
-    # json, not jsonb: parses less, and keeps a number's text as written
-    json_text="({expr}::json ->> {value})",
+    # json, not jsonb: parses less, and keeps a number's text as written. PostgreSQL
+    # refuses to read any field of an object holding an escaped NUL ("\u0000", which
+    # text cannot hold): it becomes U+FFFD first, so such a span cannot fail a search.
+    json_text="(replace({expr}, '\\u0000', '\\ufffd')::json ->> {value})",
     json_key=_same,
     json_array_agg="json_agg({expr}) FILTER (WHERE {where})::text",
     # keys in order, as SQLite's scan of the (trace_id, key) primary key gives them
