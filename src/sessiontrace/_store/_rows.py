@@ -22,6 +22,7 @@ from .._entities import (
     lazy_trace,
     lazy_trace_data,
 )
+from .._records import SpanRecord, TagChange, TraceRecord
 from .._serialize import InexactJSON, dumps, dumps_marked_array, loads, loads_strings
 from ..llm._keys import MODEL, TRACE_COST, TRACE_TOKEN_USAGE, USAGE
 from ..llm._rollup import LLMCall, Totals, llm_call, rollup
@@ -134,18 +135,16 @@ class Rows:
 
 
 def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
-    """The rows of a batch. ``metadata_json``: one ``(trace_id, metadata JSON)`` row
-    a trace (the store unpacks it) instead of a ``(trace_id, key, value)`` row a key;
-    either way without the user and session, which are columns of ``traces``."""
-    from .._runtime import TagOp
-    from .._tracing import LiveSpan, LiveTrace
-
+    """The rows of a batch of records (``TraceRecord``, late ``SpanRecord``,
+    ``TagChange``). ``metadata_json``: one ``(trace_id, metadata JSON)`` row a trace
+    (the store unpacks it) instead of a ``(trace_id, key, value)`` row a key; either
+    way without the user and session, which are columns of ``traces``."""
     out = Rows()
     trace_rows, llm_trace_rows = out.trace_rows, out.llm_trace_rows
     span_rows, llm_span_rows = out.span_rows, out.llm_span_rows
     metadata_rows, tag_rows = out.metadata_rows, out.tag_rows
     for item in items:
-        if isinstance(item, LiveTrace):
+        if isinstance(item, TraceRecord):
             texts = []
             calls: dict[str, tuple[int, LLMCall | None]] | None = None
             start = len(span_rows)
@@ -153,7 +152,7 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
                 row, text = span_row(span, null, content=False)
                 span_rows.append(row)
                 texts.append(text)
-                attrs = span._attributes
+                attrs = span.attributes
                 if attrs and (USAGE in attrs or MODEL in attrs):  # an LLM call
                     if calls is None:
                         calls = {}
@@ -196,10 +195,10 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
             rows.append(row)
             if item.tags:
                 tag_rows.extend([(tid, k, v) for k, v in item.tags.items()])
-        elif isinstance(item, LiveSpan):
+        elif isinstance(item, SpanRecord):
             stripped, text = span_row(item, null, content=False)
             full = span_row(item, null)[0]
-            attrs = item._attributes
+            attrs = item.attributes
             if attrs and (USAGE in attrs or MODEL in attrs):
                 call = llm_call(attrs)
                 if call is not None:
@@ -207,9 +206,9 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
                     # set the flag of every LLM span of the trace
                     extra = _llm_values(call, 1)
                     full, stripped = full + extra, stripped + extra
-                    out.recompute.add(item.trace.trace_id)
+                    out.recompute.add(item.trace_id)
             out.late.append((text, full, stripped))
-        elif isinstance(item, TagOp):
+        elif isinstance(item, TagChange):
             out.tag_ops.add(item.trace_id)
             if item.value is None:
                 out.tag_deletes.append((item.trace_id, item.key))
@@ -220,7 +219,7 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
     return out
 
 
-def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]:
+def span_row(span: SpanRecord, null: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]:
     """The span's row in the spans table (without its content unless ``content``)
     and the span as a JSON object for its trace's array (``_entities.span_dicts``).
 
@@ -229,7 +228,7 @@ def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, 
     ``InexactJSON`` when a part is (see ``dumps_marked_array``).
     """
     parent_id, inputs, outputs = span.parent_id, span.inputs_json, span.outputs_json
-    attributes, events, end_ns = span._attributes, span._events, span.end_ns
+    attributes, events, end_ns = span.attributes, span.events, span.end_ns
     message = span.status_message or ""
     attributes_json = dumps(attributes) if attributes else None
     events_json = dumps(events) if events else None
@@ -253,7 +252,7 @@ def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, 
     ):
         text = InexactJSON(text)
     row = (
-        span.trace.trace_id,
+        span.trace_id,
         span.span_id,
         null if parent_id is None else parent_id,
         span.name,
@@ -270,7 +269,7 @@ def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, 
     return row, text
 
 
-def _trace_row(t: Any, metadata: Any, tags: Any, spans: str, null: Any) -> tuple[Any, ...]:
+def _trace_row(t: TraceRecord, metadata: Any, tags: Any, spans: str, null: Any) -> tuple[Any, ...]:
     root = t.root
     end_ns = t.end_ns
     md = t.metadata
