@@ -81,7 +81,6 @@ class LiveTrace:
         "metadata",
         "request_preview",
         "response_preview",
-        "root",
         "spans",
         "start_ns",
         "state_override",
@@ -89,14 +88,19 @@ class LiveTrace:
         "trace_id",
     )
 
-    def __init__(self, trace_id: str, start_ns: int, metadata: dict[str, str]) -> None:
+    def __init__(
+        self,
+        trace_id: str,
+        start_ns: int,
+        metadata: dict[str, str],
+        client_request_id: str | None,
+    ) -> None:
         self.trace_id = trace_id
         self.start_ns = start_ns
         self.metadata = metadata
         self.tags: dict[str, str] = {}
-        self.spans: list[LiveSpan] = []
-        self.root: LiveSpan | None = None
-        self.client_request_id: str | None = None
+        self.spans: list[LiveSpan] = []  # the root (the span that opened it) first
+        self.client_request_id = client_request_id
         self.request_preview: str | None = None
         self.response_preview: str | None = None
         self.state_override: str | None = None
@@ -275,10 +279,8 @@ def _open_span(
             metadata[METADATA_USER] = us.user_id
         if us.session_id is not None:
             metadata[METADATA_SESSION] = us.session_id
-        trace = LiveTrace(ids["trace"](), now, metadata)
-        trace.client_request_id = us.request_id
+        trace = LiveTrace(ids["trace"](), now, metadata, us.request_id)
         span = LiveSpan(trace, None, name, span_type, attributes, now)
-        trace.root = span
         _live_traces[trace.trace_id] = trace
     else:
         trace = parent.trace
@@ -297,7 +299,7 @@ def _close_span(span: LiveSpan, exc: BaseException | None) -> None:
         elif span.status == SpanStatus.UNSET:
             span.status = SpanStatus.OK
         trace = span.trace
-        if span is trace.root:
+        if span.parent_id is None:  # the root: only the span that opened a trace has none
             _finish_trace(trace, span)
         elif trace.done:
             # A child that outlived its root (a thread or task still running when the
@@ -393,10 +395,9 @@ def _finish_trace(trace: LiveTrace, root: LiveSpan) -> None:
             trace.client_request_id,
         ),
     )
-    # Break the trace <-> span cycles so that reference counting frees the live
+    # Break the trace <-> span cycle so that reference counting frees the live
     # objects at once, not the cyclic GC the app would pay for.
     trace.spans = []
-    trace.root = None
     _runtime.submit(record)
 
 
