@@ -471,22 +471,25 @@ def price_items(items: Iterable[Any]) -> list[Any]:
     """A batch of pipeline items (records) with its LLM spans priced: the pipeline's
     prepare step, and the ingest server's. Items without an LLM call to price are
     returned as they are, at the cost of a dict probe a span."""
-    out = []
-    for item in items:
+    out = list(items)
+    for i, item in enumerate(out):
         if type(item) is TraceRecord:
-            spans = item.spans
-            for i, span in enumerate(spans):
+            for span in item.spans:
                 attrs = span.attributes
                 if attrs and USAGE in attrs:
-                    first = price_span(span)
-                    if first is not span:  # price the rest of the trace in one go
-                        rest = [price_span(s) for s in spans[i + 1 :]]
-                        item = item.with_spans((*spans[:i], first, *rest))
-                        break
+                    out[i] = _price_trace(item)
+                    break
         elif type(item) is SpanRecord and item.attributes:
-            item = price_span(item)
-        out.append(item)
+            out[i] = price_span(item)
     return out
+
+
+def _price_trace(trace: TraceRecord) -> TraceRecord:
+    spans = trace.spans
+    priced = tuple([price_span(s) for s in spans])
+    if all(a is b for a, b in zip(priced, spans, strict=True)):
+        return trace
+    return trace.with_spans(priced)
 
 
 def use_prices_file(path: str | None) -> None:
