@@ -281,3 +281,35 @@ def test_pricing_returns_new_records_and_leaves_the_others_as_they_are() -> None
     assert priced_trace.spans[0] is plain and priced_trace.root is plain
     assert COST not in (llm.attributes or {})  # the original record is unchanged
     assert same is untouched and same_tag is tag
+
+
+def test_field_order_is_fixed() -> None:
+    # _store._rows unpacks records in this order (cheaper than reading named fields).
+    assert SpanRecord._fields == (
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "name",
+        "span_type",
+        "start_ns",
+        "end_ns",
+        "status",
+        "status_message",
+        "inputs_json",
+        "outputs_json",
+        "attributes",
+        "events",
+    )
+    assert TraceRecord._fields == (
+        "trace_id",
+        "start_ns",
+        "end_ns",
+        "state",
+        "root",
+        "spans",
+        "metadata",
+        "tags",
+        "request_preview",
+        "response_preview",
+        "client_request_id",
+    )
