@@ -309,7 +309,9 @@ def _close_span(span: LiveSpan, exc: BaseException | None) -> None:
         _runtime.count_internal_error("close_span")
 
 
-_tuple = tuple.__new__  # a record without NamedTuple's Python-level __new__: half the cost
+# Records are made without NamedTuple's Python-level __new__, which costs as much
+# again as the tuple itself; every span of every trace pays this.
+_tuple = tuple.__new__
 
 
 def _span_record(s: LiveSpan) -> SpanRecord:
@@ -350,31 +352,8 @@ def _finish_trace(trace: LiveTrace, root: LiveSpan) -> None:
     _live_traces.pop(tid, None)
     _last["trace_id"] = tid
     _thread_last.trace_id = tid
-    # The fields in SpanRecord's order, spelled out: this runs for every span.
     spans = tuple(
-        [
-            _tuple(
-                SpanRecord,
-                (
-                    tid,
-                    s.span_id,
-                    s.parent_id,
-                    s.name,
-                    s.span_type,
-                    s.start_ns,
-                    s.end_ns,
-                    s.status,
-                    s.status_message,
-                    s.inputs_json,
-                    s.outputs_json,
-                    s._attributes,
-                    s._events,
-                ),
-            )
-            if s.end_ns is not None
-            else _running_span_record(s)
-            for s in trace.spans
-        ]
+        [_span_record(s) if s.end_ns is not None else _running_span_record(s) for s in trace.spans]
     )
     state = trace.state_override
     if state is None:

@@ -134,28 +134,22 @@ def parse_batch(body: bytes, *, max_items: int) -> list[Any]:
     return items
 
 
-_tuple = tuple.__new__
-
-
 def _span_record(trace_id: str, wire: WireSpan) -> SpanRecord:
     inputs, outputs, attributes, events = wire.inputs, wire.outputs, wire.attributes, wire.events
-    return _tuple(
-        SpanRecord,
-        (
-            trace_id,
-            wire.span_id,
-            wire.parent_id,
-            wire.name,
-            wire.span_type,
-            wire.start_ns,
-            wire.end_ns,
-            wire.status,
-            wire.status_message,
-            None if inputs is None else dumps(inputs),
-            None if outputs is None else dumps(outputs),
-            attributes or None,  # a frozen model's own dict: never changed
-            [e.model_dump() for e in events] if events else None,
-        ),
+    return SpanRecord(
+        trace_id=trace_id,
+        span_id=wire.span_id,
+        parent_id=wire.parent_id,
+        name=wire.name,
+        span_type=wire.span_type,
+        start_ns=wire.start_ns,
+        end_ns=wire.end_ns,
+        status=wire.status,
+        status_message=wire.status_message,
+        inputs_json=None if inputs is None else dumps(inputs),
+        outputs_json=None if outputs is None else dumps(outputs),
+        attributes=attributes or None,  # a frozen model's own dict: never changed
+        events=[e.model_dump() for e in events] if events else None,
     )
 
 
