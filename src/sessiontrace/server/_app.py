@@ -47,7 +47,6 @@ from .._serialize import dumps
 from .._store import TraceNotFoundError, open_location
 from .._store._base import Store
 from .._store._rows import llm_totals
-from .._tracing import LiveTrace
 from ..llm._pricing import price_items
 from ._ingest import IngestError, parse_batch
 from ._security import LOOPBACK_HOSTS, SESSION_COOKIE, Auth, SecurityMiddleware
@@ -470,21 +469,14 @@ class _Writer:
         self.lock = threading.Lock()
 
     def export(self, items: Sequence[Any]) -> None:
-        try:
-            with self.lock:
-                # Spans that arrive without a cost (an exporter without prices, or an
-                # older client) are priced here, with this server's prices.
-                try:
-                    price_items(items)
-                except Exception:  # unpriced is better than lost
-                    logger.debug("sessiontrace: pricing an ingest batch failed", exc_info=True)
-                self.store.export(items)
-        finally:
-            # As the pipeline does after an export: break the trace <-> span cycles,
-            # so reference counting frees a batch at once, not the cyclic GC.
-            for item in items:
-                if isinstance(item, LiveTrace):
-                    item.release()
+        with self.lock:
+            # Spans that arrive without a cost (an exporter without prices, or an
+            # older client) are priced here, with this server's prices.
+            try:
+                items = price_items(items)
+            except Exception:  # unpriced is better than lost
+                logger.debug("sessiontrace: pricing an ingest batch failed", exc_info=True)
+            self.store.export(items)
 
     def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
         with self.lock:
