@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from sessiontrace.server import create_app
@@ -41,12 +42,17 @@ class _SyncASGITransport(httpx.BaseTransport):
 
 @contextlib.contextmanager
 def app_client(app: ASGIApp, base_url: str = "http://localhost") -> Iterator[httpx.Client]:
-    """A plain ``httpx.Client`` talking to ``app`` in process (no sockets)."""
-    with (
-        start_blocking_portal() as portal,
-        httpx.Client(transport=_SyncASGITransport(app, portal), base_url=base_url) as c,
-    ):
-        yield c
+    """A plain ``httpx.Client`` talking to ``app`` in process (no sockets), inside the
+    app's lifespan as a server runs it (its shutdown closes the app's stores)."""
+    with start_blocking_portal() as portal:
+        lifespan = contextlib.nullcontext()
+        if isinstance(app, Starlette):
+            lifespan = portal.wrap_async_context_manager(app.router.lifespan_context(app))
+        with (
+            lifespan,
+            httpx.Client(transport=_SyncASGITransport(app, portal), base_url=base_url) as c,
+        ):
+            yield c
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ exporter that got a 2xx never needs to send it again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -212,11 +213,13 @@ class _Reads:
         self.budget = budget_seconds
 
     async def run(self, fn: Callable[[_Params, Store], Any], params: _Params) -> Any:
-        conn = self.store.connection()  # the loop thread's connection
-        if not isinstance(conn, sqlite3.Connection):
+        if self.store.dialect.name != "sqlite":
             # No progress handler to stop a slow reader, and every query is a round
-            # trip to the server: a reader of another store runs beside the loop.
+            # trip to the server: a reader of another store runs beside the loop
+            # (and the loop thread never opens a connection of its own).
             return await anyio.to_thread.run_sync(fn, params, self.store)
+        conn = self.store.connection()  # the loop thread's connection
+        assert isinstance(conn, sqlite3.Connection)
         deadline = time.perf_counter() + self.budget
         interrupted = False
 
@@ -626,7 +629,16 @@ def create_app(
         Route("/login", login, methods=["GET"], name="login"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    app = Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # Shutdown: close the connections of both stores (every thread's readers).
+        # An app mounted in another must have its lifespan run by the outer one.
+        for opened in (store, writer.store):
+            opened.close()  # on the loop thread: SQLite closes this thread's reader
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(_ReadDispatch, readers=readers)  # added first: runs after security
     app.add_middleware(SecurityMiddleware, auth=auth, allowed_hosts=allowed_hosts)
     app.state.auth = auth
