@@ -81,19 +81,6 @@ def db(store_path: Path, backend: str, tracking_uri: str) -> str:
     return str(store_path) if backend == "sqlite" else tracking_uri
 
 
-@pytest.fixture
-def sqlite_only(backend: str) -> Any:
-    """``sqlite_only(reason)``: skip this test's PostgreSQL run, saying why.
-
-    For behaviour only SQLite has; keep these rare and give the reason."""
-
-    def skip(reason: str) -> None:
-        if backend != "sqlite":
-            pytest.skip(f"SQLite only: {reason}")
-
-    return skip
-
-
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 POSTGRES_FIXTURES = {"postgres_server", "postgres_uri", "throwaway_postgres"}
