@@ -79,7 +79,7 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m sessiontrace.server`` on 127.0.0.1, started and stopped by the test."""
 
-    def __init__(self, db: Path, port: int, token: str | None = None) -> None:
+    def __init__(self, db: str | Path, port: int, token: str | None = None) -> None:
         self.db, self.port, self.token = db, port, token
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -119,8 +119,9 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "server.db", free_port())
+def server(db: str) -> Iterator[ServerProcess]:
+    """The server on the test's store (``db``: the SQLite file or PostgreSQL database)."""
+    srv = ServerProcess(db, free_port())
     srv.start()
     yield srv
     srv.stop()
