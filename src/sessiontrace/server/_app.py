@@ -511,7 +511,9 @@ def create_app(
     ``postgresql://`` URI; without it, the store of the process's tracking URI. With ``token`` every
     request needs the bearer token or a browser session opened by a one-time login
     link (``app.state.auth.new_login_code()``). ``allowed_hosts`` are the Host
-    headers served (``None``: any, for a public bind behind a token).
+    headers served (``None``: any, for a public bind behind a token). The app's
+    shutdown (its lifespan) closes its stores; an app that mounts it runs that
+    lifespan: ``Starlette(..., lifespan=lambda _: app.router.lifespan_context(app))``.
 
     >>> app = create_app(db="traces.db")   # then: uvicorn.run(app, port=5000)
     >>> app = create_app(db="postgresql://viewer@db.internal/traces")
