@@ -213,13 +213,12 @@ class _Reads:
         self.budget = budget_seconds
 
     async def run(self, fn: Callable[[_Params, Store], Any], params: _Params) -> Any:
-        if self.store.dialect.name != "sqlite":
-            # No progress handler to stop a slow reader, and every query is a round
-            # trip to the server: a reader of another store runs beside the loop
-            # (and the loop thread never opens a connection of its own).
+        # No progress handler to stop a slow reader, and every query is a round trip
+        # to the server: a reader of another store runs beside the loop (asked of the
+        # dialect first, so that the loop thread opens no connection it never uses).
+        conn = self.store.connection() if self.store.dialect.name == "sqlite" else None
+        if not isinstance(conn, sqlite3.Connection):
             return await anyio.to_thread.run_sync(fn, params, self.store)
-        conn = self.store.connection()  # the loop thread's connection
-        assert isinstance(conn, sqlite3.Connection)
         deadline = time.perf_counter() + self.budget
         interrupted = False
 
