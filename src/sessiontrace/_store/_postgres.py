@@ -39,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.numeric import NumericBinaryLoader
 
 from .._config import redact_uri
-from .._entities import Span, Trace, TraceData, lazy_trace_data, span_from_row
+from .._entities import Trace
 from .._pipeline import RetryableExportError
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
 from ._dialect import POSTGRES, Dialect
@@ -56,6 +56,8 @@ from ._rows import (
     build_rows,
     info_from_row,
     totals_from_span_rows,
+    trace_llm_values,
+    traces_from_rows,
     with_llm_metadata,
 )
 
@@ -610,24 +612,12 @@ class PostgresStore:
         """Traces from rows of ``trace_select()`` (extra trailing columns are ignored),
         in their order, with their spans."""
         infos = [info_from_row(row) for row in rows]
-        if not include_spans:
-            return [Trace(info, TraceData([])) for info in infos]
-        # A trace row without its spans array: only a late span's trace that was
-        # never written itself has none; read the spans table then.
-        spans: dict[str, list[Span]] = {}
-        older = [row[0] for row in rows if row[12] is None]
-        if older:
-            for row in self.connection().run(_LOAD_SPANS, (older,)):
-                spans.setdefault(row[0], []).append(span_from_row(row))
-        return [
-            Trace(
-                info,
-                TraceData(spans.get(info.trace_id, []))
-                if row[12] is None
-                else lazy_trace_data(info.trace_id, row[12]),
-            )
-            for info, row in zip(infos, rows, strict=True)
-        ]
+        return traces_from_rows(
+            rows,
+            infos,
+            include_spans=include_spans,
+            span_rows=lambda trace_ids: self.connection().run(_LOAD_SPANS, (trace_ids,)),
+        )
 
     def list_trace_ids(self, *, limit: int = 100, offset: int = 0) -> list[str]:
         """Trace ids, newest first."""
@@ -758,15 +748,7 @@ def _recompute_llm(conn: psycopg.Connection[Any], trace_id: str) -> None:
         )
     found = conn.execute(
         _SET_TRACE_LLM,
-        (
-            totals.input_tokens,
-            totals.output_tokens,
-            totals.total_tokens,
-            totals.cost,
-            totals.llm_calls,
-            totals.unpriced_calls,
-            trace_id,
-        ),
+        (*trace_llm_values(totals), trace_id),
     ).fetchone()
     if found is None:
         return

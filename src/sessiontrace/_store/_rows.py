@@ -10,17 +10,19 @@ rows of the four tables, with each trace's LLM totals rolled up from its spans.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._entities import (
     METADATA_SESSION,
     METADATA_USER,
+    Span,
     Trace,
     TraceData,
     TraceInfo,
     lazy_trace,
     lazy_trace_data,
+    span_from_row,
 )
 from .._records import SpanRecord, TagChange, TraceRecord
 from .._serialize import InexactJSON, dumps, dumps_marked_array, loads, loads_strings
@@ -183,14 +185,7 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
                 row = _trace_row(item, dumps(metadata), dumps(item.tags), spans, null)
                 metadata_rows.extend([(tid, k, v) for k, v in metadata.items() if k not in ID_KEYS])
             if totals is not None:
-                row += (
-                    totals.input_tokens,
-                    totals.output_tokens,
-                    totals.total_tokens,
-                    totals.cost,
-                    totals.llm_calls,
-                    totals.unpriced_calls,
-                )
+                row += trace_llm_values(totals)
                 rows = llm_trace_rows
             rows.append(row)
             if item.tags:
@@ -345,6 +340,18 @@ def _trace_totals(
     )
 
 
+def trace_llm_values(totals: Totals) -> tuple[Any, ...]:
+    """A trace row's LLM columns (``TRACE_LLM_COLUMNS`` order)."""
+    return (
+        totals.input_tokens,
+        totals.output_tokens,
+        totals.total_tokens,
+        totals.cost,
+        totals.llm_calls,
+        totals.unpriced_calls,
+    )
+
+
 def with_llm_metadata(metadata: dict[str, str], totals: Totals) -> dict[str, str]:
     """The trace's metadata with MLflow's ``mlflow.trace.tokenUsage``/``cost`` (JSON)."""
     md = dict(metadata)
@@ -379,6 +386,36 @@ def _clean_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 # -- reading --------------------------------------------------------------------------
+
+
+def traces_from_rows(
+    rows: Sequence[Sequence[Any]],
+    infos: list[TraceInfo],
+    *,
+    include_spans: bool,
+    span_rows: Callable[[list[str]], Iterable[tuple[Any, ...]]],
+) -> list[Trace]:
+    """Traces from ``trace_select()`` rows and their ``infos``, in order. The spans come
+    with the row (built into ``Span`` objects when first read); a row without its
+    spans array (written before schema 3, or a late span's trace never written
+    itself) gets them from ``span_rows(trace_ids)``: rows of the spans table in
+    ``SPAN_COLUMNS`` order, in start order."""
+    if not include_spans:
+        return [Trace(info, TraceData([])) for info in infos]
+    spans: dict[str, list[Span]] = {}
+    older = [row[0] for row in rows if row[12] is None]
+    if older:
+        for row in span_rows(older):
+            spans.setdefault(row[0], []).append(span_from_row(row))
+    return [
+        Trace(
+            info,
+            TraceData(spans.get(info.trace_id, []))
+            if row[12] is None
+            else lazy_trace_data(info.trace_id, row[12]),
+        )
+        for info, row in zip(infos, rows, strict=True)
+    ]
 
 
 def _trace_parts(row: Sequence[Any]) -> tuple[TraceInfo, TraceData]:
