@@ -746,7 +746,7 @@ def _write(conn: psycopg.Connection[Any], rows: Rows, *, copy_first: bool = True
         with conn.cursor() as cur:
             cur.executemany(_DELETE_TAG, sorted(rows.tag_deletes))
     if rows.tag_ops:
-        conn.execute(_STALE_TAGS, (sorted(rows.tag_ops),))
+        conn.execute(_STALE_TAGS, (sorted(rows.tag_ops),), prepare=False)
     for tid in sorted(rows.recompute):  # last: after this batch's metadata rows
         _recompute_llm(conn, tid)
 
@@ -757,7 +757,9 @@ def _unpack_keys(conn: psycopg.Connection[Any], rows: Rows, *, upsert: bool) -> 
     ids = [row[0] for row in rows.trace_rows] + [row[0] for row in rows.llm_trace_rows]
     if ids:
         for statement in _UNPACK[upsert]:
-            conn.execute(statement, (ids,))
+            # Planned for each batch, never from a cached generic plan: one made while
+            # the table was small scans it whole, and keeps doing so as it grows.
+            conn.execute(statement, (ids,), prepare=False)
 
 
 def _add_late_spans(conn: psycopg.Connection[Any], late: list[tuple[Any, ...]]) -> list[Any]:
