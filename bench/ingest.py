@@ -432,11 +432,80 @@ def build_items(n: int) -> list[Any]:
     return items
 
 
+class CopyFloor:
+    """A hand-written PostgreSQL writer for direct mode's floor: the same rows
+    (``build_rows``), one transaction a batch, binary COPY. ``upsert=False``: straight
+    into the tables (not idempotent: the fastest possible). ``upsert=True``: into
+    temporary tables, then ``INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO
+    UPDATE`` (research section 2's idempotent path). Only what this workload writes:
+    traces, spans and metadata rows, no LLM columns, no tags."""
+
+    TRACE_TYPES = ("text", "int8", "int8", "float8", *["text"] * 11)
+    SPAN_TYPES = (*["text"] * 5, "int8", "int8", *["text"] * 6)
+
+    def __init__(self, uri: str, *, upsert: bool) -> None:
+        import psycopg
+
+        from sessiontrace._store import _rows
+
+        self.rows = _rows
+        self.upsert = upsert
+        self.conn = psycopg.connect(uri, autocommit=True)
+        self.tables = [
+            ("traces", _rows.TRACE_ROW_COLUMNS, self.TRACE_TYPES, "trace_id"),
+            ("spans", _rows.SPAN_COLUMNS, self.SPAN_TYPES, "trace_id, span_id"),
+            ("trace_metadata", "trace_id, key, value", ("text",) * 3, "trace_id, key"),
+        ]
+        if upsert:
+            for table, *_ in self.tables:
+                self.conn.execute(
+                    f"CREATE TEMP TABLE tmp_{table} (LIKE {table}) ON COMMIT DELETE ROWS"
+                )
+
+    def connection(self) -> Any:
+        return self.conn
+
+    def export(self, items: Any) -> None:
+        rows = self.rows.build_rows(items, null=None, metadata_json=False)
+        if rows.llm_trace_rows or rows.llm_span_rows or rows.tag_rows or rows.late:
+            raise RuntimeError("CopyFloor writes plain two-span traces only")
+        data = (rows.trace_rows, rows.span_rows, rows.metadata_rows)
+        with self.conn.transaction():
+            for (table, cols, types, key), batch in zip(self.tables, data, strict=True):
+                into = f"tmp_{table}" if self.upsert else table
+                with self.conn.cursor().copy(
+                    f"COPY {into} ({cols}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(types)
+                    for row in batch:
+                        copy.write_row(row)
+                if self.upsert:
+                    sets = ", ".join(f"{c} = excluded.{c}" for c in cols.split(", "))
+                    self.conn.execute(
+                        f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({key}) {cols} "
+                        f"FROM {into} ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET {sets}"
+                    )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# Direct mode's contenders: the two stores, and PostgreSQL floors (pg-*).
+DIRECT = {
+    "sqlite": "SQLiteStore.export",
+    "postgresql": "PostgresStore.export",
+    "pg-copy": "floor: build_rows + binary COPY into the tables (not idempotent)",
+    "pg-upsert": "floor: build_rows + binary COPY into temp tables + INSERT ON CONFLICT",
+}
+
+
 def open_store(backend: str, target: str) -> Any:
     if backend == "sqlite":
         from sessiontrace._store._sqlite import SQLiteStore
 
         return SQLiteStore(target)
+    if backend.startswith("pg-"):
+        return CopyFloor(target, upsert=backend == "pg-upsert")
     from sessiontrace._store._postgres import PostgresStore
 
     return PostgresStore(target)
@@ -478,9 +547,12 @@ def run_direct(
         profiler.dump_stats(profile)
         print(f"  cProfile of {backend} export ({profile}), top 25 by own time:")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    counts = count_rows(backend, target)
-    store.export(batches[len(batches) // 2])  # re-delivery of a batch: nothing may change
-    again = count_rows(backend, target)
+    kind = "sqlite" if backend == "sqlite" else "postgresql"
+    counts = count_rows(kind, target)
+    again = counts
+    if backend != "pg-copy":  # re-delivery of a batch: nothing may change
+        store.export(batches[len(batches) // 2])
+        again = count_rows(kind, target)
     store.close()
     n = len(items)
     ok = (
@@ -558,29 +630,31 @@ def report_sdk(results: list[dict[str, Any]], writers: list[int], backends: list
                 print(f"    {w} process(es): {statistics.median(ratios):.2f}x")
 
 
-def report_direct(results: list[dict[str, Any]], backends: list[str]) -> None:
+def report_direct(results: list[dict[str, Any]], contenders: list[str]) -> None:
     print(
-        "\nDirect mode (store.export of prebuilt traces on one thread): medians over rounds;"
-        "\nCPU per trace of the exporting thread and of the PostgreSQL server"
+        "\nDirect mode (export of prebuilt traces on one thread): medians over rounds; CPU per"
+        "\ntrace of the exporting thread and of the PostgreSQL server; x: traces/s against the"
+        "\nnamed contender, median of per-round ratios"
     )
-    print(f"  {'backend':10} {'traces':>7} {'traces/s':>9} {'client':>7} {'server':>7}  runs")
-    for backend in backends:
-        rs = [r for r in results if r["backend"] == backend]
+    print(f"  {'contender':10} {'traces/s':>9} {'client':>7} {'server':>7}  runs (traces/s)")
+    for name in contenders:
+        rs = [r for r in results if r["backend"] == name]
         if not rs:
             continue
         tps = statistics.median(r["tps"] for r in rs)
         print(
-            f"  {backend:10} {rs[0]['traces']:>7,} {tps:>9,.0f} {_us(_median(rs, 'cpu_us'))} "
-            f"{_us(_median(rs, 'server_us'))}  [{fmt_runs([r['tps'] for r in rs])}]"
+            f"  {name:10} {tps:>9,.0f} {_us(_median(rs, 'cpu_us'))} "
+            f"{_us(_median(rs, 'server_us'))}  [{fmt_runs([r['tps'] for r in rs])}]  "
+            f"{DIRECT[name]}"
         )
-    if len(backends) == 2:
+    for a, b in (("postgresql", "sqlite"), ("postgresql", "pg-upsert"), ("postgresql", "pg-copy")):
         ratios = []
         for rnd in {r["round"] for r in results}:
             pair = {r["backend"]: r["tps"] for r in results if r["round"] == rnd}
-            if len(pair) == 2:
-                ratios.append(pair["postgresql"] / pair["sqlite"])
-        ratio = statistics.median(ratios)
-        print(f"  PostgreSQL / SQLite traces/s, median of per-round ratios: {ratio:.2f}x")
+            if a in pair and b in pair:
+                ratios.append(pair[a] / pair[b])
+        if ratios:
+            print(f"  {a} / {b}: x{statistics.median(ratios):.2f}")
 
 
 def report_targets(sdk: list[dict[str, Any]], direct: list[dict[str, Any]]) -> bool:
@@ -693,15 +767,18 @@ def main() -> None:
                 f"batches of {args.batch}",
                 flush=True,
             )
+            contenders = [*backends]
+            if "postgresql" in backends:
+                contenders += ["pg-copy", "pg-upsert"]
             for rnd in range(args.rounds):
-                order = list(backends)
+                order = list(contenders)
                 rng.shuffle(order)
                 for backend in order:
-                    target = fresh(backend)
+                    target = fresh("sqlite" if backend == "sqlite" else "postgresql")
                     profile = (
                         args.profile if backend == "postgresql" and rnd == args.rounds - 1 else None
                     )
-                    pg_server = server if backend == "postgresql" else None
+                    pg_server = server if backend != "sqlite" else None
                     r = run_direct(backend, target, items, args.batch, pg_server, profile)
                     cleanup(backend, target)
                     r["round"] = rnd
@@ -715,7 +792,7 @@ def main() -> None:
         if sdk:
             report_sdk(sdk, writers, backends)
         if direct:
-            report_direct(direct, backends)
+            report_direct(direct, contenders)
         ok = report_targets(sdk, direct)
         if args.json:
             args.json.write_text(json.dumps({"sdk": sdk, "direct": direct}, indent=1))

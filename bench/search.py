@@ -407,7 +407,7 @@ def pg_server_info(conn: Any) -> str:
     return f"PostgreSQL {version} ({', '.join(settings)})"
 
 
-def ensure_pg(uri: str, sqlite_path: Path) -> None:
+def ensure_pg(uri: str, sqlite_path: Path, *, reload: bool = False) -> None:
     """Load the SQLite data set into the database of ``uri`` unless it holds it already."""
     import psycopg
 
@@ -418,7 +418,7 @@ def ensure_pg(uri: str, sqlite_path: Path) -> None:
     with psycopg.connect(uri, autocommit=True) as conn:
         with contextlib.suppress(psycopg.errors.UndefinedTable):
             row = conn.execute("SELECT key FROM bench_dataset").fetchone()
-            if row and row[0] == key:
+            if row and row[0] == key and not reload:
                 return
         print(f"loading {sqlite_path.name} into PostgreSQL (kept for later runs)", flush=True)
         t0 = time.perf_counter()
@@ -601,7 +601,7 @@ def _fmt(ms: float) -> str:
 
 
 def run_million(
-    runs: int, pg_uri: str | None = None, *, sqlite_side: bool = True
+    runs: int, pg_uri: str | None = None, *, sqlite_side: bool = True, reload: bool = False
 ) -> list[dict[str, Any]]:
     path = ensure_db("search-1m.db", N_TRACES, N_SESSIONS, N_USERS)
     store = SQLiteStore(path)
@@ -630,7 +630,7 @@ def run_million(
 
         from sessiontrace._store._postgres import PostgresStore
 
-        ensure_pg(pg_uri, path)
+        ensure_pg(pg_uri, path, reload=reload)
         pg_conn = psycopg.connect(pg_uri, autocommit=True)
         print(pg_server_info(pg_conn))
         backends.append(
@@ -960,6 +960,9 @@ def main() -> None:
         default=os.environ.get("SESSIONTRACE_BENCH_PG_URI"),
         help="a PostgreSQL database this benchmark fills with the 1M traces and keeps",
     )
+    parser.add_argument(
+        "--reload", action="store_true", help="load the PostgreSQL copy again (schema changed)"
+    )
     parser.add_argument("--json", type=Path, help="write every run's times here")
     args = parser.parse_args()
     backend = args.backend or ("both" if args.pg or PG_THROWAWAY.exists() else "sqlite")
@@ -972,7 +975,9 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         pg_uri = None if backend == "sqlite" else stack.enter_context(postgres(args.pg))
         if not args.skip_million:
-            out["million"] = run_million(args.runs, pg_uri, sqlite_side=backend != "postgresql")
+            out["million"] = run_million(
+                args.runs, pg_uri, sqlite_side=backend != "postgresql", reload=args.reload
+            )
     if args.mlflow:
         out["mlflow"] = run_mlflow(args.runs)
     if args.json:
