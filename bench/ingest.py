@@ -133,7 +133,7 @@ def thread_cpu_ns(thread: threading.Thread | None) -> int:
     return time.clock_gettime_ns(time.pthread_getcpuclockid(thread.ident))
 
 
-def worker(backend: str, target: str, index: int, processes: int, n: int) -> None:
+def sdk_worker(backend: str, target: str, index: int, processes: int, n: int) -> None:
     """One app process: configure, wait for "go", trace n traces, flush, report."""
     import sessiontrace
     from sessiontrace import _runtime
@@ -157,9 +157,7 @@ def worker(backend: str, target: str, index: int, processes: int, n: int) -> Non
     # process writes into every session, as behind a load balancer.
     calls = []
     for j in range(n):
-        g = j * processes + index  # this process's share of one global sequence
-        session = g // TURNS
-        calls.append((f"user-{session % N_USERS:04d}", f"session-{session:07d}"))
+        calls.append(user_session(j * processes + index))  # a share of one sequence
     sys.stdout.write(json.dumps({"ready": os.getpid()}) + "\n")
     sys.stdout.flush()
     sys.stdin.readline()  # "go"
@@ -186,6 +184,52 @@ def worker(backend: str, target: str, index: int, processes: int, n: int) -> Non
     sys.stdout.write(json.dumps(reply) + "\n")
     sys.stdout.flush()
     sys.stdin.readline()  # stay alive (writer thread included) until the parent is done
+
+
+def direct_worker(
+    backend: str, target: str, index: int, processes: int, n: int, batch: int, profile: str
+) -> None:
+    """One writer process of direct mode: build n traces, wait for "go", export them in
+    batches on this thread, report; then re-deliver a batch when asked."""
+    items = build_items(n, index, processes)
+    store = open_store(backend, target)
+    store.connection()  # the schema, before the clock starts
+    batches = [items[i : i + batch] for i in range(0, len(items), batch)]
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    sys.stdout.write(json.dumps({"ready": os.getpid()}) + "\n")
+    sys.stdout.flush()
+    sys.stdin.readline()  # "go"
+    cpu = time.thread_time_ns()
+    start = time.monotonic_ns()
+    if profiler is not None:
+        profiler.enable()
+    for b in batches:
+        store.export(b)
+    if profiler is not None:
+        profiler.disable()
+    end = time.monotonic_ns()
+    cpu = time.thread_time_ns() - cpu
+    if profiler is not None:
+        profiler.dump_stats(profile)
+    reply = {"start": start, "end": end, "writer_cpu_ns": cpu}
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        if line.strip() == "redeliver":  # the same batch again: nothing may change
+            store.export(batches[len(batches) // 2])
+            sys.stdout.write("{}\n")
+            sys.stdout.flush()
+    store.close()
+
+
+def user_session(g: int) -> tuple[str, str]:
+    """The user and session of trace number g of one run (TURNS turns a session)."""
+    session = g // TURNS
+    return f"user-{session % N_USERS:04d}", f"session-{session:07d}"
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
@@ -332,24 +376,34 @@ def count_rows(backend: str, target: str) -> dict[str, int]:
 # -- SDK mode (parent) ------------------------------------------------------------------
 
 
-def run_sdk(
-    backend: str, target: str, processes: int, total: int, server: ServerCPU | None
+def run_workers(
+    mode: str,
+    backend: str,
+    target: str,
+    processes: int,
+    total: int,
+    server: ServerCPU | None,
+    batch: int = 1000,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    """One run: ``processes`` writer processes (SDK apps or direct exporters) started
+    together; throughput, CPU, and the rows checked afterwards."""
     n = total // processes
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                json.dumps([backend, target, i, processes, n]),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+    procs = []
+    for i in range(processes):
+        spec: list[Any] = [mode, backend, target, i, processes, n]
+        if mode == "direct":
+            spec += [batch, str(profile) if profile and i == 0 else ""]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", json.dumps(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
         )
-        for i in range(processes)
-    ]
+    kind = "sqlite" if backend == "sqlite" else "postgresql"
+    again = None
     try:
         for p in procs:
             assert p.stdout is not None
@@ -368,7 +422,14 @@ def run_sdk(
         if server_cpu is not None and server is not None:
             after = server.snapshot()
             server_cpu = None if after is None else after - server_cpu
-        counts = count_rows(backend, target)
+        counts = count_rows(kind, target)
+        if mode == "direct" and backend != "pg-copy":
+            first = procs[0]
+            assert first.stdin is not None and first.stdout is not None
+            first.stdin.write("redeliver\n")
+            first.stdin.flush()
+            first.stdout.readline()
+            again = count_rows(kind, target)
     finally:
         for p in procs:
             with contextlib.suppress(OSError):
@@ -378,31 +439,38 @@ def run_sdk(
             p.wait(timeout=60)
     traces = n * processes
     seconds = (max(r["end"] for r in replies) - min(r["start"] for r in replies)) / 1e9
-    written = sum(r["stats"]["written"] for r in replies)
-    dropped = sum(r["stats"]["dropped"] for r in replies)
-    expected_sessions = len({g // TURNS for g in range(traces)})
+    stats = [r["stats"] for r in replies if "stats" in r]
+    written = sum(s["written"] for s in stats) if stats else traces
+    dropped = sum(s["dropped"] for s in stats)
     ok = (
         counts["traces"] == counts["distinct"] == traces
         and counts["spans"] == 2 * traces
         and counts["metadata"] == traces
-        and counts["sessions"] == expected_sessions
+        and counts["sessions"] == len({g // TURNS for g in range(traces)})
         and written == traces
         and dropped == 0
+        and (again is None or again == counts)
     )
+
+    def per_trace(key: str) -> float | None:
+        values = [r[key] for r in replies if key in r]
+        return sum(values) / traces / 1e3 if values else None
+
     return {
+        "mode": mode,
         "backend": backend,
         "processes": processes,
         "traces": traces,
         "seconds": seconds,
         "tps": traces / seconds,
-        "produce_s": max((r["produced"] - r["start"]) / 1e9 for r in replies),
-        "writer_us": sum(r["writer_cpu_ns"] for r in replies) / traces / 1e3,
-        "export_us": sum(r["export_cpu_ns"] for r in replies) / traces / 1e3,
-        "app_us": sum(r["app_cpu_ns"] for r in replies) / traces / 1e3,
-        "process_us": sum(r["process_cpu_ns"] for r in replies) / traces / 1e3,
+        "writer_us": per_trace("writer_cpu_ns"),
+        "export_us": per_trace("export_cpu_ns"),
+        "app_us": per_trace("app_cpu_ns"),
+        "process_us": per_trace("process_cpu_ns"),
         "server_us": None if server_cpu is None else server_cpu / traces * 1e6,
         "busy": busy[0] / busy[1],
         "counts": counts,
+        "again": again,
         "written": written,
         "dropped": dropped,
         "ok": ok,
@@ -412,7 +480,7 @@ def run_sdk(
 # -- direct mode -------------------------------------------------------------------------
 
 
-def build_items(n: int) -> list[Any]:
+def build_items(n: int, index: int = 0, processes: int = 1) -> list[Any]:
     """n finished traces, made by the SDK and caught before the pipeline."""
     import sessiontrace
     from sessiontrace import _runtime
@@ -422,9 +490,8 @@ def build_items(n: int) -> list[Any]:
     saved = _runtime.submit
     _runtime.submit = items.append  # type: ignore[assignment]
     try:
-        for g in range(n):
-            session = g // TURNS
-            outer(f"user-{session % N_USERS:04d}", f"session-{session:07d}", MESSAGE)
+        for j in range(n):
+            outer(*user_session(j * processes + index), MESSAGE)
     finally:
         _runtime.submit = saved  # type: ignore[assignment]
     if len(items) != n:
@@ -490,15 +557,6 @@ class CopyFloor:
         self.conn.close()
 
 
-# Direct mode's contenders: the two stores, and PostgreSQL floors (pg-*).
-DIRECT = {
-    "sqlite": "SQLiteStore.export",
-    "postgresql": "PostgresStore.export",
-    "pg-copy": "floor: build_rows + binary COPY into the tables (not idempotent)",
-    "pg-upsert": "floor: build_rows + binary COPY into temp tables + INSERT ON CONFLICT",
-}
-
-
 def open_store(backend: str, target: str) -> Any:
     if backend == "sqlite":
         from sessiontrace._store._sqlite import SQLiteStore
@@ -509,68 +567,6 @@ def open_store(backend: str, target: str) -> Any:
     from sessiontrace._store._postgres import PostgresStore
 
     return PostgresStore(target)
-
-
-def run_direct(
-    backend: str,
-    target: str,
-    items: list[Any],
-    batch: int,
-    server: ServerCPU | None,
-    profile: Path | None = None,
-) -> dict[str, Any]:
-    store = open_store(backend, target)
-    store.connection()  # the schema, before the clock starts
-    batches = [items[i : i + batch] for i in range(0, len(items), batch)]
-    profiler = None
-    if profile is not None:
-        import cProfile
-
-        profiler = cProfile.Profile()
-    server_cpu = server.snapshot() if server else None
-    cpu = time.thread_time_ns()
-    start = time.perf_counter_ns()
-    if profiler is not None:
-        profiler.enable()
-    for b in batches:
-        store.export(b)
-    if profiler is not None:
-        profiler.disable()
-    wall = time.perf_counter_ns() - start
-    cpu = time.thread_time_ns() - cpu
-    if server_cpu is not None and server is not None:
-        after = server.snapshot()
-        server_cpu = None if after is None else after - server_cpu
-    if profiler is not None and profile is not None:
-        import pstats
-
-        profiler.dump_stats(profile)
-        print(f"  cProfile of {backend} export ({profile}), top 25 by own time:")
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    kind = "sqlite" if backend == "sqlite" else "postgresql"
-    counts = count_rows(kind, target)
-    again = counts
-    if backend != "pg-copy":  # re-delivery of a batch: nothing may change
-        store.export(batches[len(batches) // 2])
-        again = count_rows(kind, target)
-    store.close()
-    n = len(items)
-    ok = (
-        counts == again
-        and counts["traces"] == counts["distinct"] == n
-        and counts["spans"] == 2 * n
-        and counts["metadata"] == n
-    )
-    return {
-        "backend": backend,
-        "traces": n,
-        "seconds": wall / 1e9,
-        "tps": n / (wall / 1e9),
-        "cpu_us": cpu / n / 1e3,
-        "server_us": None if server_cpu is None else server_cpu / n * 1e6,
-        "counts": counts,
-        "ok": ok,
-    }
 
 
 # -- report ---------------------------------------------------------------------------
@@ -589,100 +585,99 @@ def _us(value: float | None) -> str:
     return "      -" if value is None else f"{value:5.1f}us"
 
 
-def report_sdk(results: list[dict[str, Any]], writers: list[int], backends: list[str]) -> None:
-    print(
-        "\nSDK mode: medians over rounds; CPU per trace: writer thread (the write path), its"
-        "\nexport calls, the app thread (tracing), whole app process, PostgreSQL server;"
-        "\nbusy: share of the machine's 2 CPUs in use; all runs' traces/s in brackets"
-    )
-    print(
-        f"  {'backend':10} {'procs':>5} {'traces/s':>9} {'writer':>7} {'export':>7} "
-        f"{'app':>7} {'process':>7} {'server':>7} {'busy':>5}  runs (traces/s)"
-    )
-    for backend in backends:
+# What each contender is (direct mode runs the two stores and two floors).
+CONTENDERS = {
+    "sqlite": "SQLiteStore",
+    "postgresql": "PostgresStore",
+    "pg-copy": "floor: build_rows + binary COPY into the tables (not idempotent)",
+    "pg-upsert": "floor: build_rows + binary COPY into temp tables + INSERT ON CONFLICT",
+}
+
+
+def report(results: list[dict[str, Any]], mode: str, names: list[str], writers: list[int]) -> None:
+    if mode == "sdk":
+        print(
+            "\nSDK mode: medians over rounds. CPU per trace: the writer thread (the write path),"
+            "\nits export calls, the app thread (tracing), the whole app process, the PostgreSQL"
+            "\nserver; busy: the machine's CPUs in use. All runs' traces/s in brackets."
+        )
+        keys = ("writer_us", "export_us", "app_us", "process_us", "server_us")
+        head = f"{'writer':>7} {'export':>7} {'app':>7} {'process':>7} {'server':>7}"
+    else:
+        print(
+            "\nDirect mode: prebuilt traces, store.export in batches on one thread a process;"
+            "\nmedians over rounds. CPU per trace: the exporting threads, the PostgreSQL server."
+        )
+        keys = ("writer_us", "server_us")
+        head = f"{'client':>7} {'server':>7}"
+    print(f"  {'contender':10} {'procs':>5} {'traces/s':>9} {head} {'busy':>5}  runs (traces/s)")
+    for name in names:
         for w in writers:
-            rs = [r for r in results if r["backend"] == backend and r["processes"] == w]
+            rs = [r for r in results if r["backend"] == name and r["processes"] == w]
             if not rs:
                 continue
             tps = statistics.median(r["tps"] for r in rs)
-            cells = " ".join(
-                _us(_median(rs, k))
-                for k in ("writer_us", "export_us", "app_us", "process_us", "server_us")
-            )
+            cells = " ".join(_us(_median(rs, k)) for k in keys)
             busy = statistics.median(r["busy"] for r in rs)
             print(
-                f"  {backend:10} {w:>5} {tps:>9,.0f} {cells} {busy:>5.0%}  "
+                f"  {name:10} {w:>5} {tps:>9,.0f} {cells} {busy:>5.0%}  "
                 f"[{fmt_runs([r['tps'] for r in rs])}]"
             )
-    if len(backends) == 2:
-        print("  PostgreSQL / SQLite traces/s, median of per-round ratios:")
+    if mode == "direct":
+        for name in names:
+            print(f"  {name:10} {CONTENDERS[name]}")
+    pairs = [("postgresql", "sqlite")]
+    if mode == "direct":
+        pairs += [("postgresql", "pg-upsert"), ("postgresql", "pg-copy")]
+    print("  traces/s ratios, median of per-round ratios:")
+    for a, b in pairs:
+        cells = []
         for w in writers:
             ratios = []
-            for rnd in {r["round"] for r in results}:
-                pair = {
+            for rnd in sorted({r["round"] for r in results}):
+                tps = {
                     r["backend"]: r["tps"]
                     for r in results
                     if r["round"] == rnd and r["processes"] == w
                 }
-                if len(pair) == 2:
-                    ratios.append(pair["postgresql"] / pair["sqlite"])
+                if a in tps and b in tps:
+                    ratios.append(tps[a] / tps[b])
             if ratios:
-                print(f"    {w} process(es): {statistics.median(ratios):.2f}x")
-
-
-def report_direct(results: list[dict[str, Any]], contenders: list[str]) -> None:
-    print(
-        "\nDirect mode (export of prebuilt traces on one thread): medians over rounds; CPU per"
-        "\ntrace of the exporting thread and of the PostgreSQL server; x: traces/s against the"
-        "\nnamed contender, median of per-round ratios"
-    )
-    print(f"  {'contender':10} {'traces/s':>9} {'client':>7} {'server':>7}  runs (traces/s)")
-    for name in contenders:
-        rs = [r for r in results if r["backend"] == name]
-        if not rs:
-            continue
-        tps = statistics.median(r["tps"] for r in rs)
-        print(
-            f"  {name:10} {tps:>9,.0f} {_us(_median(rs, 'cpu_us'))} "
-            f"{_us(_median(rs, 'server_us'))}  [{fmt_runs([r['tps'] for r in rs])}]  "
-            f"{DIRECT[name]}"
-        )
-    for a, b in (("postgresql", "sqlite"), ("postgresql", "pg-upsert"), ("postgresql", "pg-copy")):
-        ratios = []
-        for rnd in {r["round"] for r in results}:
-            pair = {r["backend"]: r["tps"] for r in results if r["round"] == rnd}
-            if a in pair and b in pair:
-                ratios.append(pair[a] / pair[b])
-        if ratios:
-            print(f"  {a} / {b}: x{statistics.median(ratios):.2f}")
+                cells.append(f"{w} proc x{statistics.median(ratios):.2f}")
+        if cells:
+            print(f"    {a} / {b}: {', '.join(cells)}")
 
 
 def report_targets(sdk: list[dict[str, Any]], direct: list[dict[str, Any]]) -> bool:
     print("\nTargets")
-    pg = [r for r in sdk if r["backend"] == "postgresql"]
-    if pg:
-        top = max(r["processes"] for r in pg)
-        tps = statistics.median(r["tps"] for r in pg if r["processes"] == top)
-        mark = "ok" if top >= 4 and tps >= PG_TARGET_TPS else "FAIL"
-        print(
-            f"  [{mark}] PostgreSQL from {top} writer processes: {tps:,.0f} traces/s "
-            f"(target >= {PG_TARGET_TPS:,})"
-        )
-        for w in sorted({r["processes"] for r in pg}):
-            cpu = statistics.median(r["writer_us"] for r in pg if r["processes"] == w)
-            mark = "ok" if cpu <= PG_TARGET_CPU_US else "FAIL"
+    for results, label in ((sdk, "SDK, 4 app processes"), (direct, "store alone, 4 processes")):
+        pg = [r for r in results if r["backend"] == "postgresql" and r["processes"] == 4]
+        if pg:
+            tps = statistics.median(r["tps"] for r in pg)
+            mark = "ok" if tps >= PG_TARGET_TPS else "FAIL"
             print(
-                f"  [{mark}] PostgreSQL write path, {w} process(es): {cpu:.1f} us of writer-thread "
-                f"CPU per trace (target <= {PG_TARGET_CPU_US:.0f})"
+                f"  [{mark}] PostgreSQL ingest, {label}: {tps:,.0f} traces/s "
+                f"(target >= {PG_TARGET_TPS:,})"
             )
+    pg = [r for r in sdk if r["backend"] == "postgresql"]
+    for w in sorted({r["processes"] for r in pg}):
+        cpu = statistics.median(r["writer_us"] for r in pg if r["processes"] == w)
+        mark = "ok" if cpu <= PG_TARGET_CPU_US else "FAIL"
+        print(
+            f"  [{mark}] PostgreSQL write path, {w} app process(es): {cpu:.1f} us of "
+            f"writer-thread CPU per trace (target <= {PG_TARGET_CPU_US:.0f})"
+        )
     every = sdk + direct
     bad = [r for r in every if not r["ok"]]
     mark = "ok" if not bad else "FAIL"
-    print(f"  [{mark}] nothing lost or duplicated in {len(every) - len(bad)}/{len(every)} runs")
+    print(
+        f"  [{mark}] nothing lost or duplicated (re-delivered batches included) in "
+        f"{len(every) - len(bad)}/{len(every)} runs"
+    )
     for r in bad:
         print(
-            f"        {r['backend']} {r.get('processes', 'direct')}: {r['counts']} "
-            f"written={r.get('written')} dropped={r.get('dropped')}"
+            f"        {r['mode']} {r['backend']} {r['processes']}: {r['counts']} again="
+            f"{r['again']} written={r['written']} dropped={r['dropped']}"
         )
     return not bad
 
@@ -693,28 +688,28 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--pg", default=os.environ.get("SESSIONTRACE_BENCH_PG_URI"))
     parser.add_argument("--mode", choices=("sdk", "direct", "both"), default="both")
-    parser.add_argument("--writers", default="1,2,4", help="writer process counts")
+    parser.add_argument("--writers", default="1,2,4", help="SDK mode: app process counts")
+    parser.add_argument("--direct-writers", default="1,4", help="direct mode: process counts")
     parser.add_argument("--traces", type=int, default=100_000, help="per run, over all processes")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--direct-traces", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000, help="direct mode batch size")
-    parser.add_argument("--quick", action="store_true", help="20k traces, 2 rounds")
+    parser.add_argument("--quick", action="store_true", help="20k traces a run, 2 rounds")
     parser.add_argument(
-        "--profile", type=Path, help="cProfile the PostgreSQL export of direct mode's last round"
+        "--profile", type=Path, help="cProfile the PostgresStore's export (direct, 1 process)"
     )
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
     if args.worker:
-        worker(*json.loads(args.worker))
+        mode, *spec = json.loads(args.worker)
+        (sdk_worker if mode == "sdk" else direct_worker)(*spec)
         return
     if args.quick:
-        args.traces, args.direct_traces, args.rounds = 20_000, 20_000, 2
-    writers = [int(w) for w in args.writers.split(",")]
+        args.traces, args.rounds = 20_000, 2
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
     print(
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; {args.rounds} rounds, "
-        "backends and writer counts interleaved in random order"
+        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; {args.traces:,} traces a run; "
+        f"{args.rounds} rounds, each running every configuration once in a fresh random order"
     )
     with contextlib.ExitStack() as stack:
         pg_uri = ""
@@ -725,77 +720,63 @@ def main() -> None:
         server = ServerCPU(pg_uri) if pg_uri else None
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ingest-")))
         counter = iter(range(1 << 30))
-
-        def fresh(backend: str) -> str:
-            if backend == "postgresql":
-                pg_reset(pg_uri)
-                return pg_uri
-            folder = tmp / f"run{next(counter)}"
-            folder.mkdir()
-            return str(folder / "traces.db")
-
-        def cleanup(backend: str, target: str) -> None:
-            if backend == "sqlite":
-                shutil.rmtree(Path(target).parent, ignore_errors=True)
-
         rng = random.Random()
-        sdk: list[dict[str, Any]] = []
-        direct: list[dict[str, Any]] = []
+        results: dict[str, list[dict[str, Any]]] = {"sdk": [], "direct": []}
+        phases = []
         if args.mode in ("sdk", "both"):
-            print(f"\nSDK mode: {args.traces:,} traces a run over 1/2/4 app processes", flush=True)
-            for rnd in range(args.rounds):
-                configs = [(b, w) for b in backends for w in writers]
-                rng.shuffle(configs)
-                for backend, w in configs:
-                    target = fresh(backend)
-                    pg_server = server if backend == "postgresql" else None
-                    r = run_sdk(backend, target, w, args.traces, pg_server)
-                    cleanup(backend, target)
-                    r["round"] = rnd
-                    sdk.append(r)
-                    print(
-                        f"  round {rnd + 1} {backend:10} {w} proc: {r['tps']:>7,.0f} traces/s, "
-                        f"writer {r['writer_us']:.1f} us/trace, app {r['app_us']:.1f} us/trace"
-                        f"{'' if r['ok'] else '  ROWS WRONG ' + json.dumps(r['counts'])}",
-                        flush=True,
-                    )
+            phases.append(("sdk", backends, [int(w) for w in args.writers.split(",")]))
         if args.mode in ("direct", "both"):
-            t0 = time.perf_counter()
-            items = build_items(args.direct_traces)
-            print(
-                f"\nDirect mode: {len(items):,} traces built in {time.perf_counter() - t0:.1f} s; "
-                f"batches of {args.batch}",
-                flush=True,
-            )
-            contenders = [*backends]
-            if "postgresql" in backends:
-                contenders += ["pg-copy", "pg-upsert"]
+            names = [*backends, *(("pg-copy", "pg-upsert") if pg_uri else ())]
+            phases.append(("direct", names, [int(w) for w in args.direct_writers.split(",")]))
+        for mode, names, writers in phases:
+            print(f"\n{mode} mode", flush=True)
             for rnd in range(args.rounds):
-                order = list(contenders)
-                rng.shuffle(order)
-                for backend in order:
-                    target = fresh("sqlite" if backend == "sqlite" else "postgresql")
-                    profile = (
-                        args.profile if backend == "postgresql" and rnd == args.rounds - 1 else None
+                configs = [(name, w) for name in names for w in writers]
+                rng.shuffle(configs)
+                for name, w in configs:
+                    if name == "sqlite":
+                        folder = tmp / f"run{next(counter)}"
+                        folder.mkdir()
+                        target = str(folder / "traces.db")
+                    else:
+                        pg_reset(pg_uri)
+                        target = pg_uri
+                    r = run_workers(
+                        mode,
+                        name,
+                        target,
+                        w,
+                        args.traces,
+                        server if name != "sqlite" else None,
+                        args.batch,
                     )
-                    pg_server = server if backend != "sqlite" else None
-                    r = run_direct(backend, target, items, args.batch, pg_server, profile)
-                    cleanup(backend, target)
+                    if name == "sqlite":
+                        shutil.rmtree(Path(target).parent, ignore_errors=True)
                     r["round"] = rnd
-                    direct.append(r)
+                    results[mode].append(r)
+                    cpu = "" if r["writer_us"] is None else f", writer {r['writer_us']:.1f} us"
+                    server_cpu = (
+                        "" if r["server_us"] is None else f", server {r['server_us']:.1f} us"
+                    )
                     print(
-                        f"  round {rnd + 1} {backend:10}: {r['tps']:>7,.0f} traces/s, "
-                        f"{r['cpu_us']:.1f} us CPU/trace"
-                        f"{'' if r['ok'] else '  ROWS WRONG ' + json.dumps(r['counts'])}",
+                        f"  round {rnd + 1} {name:10} {w} proc: {r['tps']:>7,.0f} traces/s"
+                        f"{cpu}{server_cpu} a trace{'' if r['ok'] else '  ROWS WRONG'}",
                         flush=True,
                     )
-        if sdk:
-            report_sdk(sdk, writers, backends)
-        if direct:
-            report_direct(direct, contenders)
-        ok = report_targets(sdk, direct)
+            report(results[mode], mode, names, writers)
+        if args.profile and pg_uri and args.mode in ("direct", "both"):
+            import pstats
+
+            pg_reset(pg_uri)  # an extra run, not in the figures: the profiler slows it
+            run_workers(
+                "direct", "postgresql", pg_uri, 1, args.traces, None, args.batch, args.profile
+            )
+            print(f"\ncProfile of PostgresStore.export, 1 process ({args.profile}), by own time:")
+            pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(15)
+            pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(15)
+        ok = report_targets(results["sdk"], results["direct"])
         if args.json:
-            args.json.write_text(json.dumps({"sdk": sdk, "direct": direct}, indent=1))
+            args.json.write_text(json.dumps(results, indent=1))
     sys.exit(0 if ok else 1)
 
 
