@@ -4,10 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck pytest pytest-sdk-old bench clean chromium
+.PHONY: help install demo demo-postgres test lint typecheck pytest pytest-sdk-old bench clean \
+	chromium postgresql
 
 help:
 	@echo "make demo   - create $(VENV), install, run the demo on the embedded SQLite store, open the UI"
+	@echo "make demo-postgres - the same demo and UI on a throwaway PostgreSQL server"
 	@echo "make test   - install everything the tests need, then lint, type-check and test"
 	@echo "make bench  - run the benchmarks in bench/ (installs the peers)"
 
@@ -21,6 +23,10 @@ $(STAMP)-test: pyproject.toml | $(BIN)/python
 
 $(STAMP)-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[fast,pandas,examples,ui,cost]"
+	touch $@
+
+$(STAMP)-demo-postgres: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[fast,pandas,examples,ui,cost,postgres]"
 	touch $@
 
 $(STAMP)-bench: pyproject.toml | $(BIN)/python
@@ -38,6 +44,17 @@ demo: $(STAMP)-demo
 	$(BIN)/python examples/chat_demo.py --db $(DEMO_DB)
 	$(BIN)/sessiontrace ui --db $(DEMO_DB) --port $(UI_PORT)
 
+# PostgreSQL's server binaries (Debian keeps them in /usr/lib/postgresql/N/bin, off PATH).
+# scripts/pg_throwaway.py runs a server in a temp dir for one command and stops it
+# however the command ends: `run --` gives the command $$SESSIONTRACE_TEST_PG_URI and $$PG_URI.
+PG_RUN := $(BIN)/python scripts/pg_throwaway.py run --
+
+# make demo on PostgreSQL: the demo's app writes to a throwaway server and the UI reads
+# it; Ctrl+C stops the UI, then the server, which is thrown away with its traces.
+demo-postgres: $(STAMP)-demo-postgres postgresql
+	$(PG_RUN) sh -c '$(BIN)/python examples/chat_demo.py --db "$$PG_URI" \
+		&& $(BIN)/sessiontrace ui --db "$$PG_URI" --port $(UI_PORT)'
+
 # ruff reads pyproject.toml and skips what .gitignore ignores (.venv, build output).
 lint: $(STAMP)-test
 	$(BIN)/ruff check .
@@ -53,8 +70,17 @@ chromium:
 	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| { echo "could not install chromium (needed by tests/browser)"; exit 1; }
 
-pytest: $(STAMP)-test chromium
-	$(BIN)/python -m pytest
+# The PostgreSQL tests need its server binaries; in CI a missing PostgreSQL fails them,
+# never skips (the tests' fixture also starts a server by itself when run without make).
+postgresql:
+	@test -x /usr/lib/postgresql/15/bin/initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
+			&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null) \
+		|| { echo "could not install postgresql (needed by the PostgreSQL tests and demo-postgres)"; exit 1; }
+
+# One throwaway PostgreSQL for the whole run; the fixtures find it in $$SESSIONTRACE_TEST_PG_URI.
+pytest: $(STAMP)-test chromium postgresql
+	$(PG_RUN) $(BIN)/python -m pytest
 
 # tests/llm once more on the previous majors of the SDKs (openai 1.x uses httpx, 3.x
 # httpx2; anthropic 0.x vs 2.x), in a venv of their own. A missing or wrong version

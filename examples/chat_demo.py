@@ -1,6 +1,7 @@
 """Several users chat with the FastAPI example under uvicorn; then who-did-what from the store.
 
     make demo                       # or: python examples/chat_demo.py [--db PATH]
+    make demo-postgres              # or: python examples/chat_demo.py --db postgresql://...
 
 What happens: the fake OpenAI-compatible model (``fake_llm.py``) starts on
 127.0.0.1, the FastAPI example (``fastapi_app/app.py``, one middleware line) is
@@ -9,7 +10,9 @@ client (autologged: every call is a span with its model and tokens), and scripte
 clients send their messages with ``X-User-ID`` / ``X-Session-ID`` headers, some
 as streamed replies.
 The app never mentions users or sessions; the summary printed at the end is read
-back from the SQLite store the app wrote. Everything stays offline.
+back from the store the app wrote: a SQLite file, or PostgreSQL when ``--db`` is a
+``postgresql://`` URI (``make demo-postgres`` starts a throwaway server for it).
+Everything stays offline.
 """
 
 from __future__ import annotations
@@ -88,13 +91,13 @@ def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
             time.sleep(0.1)
 
 
-def run_traffic(db: Path) -> None:
+def run_traffic(tracking_uri: str) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     with fake_llm.FakeLLMServer() as llm:
         env = {
             **os.environ,
-            "SESSIONTRACE_TRACKING_URI": f"sqlite:///{db}",
+            "SESSIONTRACE_TRACKING_URI": tracking_uri,
             "OPENAI_API_KEY": "fake-demo-key",  # the fake model, over HTTP
             "OPENAI_BASE_URL": llm.base_url,
         }
@@ -119,14 +122,15 @@ def run_traffic(db: Path) -> None:
                 server.wait()
 
 
-def print_summary(db: Path) -> None:
-    store = sessiontrace.SQLiteStore(db)
-    total = store.count_traces()
-    print(f"\n{total} traces in {db}")
+def print_summary(tracking_uri: str, shown: str) -> None:
+    # The same URI the app wrote to: the calls below read the configured store.
+    sessiontrace.configure(tracking_uri=tracking_uri)
+    total = len(sessiontrace.search_traces(return_type="list", include_spans=False))
+    print(f"\n{total} traces in {shown}")
 
     print("\nPer user (sessiontrace.list_users):")
     print(f"  {'user':<12} {'traces':>6} {'sessions':>8} {'mean ms':>8} {'errors':>6}")
-    for user in sessiontrace.list_users(order_by="user_id", store=store):
+    for user in sessiontrace.list_users(order_by="user_id"):
         latency = user.mean_latency_ms or 0.0
         print(
             f"  {user.user_id:<12} {user.traces:>6} {user.sessions:>8} {latency:>8.1f} "
@@ -135,7 +139,7 @@ def print_summary(db: Path) -> None:
 
     print("\nPer session (sessiontrace.list_sessions):")
     print(f"  {'session':<12} {'user':<12} {'turns':>5}  first message")
-    for session in sessiontrace.list_sessions(order_by="session_id", store=store):
+    for session in sessiontrace.list_sessions(order_by="session_id"):
         preview = session.first_request_preview
         first = json.loads(preview).get("message", preview) if preview else ""
         print(
@@ -147,13 +151,13 @@ def print_summary(db: Path) -> None:
     # the `cost` extra) and sums tokens and cost into every aggregate.
     print("\nTokens and cost per user (sessiontrace.list_users, most expensive first):")
     print(f"  {'user':<12} {'calls':>5} {'input':>6} {'output':>6} {'cost':>12}")
-    for user in sessiontrace.list_users(order_by="cost DESC", store=store):
+    for user in sessiontrace.list_users(order_by="cost DESC"):
         cost = "unpriced" if user.cost is None else f"${user.cost:.6f}"
         print(
             f"  {user.user_id:<12} {user.llm_calls:>5} {user.input_tokens:>6} "
             f"{user.output_tokens:>6} {cost:>12}"
         )
-    for model in sessiontrace.model_breakdown(store=store):
+    for model in sessiontrace.model_breakdown():
         cost = "unpriced" if model.cost is None else f"${model.cost:.6f}"
         print(
             f"  model {model.model} ({model.provider}): {model.llm_calls} calls, "
@@ -162,26 +166,32 @@ def print_summary(db: Path) -> None:
 
     # The analysis from MLflow's "Track Users & Sessions" page, unchanged but the import.
     user_id = "user-alice"
-    df = sessiontrace.search_traces(
-        filter_string=f"metadata.`mlflow.trace.user` = '{user_id}'", store=store
-    )
+    df = sessiontrace.search_traces(filter_string=f"metadata.`mlflow.trace.user` = '{user_id}'")
     total_interactions = len(df)
     unique_sessions = df["metadata.mlflow.trace.session"].nunique()
     avg_response_time = df["info.execution_time_ms"].mean()
     success_rate = df["info.state"].value_counts().get("OK", 0) / total_interactions
     print(f"\n{user_id}: {total_interactions} interactions across {unique_sessions} sessions")
     print(f"  average response time {avg_response_time:.1f} ms, success rate {success_rate:.0%}")
-    store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", help="SQLite file to write (default: a temporary one)")
+    parser.add_argument(
+        "--db",
+        metavar="PATH|URI",
+        help="SQLite file or postgresql:// URI to write (default: a temporary SQLite file)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sessiontrace-demo-") as tmp:
-        db = Path(args.db).resolve() if args.db else Path(tmp) / "traces.db"
-        run_traffic(db)
-        print_summary(db)
+        if args.db and "://" in args.db:  # sqlite:///... or postgresql://...
+            tracking_uri = args.db  # not printed: it may hold a password
+            shown = "the database of --db" if args.db.startswith("postgres") else args.db
+        else:
+            db = Path(args.db).resolve() if args.db else Path(tmp) / "traces.db"
+            tracking_uri, shown = f"sqlite:///{db}", str(db)
+        run_traffic(tracking_uri)
+        print_summary(tracking_uri, shown)
 
 
 if __name__ == "__main__":

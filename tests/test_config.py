@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import sessiontrace
-from sessiontrace._config import Settings, parse_tracking_uri
+from sessiontrace._config import Settings, hide_password, parse_tracking_uri, redact_uri
 from sessiontrace._metadata import git_metadata
 
 
@@ -35,6 +35,83 @@ def test_sqlite_uris(uri: str, expected: str, tmp_path: Path, monkeypatch: Any) 
 
 
 @pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql://app@db.internal/traces",
+        "postgresql://app:s3cret@db.internal:5433/traces?sslmode=require",
+        "postgres://app@db.internal/traces",
+        "postgresql:///traces",
+        "postgresql://sessiontrace@/sessiontrace_test?host=/tmp/pgtest.abc123&port=5432",
+        "postgresql://app@db1:5432,db2:5432/traces?target_session_attrs=read-write",
+        "POSTGRESQL://app@db.internal/traces",
+    ],
+)
+def test_postgres_uris_are_kept_for_libpq(uri: str) -> None:
+    """libpq reads every one of these (both spellings, sockets, several hosts) itself."""
+    location = parse_tracking_uri(f" {uri} ")
+    assert location.scheme == "postgresql"
+    assert location.path == uri
+
+
+def test_a_postgres_password_never_shows_in_settings_or_errors() -> None:
+    uri = "postgresql://app:s3cret@db.internal/traces"
+    assert "s3cret" not in repr(Settings.resolve({"tracking_uri": uri}, {}))
+    assert "s3cret" not in repr(parse_tracking_uri(uri))
+    assert "app:***@db.internal" in repr(Settings.resolve({"tracking_uri": uri}, {}))
+    with pytest.raises(ValueError) as excinfo:
+        parse_tracking_uri("postgresql+psycopg2://app:s3cret@db.internal/traces")
+    assert "s3cret" not in str(excinfo.value)
+    with pytest.raises(ValueError) as excinfo:
+        parse_tracking_uri("http://app:s3cret@")
+    assert "s3cret" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        (
+            "postgresql://app:s3cret@db.internal/traces?sslmode=require",
+            "postgresql://app:***@db.internal/traces?sslmode=require",
+        ),
+        ("postgres://app:p%40ss@db/traces", "postgres://app:***@db/traces"),
+        ("postgresql://app:pa/ss@db/traces", "postgresql://app:***@db/traces"),
+        ("postgresql://app:@db/traces", "postgresql://app:***@db/traces"),
+        ("postgresql://app:x@db1:5432,db2/traces", "postgresql://app:***@db1:5432,db2/traces"),
+        (
+            "postgresql://app@db/traces?password=s3cret&sslmode=require&sslpassword=k",
+            "postgresql://app@db/traces?password=***&sslmode=require&sslpassword=***",
+        ),
+        ("postgresql://app@db/traces?PASSWORD=s3cret", "postgresql://app@db/traces?PASSWORD=***"),
+        ("host=db user=app password=s3cret", "host=db user=app password=***"),
+        ("host=db password = 'with space' user=app", "host=db password = *** user=app"),
+        # nothing secret: unchanged
+        ("postgresql://app@db.internal/traces", "postgresql://app@db.internal/traces"),
+        (
+            "postgresql://app@/t?host=/tmp/pg&port=5432",
+            "postgresql://app@/t?host=/tmp/pg&port=5432",
+        ),
+        ("sqlite:////data/traces.db", "sqlite:////data/traces.db"),
+        ("/data/with:colon@sign.db", "/data/with:colon@sign.db"),
+        ("http://tracehost:5000", "http://tracehost:5000"),
+    ],
+)
+def test_redact_uri(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
+
+
+def test_hide_password_scrubs_a_driver_message() -> None:
+    uri = "postgresql://app:p%40ss@db/traces"
+    message = f'invalid port in "{uri}" (password p@ss, p%40ss)'
+    assert hide_password(message, uri) == (
+        'invalid port in "postgresql://app:***@db/traces" (password ***, ***)'
+    )
+    assert hide_password("query password=k failed", "postgresql://a@db/t?password=k") == (
+        "query password=*** failed"
+    )
+    assert hide_password("nothing to hide", "") == "nothing to hide"
+
+
+@pytest.mark.parametrize(
     ("uri", "message"),
     [
         ("", "non-empty"),
@@ -42,7 +119,8 @@ def test_sqlite_uris(uri: str, expected: str, tmp_path: Path, monkeypatch: Any) 
         ("sqlite:///:memory:", "in-memory"),
         ("sqlite:traces.db", "missing '//'"),
         ("ftp://host/x", "not supported"),
-        ("postgresql://localhost/db", "not supported yet"),
+        ("postgresql+psycopg2://localhost/db", "SQLAlchemy"),
+        ("mysql://localhost/db", "not supported"),
     ],
 )
 def test_bad_uris_fail_at_configure_time(uri: str, message: str) -> None:

@@ -8,9 +8,11 @@
     sessiontrace models                   # LLM calls, tokens and cost per model
 
 Tables by default; ``--json`` or ``--csv`` for scripts (data on stdout, the next
-page's token and messages on stderr). The store is ``--db PATH``, ``--tracking-uri``
-or ``SESSIONTRACE_TRACKING_URI``. Exit status 2 means bad usage: a bad filter (the
-message points at the character) or no database; 1 means nothing was found.
+page's token and messages on stderr). The store is ``--db`` (a SQLite file,
+``sqlite:///...`` or ``postgresql://...``), ``--tracking-uri`` or
+``SESSIONTRACE_TRACKING_URI``; a password in a URI is never printed. Exit status 2
+means bad usage: a bad filter (the message points at the character) or no database;
+1 means nothing was found.
 
 Each subcommand is one ``add_*`` function in ``COMMANDS``: it adds its parser and
 sets ``run`` to a function ``(args) -> exit status``.
@@ -53,7 +55,12 @@ def _common(subcommand: bool) -> argparse.ArgumentParser:
     default: Any = argparse.SUPPRESS if subcommand else None
     p = argparse.ArgumentParser(add_help=False)
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--db", metavar="PATH", default=default, help="SQLite trace database")
+    where.add_argument(
+        "--db",
+        metavar="PATH|URI",
+        default=default,
+        help="SQLite file, sqlite:///... or postgresql://user@host/database",
+    )
     where.add_argument(
         "--tracking-uri",
         metavar="URI",
@@ -81,23 +88,42 @@ def _common(subcommand: bool) -> argparse.ArgumentParser:
 
 
 def open_store(args: argparse.Namespace) -> Any:
-    """The store named by ``--db``/``--tracking-uri``/the environment; it must exist."""
+    """The store named by ``--db``/``--tracking-uri``/the environment; a SQLite file
+    must exist (reading must not create one), a PostgreSQL database is connected to
+    on the first query."""
     from ._config import Settings, parse_tracking_uri
-    from ._store import SQLiteStore
+    from ._store import open_location
 
     try:
-        if getattr(args, "db", None):
-            path = str(Path(args.db).expanduser().resolve())
-        else:
-            uri = getattr(args, "tracking_uri", None) or Settings.resolve().tracking_uri
-            path = parse_tracking_uri(uri).path
+        target = (
+            getattr(args, "db", None)
+            or getattr(args, "tracking_uri", None)
+            or Settings.resolve().tracking_uri
+        )
+        location = parse_tracking_uri(target)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    if not Path(path).is_file():
+    if location.scheme in ("http", "https"):
         raise CommandError(
-            f"no trace database at {path} (choose one with --db PATH or --tracking-uri)"
+            f"{location.path} is a sessiontrace server; read its UI, or give the CLI "
+            "the database: --db PATH or --db postgresql://..."
         )
-    return SQLiteStore(path)
+    if location.scheme == "sqlite" and not Path(location.path).is_file():
+        raise CommandError(
+            f"no trace database at {location.path} (choose one with --db PATH|URI or "
+            "--tracking-uri)"
+        )
+    try:
+        return open_location(location)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a store's database, psycopg's only when it is loaded."""
+    psycopg = sys.modules.get("psycopg")
+    errors: tuple[type[BaseException], ...] = (sqlite3.DatabaseError,)
+    return (*errors, psycopg.Error) if psycopg is not None else errors
 
 
 def _time(ms: int | None) -> str:
@@ -518,7 +544,12 @@ def add_ui(sub: Subparsers) -> None:
         "Binds 127.0.0.1 by default; any other --host needs --token.",
     )
     where = p.add_mutually_exclusive_group()  # SUPPRESS: keep a --db given before "ui"
-    where.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="SQLite file")
+    where.add_argument(
+        "--db",
+        metavar="PATH|URI",
+        default=argparse.SUPPRESS,
+        help="SQLite file, sqlite:///... or postgresql://user@host/database",
+    )
     where.add_argument("--tracking-uri", metavar="URI", default=argparse.SUPPRESS)
     add_ui_arguments(p, with_db=False)
     p.set_defaults(run=run_ui)
@@ -549,7 +580,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _target(args: argparse.Namespace) -> str:
+    """The URI the store came from, whose password no message may show."""
+    from ._config import ENV_VARS
+
+    given = getattr(args, "db", None) or getattr(args, "tracking_uri", None)
+    return str(given or os.environ.get(ENV_VARS["tracking_uri"], ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from ._config import hide_password
     from ._search import FilterSyntaxError
 
     parser = build_parser()
@@ -558,20 +598,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help(sys.stderr)
         return 2
+
+    def fail(message: str, status: int = 2) -> int:
+        print(f"sessiontrace: {hide_password(message, _target(args))}", file=sys.stderr)
+        return status
+
     try:
         return run(args)
     except FilterSyntaxError as exc:
-        print(f"sessiontrace: bad filter: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"bad filter: {exc}")
     except CommandError as exc:
-        print(f"sessiontrace: {exc}", file=sys.stderr)
-        return exc.status
+        return fail(str(exc), exc.status)
     except ValueError as exc:  # a bad page token, order key or option value
-        print(f"sessiontrace: {exc}", file=sys.stderr)
-        return 2
-    except sqlite3.DatabaseError as exc:
-        print(f"sessiontrace: cannot read the trace database: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    except _database_errors() as exc:
+        return fail(f"cannot read the trace database: {exc}")
     except BrokenPipeError:  # e.g. `sessiontrace traces | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

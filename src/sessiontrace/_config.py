@@ -9,12 +9,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["ENV_VARS", "Settings", "parse_tracking_uri"]
+__all__ = [
+    "ENV_VARS",
+    "Settings",
+    "StoreLocation",
+    "hide_password",
+    "parse_tracking_uri",
+    "redact_uri",
+]
 
 DEFAULT_TRACKING_URI = "sqlite:///sessiontrace.db"
 
@@ -56,7 +64,8 @@ PARAMS: dict[str, _Param] = {
         "SESSIONTRACE_TRACKING_URI",
         DEFAULT_TRACKING_URI,
         str,
-        "Where traces go: sqlite:///relative.db, sqlite:////absolute.db, a path, or "
+        "Where traces go: sqlite:///relative.db, sqlite:////absolute.db, a path, "
+        "postgresql://user@host/database (sessiontrace[postgres]), or "
         "http(s)://host:port of a sessiontrace server.",
     ),
     "tracking_token": _Param(
@@ -141,6 +150,12 @@ class Settings:
     prices: str | None = None
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # A PostgreSQL tracking URI may carry a password, and settings get logged.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        values["tracking_uri"] = redact_uri(self.tracking_uri)
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in values.items())})"
+
     @classmethod
     def resolve(
         cls,
@@ -199,10 +214,68 @@ def _parse(param: _Param, raw: str, where: str) -> Any:
         raise ValueError(f"{where}: {exc}") from None
 
 
+# A password in the user info, in ?password=, or in libpq's key=value form; sslpassword
+# (a client key's passphrase) too.
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+_KEYWORD_SECRET = re.compile(r"(?i)(\b(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``: what may be printed or logged.
+
+    >>> redact_uri("postgresql://app:s3cret@db.internal/traces?sslmode=require")
+    'postgresql://app:***@db.internal/traces?sslmode=require'
+
+    Covers the user-info password, ``password=`` in the query string and libpq's
+    ``key=value`` strings. When unsure where the user info ends (a raw ``/`` in a
+    password), it hides too much rather than too little.
+    """
+    if "://" not in uri:
+        return _KEYWORD_SECRET.sub(r"\1***", uri)
+    scheme, rest = uri.split("://", 1)
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    if "@" in head:
+        userinfo, hosts = head.rsplit("@", 1)
+        if ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            rest = f"{user}:***@{hosts}{rest[len(head) :]}"
+    return scheme + "://" + _QUERY_SECRET.sub(r"\1***", rest)
+
+
+def hide_password(text: str, uri: str) -> str:
+    """``text`` (say, a driver's error about ``uri``) without ``uri``'s password in it.
+
+    Drivers may echo parts of a connection string; this removes the password in
+    every spelling the URI gives it (raw and percent-decoded), wherever it appears.
+    """
+    if not uri:
+        return text
+    text = text.replace(uri, redact_uri(uri))
+    secrets: set[str] = set()
+    if "://" in uri:
+        parts = urlsplit(uri)
+        if parts.password:
+            secrets.add(parts.password)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key.lower() in ("password", "sslpassword") and value:
+                secrets.add(value)
+    else:
+        for match in _KEYWORD_SECRET.finditer(uri):
+            secrets.add(match.group(0)[len(match.group(1)) :].strip("'"))
+    for secret in sorted(secrets | {unquote(s) for s in secrets}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreLocation:
-    scheme: str  # "sqlite", "http" or "https"; "postgresql" later
-    path: str  # absolute file path for sqlite, the server's base URL for http(s)
+    """Where a tracking URI points; ``path`` may hold a password: print ``repr()``."""
+
+    scheme: str  # "sqlite", "postgresql", "http" or "https"
+    path: str  # absolute file path for sqlite, the URI for postgresql, the base URL for http(s)
+
+    def __repr__(self) -> str:
+        return f"StoreLocation(scheme={self.scheme!r}, path={redact_uri(self.path)!r})"
 
 
 def parse_tracking_uri(uri: str) -> StoreLocation:
@@ -210,21 +283,25 @@ def parse_tracking_uri(uri: str) -> StoreLocation:
 
     ``sqlite:///traces.db`` is relative to the working directory at configure time,
     ``sqlite:////data/traces.db`` is absolute; a bare path means a SQLite file;
-    ``http(s)://host:port`` sends traces to a sessiontrace server.
+    ``postgresql://`` (or ``postgres://``) URIs go to PostgreSQL unchanged, in
+    libpq's syntax (``postgresql://app@/traces?host=/run/postgresql`` for a socket);
+    ``http(s)://host:port`` sends traces to a sessiontrace server. Messages about a
+    bad URI never show its password.
     """
     if not isinstance(uri, str) or not uri.strip():
         raise ValueError("tracking_uri must be a non-empty string")
     uri = uri.strip()
+    shown = redact_uri(uri)
     if "://" not in uri:
         if uri.startswith(("http:", "https:", "postgresql:", "postgres:", "sqlite:")):
-            raise ValueError(f"tracking_uri {uri!r} is not a valid URI (missing '//')")
+            raise ValueError(f"tracking_uri {shown!r} is not a valid URI (missing '//')")
         return StoreLocation("sqlite", str(Path(uri).expanduser().resolve()))
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "sqlite":
         rest = uri.split("://", 1)[1]
         if not rest.startswith("/") or rest == "/":
             raise ValueError(
-                f"tracking_uri {uri!r}: write sqlite:///relative.db or sqlite:////absolute.db"
+                f"tracking_uri {shown!r}: write sqlite:///relative.db or sqlite:////absolute.db"
             )
         path = rest[1:]
         if path in ("", ":memory:"):
@@ -235,14 +312,20 @@ def parse_tracking_uri(uri: str) -> StoreLocation:
     if scheme in ("http", "https"):
         parts = urlsplit(uri)
         if not parts.hostname:
-            raise ValueError(f"tracking_uri {uri!r}: expected http(s)://host[:port]")
+            raise ValueError(f"tracking_uri {shown!r}: expected http(s)://host[:port]")
         if parts.username or parts.password:
             raise ValueError(
                 "tracking_uri must not carry credentials; set SESSIONTRACE_TRACKING_TOKEN"
             )
         return StoreLocation(scheme, uri.rstrip("/"))
     if scheme in ("postgresql", "postgres"):
+        return StoreLocation("postgresql", uri)  # libpq reads both spellings
+    if scheme.startswith(("postgresql+", "postgres+")):
         raise ValueError(
-            f"tracking_uri scheme {scheme!r} is not supported yet; use sqlite:///path.db"
+            f"tracking_uri {shown!r}: that is SQLAlchemy's form; sessiontrace always uses "
+            "psycopg, so write postgresql://..."
         )
-    raise ValueError(f"tracking_uri scheme {scheme!r} is not supported; use sqlite:///path.db")
+    raise ValueError(
+        f"tracking_uri scheme {scheme!r} is not supported; use sqlite:///path.db "
+        "or postgresql://user@host/database"
+    )

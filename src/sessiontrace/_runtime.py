@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -13,7 +14,9 @@ from ._pipeline import Pipeline, Sink
 
 if TYPE_CHECKING:
     from ._entities import Trace
-    from ._store import SQLiteStore
+    from ._store import Store
+
+logger = logging.getLogger("sessiontrace")
 
 __all__ = [
     "ENV_VARS",
@@ -43,10 +46,11 @@ class _State:
         self.lock = threading.RLock()
         self.settings: Settings | None = None
         self.pipeline: Pipeline | None = None
-        self.store: SQLiteStore | None = None
+        self.store: Store | None = None
         self.base_metadata: dict[str, str] | None = None
         self.internal_errors: dict[str, int] = {}
         self.atexit_registered = False
+        self.sink_error_logged = False
 
 
 _state = _State()
@@ -86,8 +90,11 @@ def configure(
 
     >>> sessiontrace.configure(tracking_uri="sqlite:////data/traces.db", app_version="1.1.0")
 
-    With ``tracking_uri="http://tracehost:5000"`` traces are sent to a sessiontrace
-    server (``sessiontrace ui``) instead; ``tracking_token`` is its ``--token``.
+    With ``tracking_uri="postgresql://app@db.internal/traces"`` they go to PostgreSQL
+    (``pip install 'sessiontrace[postgres]'``; without it this raises ``ImportError``),
+    where every instance of the app can write. With ``tracking_uri="http://tracehost:5000"``
+    traces are sent to a sessiontrace server (``sessiontrace ui``) instead;
+    ``tracking_token`` is its ``--token``.
     ``prices`` names a JSON or TOML file of model prices (see ``set_model_price``);
     a malformed one raises ``ValueError`` here.
     """
@@ -112,10 +119,15 @@ def configure(
             "prices": prices,
         }
     )
+    if parse_tracking_uri(new.tracking_uri).scheme == "postgresql":
+        from ._store import require_postgres
+
+        require_postgres()  # a missing driver fails here, not in the first traced call
     with _state.lock:
         _close_pipeline()
         _state.settings = new
         _state.base_metadata = None
+        _state.sink_error_logged = False
     from .llm._pricing import forget_lookups
 
     forget_lookups()
@@ -139,27 +151,31 @@ def base_metadata() -> dict[str, str]:
     return md
 
 
-def get_store() -> SQLiteStore:
+def get_store() -> Store:
+    """The store of the tracking URI: SQLite or PostgreSQL, opened once per process."""
     store = _state.store
     if store is None:
         with _state.lock:
             if _state.store is None:
-                from ._store import SQLiteStore
+                from ._store import open_location
 
                 location = parse_tracking_uri(settings().tracking_uri)
-                if location.scheme != "sqlite":
+                if location.scheme in ("http", "https"):
                     raise ValueError(
                         f"this process sends its traces to {location.path}; reading them "
-                        "needs a sqlite tracking URI (or that server's UI and JSON API)"
+                        "needs a sqlite or postgresql tracking URI (or that server's UI "
+                        "and JSON API)"
                     )
-                _state.store = SQLiteStore(location.path)
+                _state.store = open_location(location)
             store = _state.store
     return store
 
 
 def store_is_local() -> bool:
-    """True when this process writes (and can read) the store itself: SQLite."""
-    return parse_tracking_uri(settings().tracking_uri).scheme == "sqlite"
+    """True when this process writes the store itself and can read it back at once
+    (SQLite, PostgreSQL); False when traces travel to a server over HTTP, where a tag
+    edit has to follow its trace through the queue."""
+    return parse_tracking_uri(settings().tracking_uri).scheme in ("sqlite", "postgresql")
 
 
 def _sink(s: Settings) -> Sink:
@@ -179,8 +195,17 @@ def _pipeline() -> Pipeline:
                 s = settings()
                 from .llm._pricing import price_items
 
+                try:
+                    sink = _sink(s)
+                except ImportError as exc:
+                    # A URI from the environment names a store whose driver is missing:
+                    # tracing drops (and counts) every trace; say why, once.
+                    if not _state.sink_error_logged:
+                        _state.sink_error_logged = True
+                        logger.error("sessiontrace cannot record traces: %s", exc)
+                    raise
                 _state.pipeline = Pipeline(
-                    _sink(s),
+                    sink,
                     max_queue_size=s.max_queue_size,
                     batch_size=s.batch_size,
                     flush_interval=s.flush_interval,
@@ -285,6 +310,7 @@ def reset_for_tests() -> None:
         _close_pipeline()
         _state.settings = None
         _state.base_metadata = None
+        _state.sink_error_logged = False
         _state.internal_errors.clear()
     from . import _tracing
     from .llm import _pricing

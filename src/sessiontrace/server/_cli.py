@@ -1,4 +1,7 @@
-"""`sessiontrace ui`: serve the web UI on a SQLite file (or `python -m sessiontrace.server`)."""
+"""`sessiontrace ui`: serve the web UI on a SQLite file or a PostgreSQL database.
+
+Also `python -m sessiontrace.server`.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ def add_ui_arguments(
         parser.add_argument(
             "--db",
             default=None,
-            help="SQLite file to serve (default: the tracking URI's file, ./sessiontrace.db)",
+            metavar="PATH|URI",
+            help="SQLite file, sqlite:///... or postgresql://user@host/database to serve "
+            "(default: the tracking URI's store, ./sessiontrace.db)",
         )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -41,29 +46,39 @@ def run_ui(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"sessiontrace ui: {exc}", file=sys.stderr)
         return 2
-    db = getattr(args, "db", None)
-    if db is None:
-        from .._config import Settings, parse_tracking_uri
+    from .._config import Settings, hide_password, parse_tracking_uri
 
-        uri = getattr(args, "tracking_uri", None) or Settings.resolve().tracking_uri
+    target = (
+        getattr(args, "db", None)
+        or getattr(args, "tracking_uri", None)
+        or Settings.resolve().tracking_uri
+    )
+    try:
+        location = parse_tracking_uri(target)
+    except ValueError as exc:
+        print(f"sessiontrace ui: {exc}", file=sys.stderr)
+        return 2
+    if location.scheme in ("http", "https"):
+        print("sessiontrace ui: the tracking URI is a server; pass --db PATH|URI", file=sys.stderr)
+        return 2
+    if location.scheme == "postgresql":
+        from .._store import require_postgres
+
         try:
-            location = parse_tracking_uri(uri)
-        except ValueError as exc:
+            require_postgres()
+        except ImportError as exc:
             print(f"sessiontrace ui: {exc}", file=sys.stderr)
             return 2
-        if location.scheme != "sqlite":
-            print("sessiontrace ui: the tracking URI is a server; pass --db PATH", file=sys.stderr)
-            return 2
-        db = location.path
-    if not Path(db).exists():
+    elif not Path(location.path).exists():
         print(
-            f"sessiontrace ui: {db} does not exist yet; it is created when traces arrive",
+            f"sessiontrace ui: {location.path} does not exist yet; it is created when "
+            "traces arrive",
             file=sys.stderr,
         )
     try:
-        serve(db=db, host=args.host, port=args.port, token=args.token or None)
+        serve(db=location.path, host=args.host, port=args.port, token=args.token or None)
     except ValueError as exc:
-        print(f"sessiontrace ui: {exc}", file=sys.stderr)
+        print(f"sessiontrace ui: {hide_password(str(exc), target)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

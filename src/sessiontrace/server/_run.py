@@ -30,6 +30,7 @@ def serve(
     """
     import uvicorn
 
+    from .._config import redact_uri
     from ._app import create_app
     from ._security import LOOPBACK_HOSTS
 
@@ -54,7 +55,9 @@ def serve(
         print(f"sessiontrace UI: {url}  (one-time login link)", file=out, flush=True)
     else:
         print(f"sessiontrace UI: {url}", file=out, flush=True)
-    print(f"serving {app.state.store.path}; Ctrl+C to stop", file=out, flush=True)
+    # What the user named (a URI may hold a password: redacted), else the store's file.
+    served = redact_uri(os.fspath(db) if db is not None else str(app.state.store.path))
+    print(f"serving {served}; Ctrl+C to stop", file=out, flush=True)
     if on_ready is not None:
         on_ready(url)
     _tune_gc()
