@@ -1,18 +1,19 @@
 """Ingest: two-span traces/s from 1, 2 and 4 app processes into SQLite and PostgreSQL,
 and the app CPU the write path costs per trace.
 
-    .venv/bin/python bench/ingest.py --pg postgresql://user@/db?host=/tmp/pg   # ~6 min
+    .venv/bin/python bench/ingest.py --pg postgresql://user@/db?host=/tmp/pg   # ~15 min
     .venv/bin/python bench/ingest.py                  # PostgreSQL from scripts/pg_throwaway.py
     .venv/bin/python bench/ingest.py --backend sqlite --quick
 
-Two parts, both with the backends (and writer counts) interleaved in random order in
-each round, medians over rounds:
+Two parts; in each, every round runs every configuration (contender x process count)
+once, in a fresh random order; figures are medians over rounds:
 
 **SDK mode** (the app's view). Each writer is an app process: it configures the SDK
 (``configure(tracking_uri=...)``), then, on the parent's signal (all processes at
 once), traces its share of the traces back to back (an outer traced function that
 sets user, session and two more metadata keys, calling a traced inner one: two
-spans), then ``flush()``. Sessions are shared by all processes (a load balancer
+spans; with the SDK's automatic metadata that is six metadata rows a trace), then
+``flush()``. Sessions are shared by all processes (a load balancer
 sends a session's turns to any instance) and trace ids are time-ordered, so the
 processes' rows interleave in the indexes. Reported per backend and writer count:
 
@@ -30,11 +31,22 @@ processes' rows interleave in the indexes. Reported per backend and writer count
   distinct trace ids = writers x traces each; spans twice that; one ``app_version``
   metadata row a trace), and each process's ``get_stats()`` (written, dropped).
 
-**Direct mode** (the store's view, what research section 2 measured): traces built
-once through the SDK (captured before the pipeline), then ``store.export(batch)`` in
-batches of 1000 on one thread, SQLite's store and the PostgreSQL store on the same
-items; traces/s and the exporting thread's CPU per trace. Then one batch is exported
-again and the counts must not move (idempotent re-delivery).
+**Direct mode** (the store's view, what research section 2 measured): each process
+builds its traces through the SDK first (caught before the pipeline, untimed), then on
+the signal calls ``store.export(batch)`` in batches of 1000 on one thread. Contenders,
+on the same traces: ``SQLiteStore``, ``PostgresStore``, and two hand-written
+PostgreSQL floors on the same rows (``build_rows``): binary COPY straight into the
+tables (not idempotent: the fastest write there is) and binary COPY into temporary
+tables then ``INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO UPDATE`` (the
+idempotent path research measured at 26k traces/s). From 1 and 4 processes; traces/s,
+the exporting threads' CPU and the server's CPU per trace. After each run one batch
+is exported again and the counts must not move (idempotent re-delivery).
+
+PostgreSQL server CPU: the postmaster's and its children's CPU ticks from ``/proc``
+(exited backends included, via cutime), before and after a run; "busy" is the share
+of the machine's CPUs in use over the run (``/proc/stat``), which shows when the two
+cores are the limit. ``--profile FILE`` adds one cProfiled direct run of the
+PostgreSQL store (not in the figures) and prints where its client time goes.
 
 PostgreSQL: ``--pg URI`` (or ``SESSIONTRACE_BENCH_PG_URI``) names a server; this script
 works in a database of its own on it (``<db>_ingest``, created if missing, emptied
@@ -110,14 +122,7 @@ def configure_sdk(backend: str, target: str) -> None:
     if backend == "sqlite":
         sessiontrace.configure(tracking_uri=f"sqlite:///{target}")
     else:
-        try:
-            sessiontrace.configure(tracking_uri=target)
-        except ValueError:  # TEMPORARY until the merge: hand the store in
-            from sessiontrace import _runtime
-            from sessiontrace._store._postgres import PostgresStore
-
-            sessiontrace.configure(tracking_uri="sqlite:///unused.db")
-            _runtime._state.store = PostgresStore(target)  # type: ignore[assignment]
+        sessiontrace.configure(tracking_uri=target)
 
 
 def writer_thread() -> threading.Thread | None:
