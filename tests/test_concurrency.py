@@ -8,11 +8,14 @@ import random
 import threading
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sessiontrace
 from sessiontrace._context import UNSET
+
+pytestmark = pytest.mark.backends
 
 IDS = st.sampled_from([UNSET, None, "alice", "bob"])
 OVERRIDES = st.sampled_from([UNSET, None, "x", "y"])

@@ -30,7 +30,10 @@ import sys
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._store._base import Store
 
 __all__ = ["COMMANDS", "CommandError", "main", "open_store"]
 
@@ -87,7 +90,7 @@ def _common(subcommand: bool) -> argparse.ArgumentParser:
     return p
 
 
-def open_store(args: argparse.Namespace) -> Any:
+def open_store(args: argparse.Namespace) -> Store:
     """The store named by ``--db``/``--tracking-uri``/the environment; a SQLite file
     must exist (reading must not create one), a PostgreSQL database is connected to
     on the first query."""
@@ -252,7 +255,7 @@ def add_traces(sub: Subparsers) -> None:
 
 def run_traces(args: argparse.Namespace) -> int:
     from ._search import search_traces
-    from ._store._sqlite import llm_totals
+    from ._store._rows import llm_totals
 
     traces = search_traces(
         filter_string=args.filter,

@@ -12,8 +12,8 @@ Public API (re-exported from ``sessiontrace``)::
     metadata_breakdown(key="app_version", filter_string=None) -> list[MetadataValueSummary]
     model_breakdown(filter_string=None) -> list[ModelSummary]
 
-Every function also takes ``store=`` (a ``SQLiteStore``; the configured one by
-default, after writing what is queued). ``filter_string`` is the
+Every function also takes ``store=`` (a ``Store``: SQLite or PostgreSQL; the
+configured one by default, after writing what is queued). ``filter_string`` is the
 ``search_traces`` language: the aggregates then count only the matching traces.
 Results are small frozen dataclasses with ``to_dict()``. Times are milliseconds
 since the epoch, durations milliseconds; "last seen" is the start of the latest
@@ -28,13 +28,15 @@ queries, the default (most recent first) pages of sessions and users included.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._entities import METADATA_SESSION, METADATA_USER
-from ._search._compile import Compiled, compile_filter, register_functions
+from ._search._compile import Compiled, compile_filter, compile_search, pattern_errors
 from ._search._errors import FilterSyntaxError
 from ._search._paging import (
     Page,
@@ -44,14 +46,11 @@ from ._search._paging import (
     encode_token,
     fingerprint,
 )
-from ._search._parser import parse_filter
 from ._serialize import loads, loads_marked, loads_strings
-from ._store._sqlite import TAGS_SELECT
 
 if TYPE_CHECKING:
-    import sqlite3
-
-    from ._store import SQLiteStore
+    from ._store._base import Store
+    from ._store._dialect import Dialect
 
 __all__ = [
     "DailyActivity",
@@ -71,6 +70,18 @@ __all__ = [
 ]
 
 DAY_MS = 86_400_000
+# Both engines count errors with an aggregate FILTER (PostgreSQL has no sum(boolean)),
+# and bucket days by integer day number, formatted here (PostgreSQL's date functions
+# follow the session's time zone; days are UTC).
+_ERRORS = "count(*) FILTER (WHERE t.state = 'ERROR')"
+_DAY = f"t.request_time / {DAY_MS}"
+_EPOCH = datetime.date(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(number: int) -> str:
+    """A day number (days since 1970-01-01) as YYYY-MM-DD."""
+    return (_EPOCH + datetime.timedelta(days=number)).isoformat()
 
 
 def _copy_json(value: Any) -> Any:
@@ -376,20 +387,13 @@ def _llm(values: Sequence[Any]) -> dict[str, Any]:
 # -- shared helpers -----------------------------------------------------------------
 
 
-def _store(store: SQLiteStore | None) -> SQLiteStore:
+def _store(store: Store | None) -> Store:
     if store is not None:
         return store
     from . import _runtime
 
     _runtime.flush(_runtime.settings().shutdown_timeout)
     return _runtime.get_store()
-
-
-def _conn(store: SQLiteStore, *compiled: Compiled) -> sqlite3.Connection:
-    conn = store.connection()
-    if any(c.uses_regexp for c in compiled):
-        register_functions(conn)
-    return conn
 
 
 def _check_limit(max_results: int) -> int:
@@ -442,7 +446,7 @@ _GROUP_ORDER = {
     "last_seen": "max(t.request_time)",
     "first_seen": "min(t.request_time)",
     "traces": "count(*)",
-    "errors": "sum(t.state = 'ERROR')",
+    "errors": _ERRORS,
     "total_duration_ms": "sum(t.execution_time_ms)",
     "mean_duration_ms": "avg(t.execution_time_ms)",
     "cost": "sum(t.cost)",
@@ -460,7 +464,7 @@ _USER_ORDER.pop("total_duration_ms")
 
 
 def _group_page(
-    store: SQLiteStore,
+    store: Store,
     column: str,
     order_keys: Mapping[str, str],
     filter_string: str | None,
@@ -477,14 +481,15 @@ def _group_page(
     """
     _check_limit(max_results)
     keys = _parse_group_order(order_by, order_keys)
-    where = compile_filter(parse_filter(filter_string), alias="t", prefix="p")
+    dialect = store.dialect
+    where = compile_search(filter_string, dialect=dialect, alias="t", prefix="p")
     query_id = fingerprint(column, filter_string or "", [list(k) for k in keys])
-    conn = _conn(store, where)
+    conn = store.connection()
     params: dict[str, Any] = {**where.params, "_limit": max_results + 1}
     state = decode_token(page_token, query_id) if page_token is not None else None
 
     if keys == [("last_seen", False)]:
-        newer = compile_filter(parse_filter(filter_string), alias="u", prefix="q")
+        newer = compile_search(filter_string, dialect=dialect, alias="u", prefix="q")
         params.update(newer.params)
         after = ""
         if state is not None:
@@ -499,7 +504,8 @@ def _group_page(
             "AND (u.request_time > t.request_time OR u.trace_id > t.trace_id)) "
             "ORDER BY t.request_time DESC, t.trace_id DESC LIMIT :_limit"
         )
-        rows = conn.execute(sql, params).fetchall()
+        with pattern_errors(where):
+            rows = conn.execute(sql, params).fetchall()
         token = None
         if len(rows) > max_results:
             rows = rows[:max_results]
@@ -507,14 +513,15 @@ def _group_page(
         return [r[0] for r in rows], token, where
 
     offset = check_offset(state) if state is not None else 0
-    order_sql = ", ".join(f"{order_keys[k]} {'ASC' if asc else 'DESC'}" for k, asc in keys)
+    order_sql = ", ".join(dialect.order_term(order_keys[k], asc) for k, asc in keys)
     params["_offset"] = offset
     sql = (
         f"SELECT t.{column} FROM traces t WHERE t.{column} IS NOT NULL "  # noqa: S608
         f"AND {where.sql} GROUP BY t.{column} ORDER BY {order_sql}, t.{column} "
         "LIMIT :_limit OFFSET :_offset"
     )
-    ids = [r[0] for r in conn.execute(sql, params)]
+    with pattern_errors(where):
+        ids = [r[0] for r in conn.execute(sql, params)]
     token = None
     if len(ids) > max_results:
         ids = ids[:max_results]
@@ -522,35 +529,43 @@ def _group_page(
     return ids, token, where
 
 
-def _in_list(values: Sequence[str], params: dict[str, Any]) -> str:
-    names = []
-    for i, value in enumerate(values):
-        params[f"_v{i}"] = value
-        names.append(f":_v{i}")
-    return ", ".join(names)
+def _in_list(dialect: Dialect, expr: str, values: Sequence[str], params: dict[str, Any]) -> str:
+    """``expr IN`` the ids of a page, bound as ``_v0, _v1, ...`` (SQLite) or one
+    array ``_v0`` (PostgreSQL: one statement text whatever the page's length)."""
+
+    def bind(value: Any) -> str:
+        name = f"_v{len(params) - base}"
+        params[name] = value
+        return f":{name}"
+
+    base = len(params)
+    return dialect.in_list(expr, values, bind)
 
 
 # -- sessions -----------------------------------------------------------------------
 
 
 def _session_summaries(
-    conn: sqlite3.Connection, session_ids: Sequence[str], where: Compiled
+    store: Store, session_ids: Sequence[str], where: Compiled
 ) -> list[SessionSummary]:
     if not session_ids:
         return []
+    d = store.dialect
     params = dict(where.params)
-    marks = _in_list(session_ids, params)
+    members = _in_list(d, "t.session_id", session_ids, params)
+    users = d.json_array_agg.format(expr="DISTINCT t.user_id", where="t.user_id IS NOT NULL")
     sql = (
         "SELECT t.session_id, min(t.request_time), max(t.request_time), count(*), "  # noqa: S608
-        "sum(t.state = 'ERROR'), sum(t.execution_time_ms), avg(t.execution_time_ms), "
-        "json_group_array(DISTINCT t.user_id) FILTER (WHERE t.user_id IS NOT NULL), "
+        f"{_ERRORS}, sum(t.execution_time_ms), avg(t.execution_time_ms), {users}, "
         "(SELECT f.request_preview FROM traces f WHERE f.session_id = t.session_id "
         f" ORDER BY f.request_time, f.trace_id LIMIT 1), {_LLM_SQL} "
-        f"FROM traces t WHERE t.session_id IN ({marks}) AND {where.sql} "
+        f"FROM traces t WHERE {members} AND {where.sql} "
         "GROUP BY t.session_id"
     )
     by_id: dict[str, SessionSummary] = {}
-    for row in conn.execute(sql, params):
+    with pattern_errors(where):
+        rows = store.connection().execute(sql, params).fetchall()
+    for row in rows:
         sid, first, last, turns, errors, total, mean, users, preview = row[:9]
         # Positional: the LLM fields follow in LLM_FIELD_NAMES order (no dict a row).
         by_id[sid] = SessionSummary(
@@ -575,7 +590,7 @@ def list_sessions(
     max_results: int = 50,
     page_token: str | None = None,
     *,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
 ) -> Page[SessionSummary]:
     """Sessions, most recently active first: one ``SessionSummary`` each.
 
@@ -592,33 +607,36 @@ def list_sessions(
     ids, token, where = _group_page(
         st, "session_id", _SESSION_ORDER, filter_string, order_by, max_results, page_token
     )
-    return Page(tuple(_session_summaries(_conn(st, where), ids, where)), token)
+    return Page(tuple(_session_summaries(st, ids, where)), token)
 
 
-def get_session_summary(
-    session_id: str, *, store: SQLiteStore | None = None
-) -> SessionSummary | None:
+def get_session_summary(session_id: str, *, store: Store | None = None) -> SessionSummary | None:
     """The summary of one session, or ``None`` if it has no traces."""
     st = _store(store)
-    found = _session_summaries(st.connection(), [session_id], compile_filter(None))
+    found = _session_summaries(st, [session_id], compile_filter(None, dialect=st.dialect))
     return found[0] if found else None
 
 
-def session_flow(session_id: str, *, store: SQLiteStore | None = None) -> list[SessionTurn]:
+def session_flow(session_id: str, *, store: Store | None = None) -> list[SessionTurn]:
     """A conversation turn by turn, oldest first (the seed's ``analyze_session_flow``).
 
     >>> [t.to_dict() for t in sessiontrace.session_flow("session-abc-0")]
     [{'turn': 1, 'trace_id': 'tr-...', 'timestamp': 1765560306051, 'duration_ms': 2570, ...}]
     """
-    conn = _store(store).connection()
-    rows = conn.execute(
-        "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, t.name, t.user_id, "  # noqa: S608
-        f"t.root_span_id, t.spans, s.inputs, s.outputs, t.request_preview, t.response_preview, "
-        f"{TAGS_SELECT}, {_LLM_COLUMNS} FROM traces t "
-        "LEFT JOIN spans s ON t.spans IS NULL AND s.trace_id = t.trace_id "
-        "AND s.span_id = t.root_span_id WHERE t.session_id = ? ORDER BY t.request_time, t.trace_id",
-        (session_id,),
-    ).fetchall()
+    st = _store(store)
+    rows = (
+        st.connection()
+        .execute(
+            "SELECT t.trace_id, t.request_time, t.execution_time_ms, t.state, t.name, t.user_id, "  # noqa: S608
+            f"t.root_span_id, t.spans, s.inputs, s.outputs, t.request_preview, t.response_preview, "
+            f"{st.dialect.tags_json}, {_LLM_COLUMNS} FROM traces t "
+            "LEFT JOIN spans s ON t.spans IS NULL AND s.trace_id = t.trace_id "
+            "AND s.span_id = t.root_span_id WHERE t.session_id = ? "
+            "ORDER BY t.request_time, t.trace_id",
+            (session_id,),
+        )
+        .fetchall()
+    )
     turns = []
     for n, (tid, ts, ms, state, name, user, root_id, spans, inputs, outputs, *rest) in enumerate(
         rows, 1
@@ -660,21 +678,21 @@ def _preview(text: str | None) -> Any:
 # -- users --------------------------------------------------------------------------
 
 
-def _user_summaries(
-    conn: sqlite3.Connection, user_ids: Sequence[str], where: Compiled
-) -> list[UserSummary]:
+def _user_summaries(store: Store, user_ids: Sequence[str], where: Compiled) -> list[UserSummary]:
     if not user_ids:
         return []
     params = dict(where.params)
-    marks = _in_list(user_ids, params)
+    members = _in_list(store.dialect, "t.user_id", user_ids, params)
     sql = (
         "SELECT t.user_id, min(t.request_time), max(t.request_time), "  # noqa: S608
-        "count(DISTINCT t.session_id), count(*), sum(t.state = 'ERROR'), "
+        f"count(DISTINCT t.session_id), count(*), {_ERRORS}, "
         f"avg(t.execution_time_ms), {_LLM_SQL} "
-        f"FROM traces t WHERE t.user_id IN ({marks}) AND {where.sql} GROUP BY t.user_id"
+        f"FROM traces t WHERE {members} AND {where.sql} GROUP BY t.user_id"
     )
     by_id = {}
-    for row in conn.execute(sql, params):
+    with pattern_errors(where):
+        rows = store.connection().execute(sql, params).fetchall()
+    for row in rows:
         uid, first, last, sessions, traces, errors, mean = row[:7]
         by_id[uid] = UserSummary(
             uid,
@@ -696,7 +714,7 @@ def list_users(
     max_results: int = 50,
     page_token: str | None = None,
     *,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
 ) -> Page[UserSummary]:
     """Users, most recently active first: one ``UserSummary`` each.
 
@@ -711,7 +729,7 @@ def list_users(
     ids, token, where = _group_page(
         st, "user_id", _USER_ORDER, filter_string, order_by, max_results, page_token
     )
-    return Page(tuple(_user_summaries(_conn(st, where), ids, where)), token)
+    return Page(tuple(_user_summaries(st, ids, where)), token)
 
 
 def user_report(
@@ -719,7 +737,7 @@ def user_report(
     days: int | None = 7,
     *,
     now_ms: int | None = None,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
 ) -> UserReport | None:
     """A user's activity over the last ``days`` days (``None``: all time), or ``None``
     if the user has no traces at all: the seed's ``analyze_user_behavior`` in SQL.
@@ -740,16 +758,15 @@ def user_report(
     window = "t.user_id = :u" + ("" if since is None else " AND t.request_time > :since")
     params = {"u": user_id, "since": since}
     traces, sessions, errors, mean, *llm = conn.execute(
-        "SELECT count(*), count(DISTINCT t.session_id), coalesce(sum(t.state = 'ERROR'), 0), "  # noqa: S608
+        f"SELECT count(*), count(DISTINCT t.session_id), {_ERRORS}, "  # noqa: S608
         f"avg(t.execution_time_ms), {_LLM_SQL} FROM traces t WHERE {window}",
         params,
     ).fetchone()
     daily = tuple(
-        DailyActivity(day, n, e, *rest)
+        DailyActivity(_day(day), n, e, *rest)
         for day, n, e, *rest in conn.execute(
-            "SELECT date(t.request_time / 1000, 'unixepoch') AS day, count(*), "  # noqa: S608
-            f"sum(t.state = 'ERROR'), {_LLM_SQL} FROM traces t WHERE {window} "
-            "GROUP BY day ORDER BY day",
+            f"SELECT {_DAY} AS day, count(*), {_ERRORS}, {_LLM_SQL} "  # noqa: S608
+            f"FROM traces t WHERE {window} GROUP BY day ORDER BY day",
             params,
         )
     )
@@ -784,7 +801,7 @@ def daily_activity(
     *,
     days: int = 30,
     now_ms: int | None = None,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
 ) -> tuple[DailyActivity, ...]:
     """Traces, errors and LLM calls, tokens and cost per UTC day over the last ``days``
     days, over all users (the users page's cost-over-time chart); days without traces
@@ -792,19 +809,20 @@ def daily_activity(
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValueError(f"days must be a positive integer, not {days!r}")
     st = _store(store)
-    where = compile_filter(parse_filter(filter_string))
-    conn = _conn(st, where)
+    where = compile_search(filter_string, dialect=st.dialect)
     until = int(time.time() * 1000) if now_ms is None else now_ms
     params: dict[str, Any] = {**where.params, "_since": until - days * DAY_MS}
-    return tuple(
-        DailyActivity(day, n, e, **_llm(rest))
-        for day, n, e, *rest in conn.execute(
-            "SELECT date(t.request_time / 1000, 'unixepoch') AS day, count(*), "  # noqa: S608
-            f"sum(t.state = 'ERROR'), {_LLM_SQL} FROM traces t "
-            f"WHERE t.request_time > :_since AND {where.sql} GROUP BY day ORDER BY day",
-            params,
+    with pattern_errors(where):
+        rows = (
+            st.connection()
+            .execute(
+                f"SELECT {_DAY} AS day, count(*), {_ERRORS}, {_LLM_SQL} FROM traces t "  # noqa: S608
+                f"WHERE t.request_time > :_since AND {where.sql} GROUP BY day ORDER BY day",
+                params,
+            )
+            .fetchall()
         )
-    )
+    return tuple(DailyActivity(_day(day), n, e, **_llm(rest)) for day, n, e, *rest in rows)
 
 
 # -- metadata values ------------------------------------------------------------------
@@ -813,7 +831,7 @@ def daily_activity(
 _VALUE_ORDER = {
     "traces": "n",
     "users": "count(DISTINCT t.user_id)",
-    "errors": "sum(t.state = 'ERROR')",
+    "errors": _ERRORS,
     "mean_latency_ms": "avg(t.execution_time_ms)",
     "first_seen": "min(t.request_time)",
     "last_seen": "max(t.request_time)",
@@ -822,12 +840,19 @@ _VALUE_ORDER = {
 
 
 def _order_sql(
-    order_by: Sequence[str] | str | None, allowed: Mapping[str, str], default: str, tie: str
+    dialect: Dialect,
+    order_by: Sequence[str] | str | None,
+    allowed: Mapping[str, str],
+    default: Sequence[tuple[str, bool]],
+    tie: Sequence[tuple[str, bool]],
 ) -> str:
-    if order_by is None:
-        return default
-    keys = _parse_group_order(order_by, allowed)
-    return ", ".join(f"{allowed[k]} {'ASC' if asc else 'DESC'}" for k, asc in keys) + f", {tie}"
+    """ORDER BY terms: ``order_by``'s keys (else ``default``), then ``tie``."""
+    keys = (
+        list(default)
+        if order_by is None
+        else [(allowed[k], asc) for k, asc in _parse_group_order(order_by, allowed)] + list(tie)
+    )
+    return ", ".join(dialect.order_term(expr, asc) for expr, asc in keys)
 
 
 def metadata_breakdown(
@@ -836,7 +861,7 @@ def metadata_breakdown(
     *,
     order_by: Sequence[str] | str | None = None,
     max_results: int = 100,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
 ) -> list[MetadataValueSummary]:
     """Traces, distinct users, errors, latency and LLM calls, tokens and cost for each
     value of a metadata key, most traces first; traces without the key are left out.
@@ -850,13 +875,14 @@ def metadata_breakdown(
     if not isinstance(key, str) or not key:
         raise ValueError("key must be a non-empty string")
     _check_limit(max_results)
-    order_sql = _order_sql(order_by, _VALUE_ORDER, "n DESC, v", "v")
     st = _store(store)
-    where = compile_filter(parse_filter(filter_string))
-    conn = _conn(st, where)
+    order_sql = _order_sql(
+        st.dialect, order_by, _VALUE_ORDER, [("n", False), ("v", True)], [("v", True)]
+    )
+    where = compile_search(filter_string, dialect=st.dialect)
     params: dict[str, Any] = {**where.params, "_key": key, "_limit": max_results}
     aggregates = (
-        "count(*) AS n, count(DISTINCT t.user_id), sum(t.state = 'ERROR'), "
+        f"count(*) AS n, count(DISTINCT t.user_id), {_ERRORS}, "
         f"avg(t.execution_time_ms), min(t.request_time), max(t.request_time), {_LLM_SQL}"
     )
     column = {METADATA_USER: "user_id", METADATA_SESSION: "session_id"}.get(key)
@@ -872,9 +898,11 @@ def metadata_breakdown(
             f"JOIN traces t ON t.trace_id = m.trace_id WHERE m.key = :_key AND {where.sql} "
             f"GROUP BY v ORDER BY {order_sql} LIMIT :_limit"
         )
+    with pattern_errors(where):
+        rows = st.connection().execute(sql, params).fetchall()
     return [
         MetadataValueSummary(key, v, n, users, errors, _rate(errors, n), mean, first, last, *rest)
-        for v, n, users, errors, mean, first, last, *rest in conn.execute(sql, params)
+        for v, n, users, errors, mean, first, last, *rest in rows
     ]
 
 
@@ -889,7 +917,7 @@ _MODEL_ORDER = {
     "total_tokens": "sum(s.total_tokens)",
     "input_tokens": "sum(s.input_tokens)",
     "output_tokens": "sum(s.output_tokens)",
-    "unpriced_calls": "sum(s.cost IS NULL)",
+    "unpriced_calls": "count(*) FILTER (WHERE s.cost IS NULL)",
     "model": "s.model",
 }
 
@@ -899,7 +927,7 @@ def model_breakdown(
     *,
     order_by: Sequence[str] | str | None = None,
     max_results: int = 100,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
 ) -> list[ModelSummary]:
     """LLM calls, tokens and cost per model and provider, most calls first.
 
@@ -914,22 +942,22 @@ def model_breakdown(
     ...     print(m.model, m.provider, m.llm_calls, m.total_tokens, m.cost, m.unpriced_calls)
     """
     _check_limit(max_results)
-    order_sql = _order_sql(
-        order_by, _MODEL_ORDER, "count(*) DESC, s.model, s.provider", "s.model, s.provider"
-    )
     st = _store(store)
-    where = compile_filter(parse_filter(filter_string))
-    conn = _conn(st, where)
+    tie = [("s.model", True), ("s.provider", True)]
+    order_sql = _order_sql(st.dialect, order_by, _MODEL_ORDER, [("count(*)", False), *tie], tie)
+    where = compile_search(filter_string, dialect=st.dialect)
     params: dict[str, Any] = {**where.params, "_limit": max_results}
     sql = (
         "SELECT s.model, s.provider, count(DISTINCT s.trace_id), count(DISTINCT t.user_id), "  # noqa: S608
         "count(*), coalesce(sum(s.input_tokens), 0), coalesce(sum(s.output_tokens), 0), "
-        "coalesce(sum(s.total_tokens), 0), sum(s.cost), sum(s.cost IS NULL) "
+        "coalesce(sum(s.total_tokens), 0), sum(s.cost), count(*) FILTER (WHERE s.cost IS NULL) "
         "FROM spans s JOIN traces t ON t.trace_id = s.trace_id "
         f"WHERE s.llm = 1 AND {where.sql} GROUP BY s.model, s.provider "
         f"ORDER BY {order_sql} LIMIT :_limit"
     )
+    with pattern_errors(where):
+        rows = st.connection().execute(sql, params).fetchall()
     return [
         ModelSummary(model, provider, traces, users, *rest)
-        for model, provider, traces, users, *rest in conn.execute(sql, params)
+        for model, provider, traces, users, *rest in rows
     ]

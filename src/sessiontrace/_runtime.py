@@ -14,7 +14,7 @@ from ._pipeline import Pipeline, Sink
 
 if TYPE_CHECKING:
     from ._entities import Trace
-    from ._store import Store
+    from ._store._base import Store
 
 logger = logging.getLogger("sessiontrace")
 

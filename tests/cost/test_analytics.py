@@ -18,6 +18,8 @@ from sessiontrace import _tracing
 
 from .conftest import USAGE, llm_call, usage
 
+pytestmark = pytest.mark.backends
+
 BASE_MS = 1_765_000_000_000
 DAY_MS = 86_400_000
 # Prices per million tokens (input, output, cache read), given as overrides so the

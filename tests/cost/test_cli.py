@@ -14,6 +14,8 @@ import sessiontrace
 
 from .conftest import llm_call, usage
 
+pytestmark = pytest.mark.backends
+
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONTRACE_")}

@@ -14,6 +14,8 @@ from sessiontrace import FilterSyntaxError
 
 from .conftest import BASE_MS, DAY_MS, Record
 
+pytestmark = pytest.mark.backends
+
 # What every record says of the LLM calls of traces without any.
 NO_LLM = {
     "llm_calls": 0,

@@ -14,6 +14,8 @@ import pytest
 
 from .conftest import Record
 
+pytestmark = pytest.mark.backends
+
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONTRACE_")}

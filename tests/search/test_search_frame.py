@@ -16,6 +16,8 @@ import sessiontrace
 from sessiontrace._entities import Trace, TraceData, TraceInfo
 from sessiontrace._search import _frame, traces_to_frame
 
+pytestmark = pytest.mark.backends
+
 pd = pytest.importorskip("pandas")
 if not hasattr(getattr(pd.api, "internals", None), "create_dataframe_from_blocks"):
     pytest.skip("this pandas has no block constructor", allow_module_level=True)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from sessiontrace import FilterSyntaxError
 from sessiontrace._search import compile_filter, parse_filter, parse_order_by
 from sessiontrace._search._compile import compile_order_by, like_to_glob
+from sessiontrace._store._dialect import SQLITE
 
 TAG_IN = "t.trace_id IN (SELECT _x.trace_id FROM trace_tags _x WHERE _x.key = :p0 AND "
 MD_IN = "t.trace_id IN (SELECT _x.trace_id FROM trace_metadata _x WHERE _x.key = :p0 AND "
@@ -179,7 +180,7 @@ ACCEPT: list[tuple[str, str, dict[str, object]]] = [
 def test_accepted_filter_compiles_to_sql_with_bound_values(
     text: str, sql: str, params: dict[str, object]
 ) -> None:
-    compiled = compile_filter(parse_filter(text))
+    compiled = compile_filter(parse_filter(text), dialect=SQLITE)
     assert (compiled.sql, compiled.params) == (sql, params)
 
 
@@ -280,7 +281,7 @@ ORDER = [
 
 @pytest.mark.parametrize(("text", "expr", "ascending"), ORDER)
 def test_order_by(text: str, expr: str, ascending: bool) -> None:
-    keys, params = compile_order_by([parse_order_by(text)])
+    keys, params = compile_order_by([parse_order_by(text)], dialect=SQLITE)
     assert keys[0] == (expr, ascending)
     assert params == {}
     # tie-breakers: newest first, then trace id in the time key's direction
@@ -290,7 +291,7 @@ def test_order_by(text: str, expr: str, ascending: bool) -> None:
 
 
 def test_order_by_metadata_binds_the_key() -> None:
-    keys, params = compile_order_by([parse_order_by("metadata.app_version DESC")])
+    keys, params = compile_order_by([parse_order_by("metadata.app_version DESC")], dialect=SQLITE)
     assert keys[0] == (
         "(SELECT _o.value FROM trace_metadata _o WHERE _o.trace_id = t.trace_id AND _o.key = :o0)",
         False,
@@ -365,7 +366,7 @@ def test_parser_raises_only_filter_syntax_errors(text: str) -> None:
     except FilterSyntaxError as err:
         assert 0 <= err.position <= len(text)
         return
-    compiled = compile_filter(node)
+    compiled = compile_filter(node, dialect=SQLITE)
     # Whatever parsed compiles to SQL that SQLite accepts, with values bound.
     import sqlite3
 
@@ -382,5 +383,5 @@ def test_parser_raises_only_filter_syntax_errors(text: str) -> None:
 @given(st.text(max_size=40))
 def test_any_string_value_round_trips_as_a_bound_parameter(value: str) -> None:
     quoted = "'" + value.replace("'", "''") + "'"
-    compiled = compile_filter(parse_filter(f"tag.k = {quoted}"))
+    compiled = compile_filter(parse_filter(f"tag.k = {quoted}"), dialect=SQLITE)
     assert compiled.params == {"p0": "k", "p1": value}

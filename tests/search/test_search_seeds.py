@@ -15,6 +15,8 @@ import pytest
 
 import sessiontrace as mlflow
 
+pytestmark = pytest.mark.backends
+
 
 def chat_completion(message: str) -> str:
     return f"An answer to: {message}"

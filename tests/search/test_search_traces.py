@@ -11,6 +11,8 @@ from sessiontrace._search import FRAME_COLUMNS
 
 from .conftest import BASE_MS, DAY_MS, Record
 
+pytestmark = pytest.mark.backends
+
 
 def ids(result: sessiontrace.TraceList) -> list[str]:
     return [t.info.trace_id for t in result]

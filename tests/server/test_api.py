@@ -17,6 +17,8 @@ from sessiontrace.server import create_app
 
 from .conftest import TOKEN, app_client
 
+pytestmark = pytest.mark.backends
+
 
 @sessiontrace.trace
 def chat(message: str) -> str:

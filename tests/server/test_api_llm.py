@@ -10,6 +10,8 @@ import pytest
 import sessiontrace
 from sessiontrace.llm._keys import MODEL, PROVIDER, USAGE
 
+pytestmark = pytest.mark.backends
+
 
 def _call(model: str, inp: int, out: int) -> None:
     with sessiontrace.start_span("Completions.create", span_type="CHAT_MODEL") as span:

@@ -14,6 +14,8 @@ from sessiontrace._export import encode_batch
 
 from .conftest import TOKEN, app_client
 
+pytestmark = pytest.mark.backends
+
 
 def _trace(trace_id: str = "tr-1", **over: Any) -> dict[str, Any]:
     item: dict[str, Any] = {

@@ -13,6 +13,8 @@ import pytest
 
 import sessiontrace
 
+pytestmark = pytest.mark.backends
+
 USAGE = "mlflow.chat.tokenUsage"
 MODEL = "mlflow.llm.model"
 COST = "mlflow.llm.cost"

@@ -12,21 +12,16 @@ from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace, decode_spans, span_dicts
 from .._serialize import loads_marked_many, loads_strings
-from ._compile import (
-    NOT_NULL_COLUMNS,
-    Compiled,
-    compile_filter,
-    compile_order_by,
-    register_functions,
-)
+from .._store._dialect import Dialect
+from ._compile import NOT_NULL_COLUMNS, Compiled, compile_order_by, compile_search, pattern_errors
 from ._frame import frame_from_columns
 from ._paging import check_offset, check_values, decode_token, encode_token, fingerprint
-from ._parser import OrderKey, parse_filter, parse_order_by
+from ._parser import OrderKey, parse_order_by
 
 if TYPE_CHECKING:
     import pandas
 
-    from .._store import SQLiteStore
+    from .._store._base import Store
 
 __all__ = ["FRAME_COLUMNS", "TraceList", "search_traces", "traces_to_frame"]
 
@@ -86,7 +81,7 @@ class TraceList(list[Trace]):
         return self.next_page_token
 
 
-def _resolve_store(store: SQLiteStore | None) -> SQLiteStore:
+def _resolve_store(store: Store | None) -> Store:
     if store is not None:
         return store
     from .. import _runtime
@@ -96,7 +91,7 @@ def _resolve_store(store: SQLiteStore | None) -> SQLiteStore:
 
 
 def _search_rows(
-    store: SQLiteStore,
+    store: Store,
     select: str,
     filter_string: str | None,
     order_by: Sequence[str] | None,
@@ -111,42 +106,33 @@ def _search_rows(
         isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1
     ):
         raise ValueError(f"max_results must be a positive integer or None, not {max_results!r}")
-    where, order, order_params = _compiled(filter_string, tuple(order_by or ()))
+    where, order, order_sql, order_params, types = _compiled(
+        filter_string, tuple(order_by or ()), store.dialect
+    )
     params: dict[str, Any] = {**where.params, **order_params}
     # The page token's tie to its query; only pages need it (a hash of the query text).
     paged = page_token is not None or max_results is not None
     query_id = fingerprint("traces", filter_string or "", list(order_by or [])) if paged else ""
-
-    # Keyset pagination when every sort key is a NOT NULL column (the default order
-    # is): the next page starts where the last one ended, at any depth, from the index.
-    columns = [expr.split(".", 1)[1] for expr, _ in order]
-    keyset = all(
-        expr.startswith("t.") and col in NOT_NULL_COLUMNS
-        for (expr, _), col in zip(order, columns, strict=True)
-    )
+    keyset = types is not None
     conditions = [where.sql]
     offset = 0
     if page_token is not None:
         state = decode_token(page_token, query_id)
-        if keyset:
-            types = [int if c == "request_time" else str for c in columns]
+        if types is not None:
             values = check_values(state, types)
             conditions.append(_after(order, values, params))
         else:
             offset = check_offset(state)
     # The sort keys go last, for the next page's token; ``select`` is a constant of ours.
     keys = ", ".join(expr for expr, _ in order) if keyset and max_results is not None else "NULL"
-    order_sql = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc in order)
     sql = (
         f"SELECT {select}, {keys} FROM traces t WHERE {' AND '.join(conditions)} "  # noqa: S608
         f"ORDER BY {order_sql} LIMIT :_limit OFFSET :_offset"
     )
-    params["_limit"] = -1 if max_results is None else max_results + 1
+    params["_limit"] = _NO_LIMIT if max_results is None else max_results + 1
     params["_offset"] = offset
-    conn = store.connection()
-    if where.uses_regexp:
-        register_functions(conn)
-    rows = conn.execute(sql, params).fetchall()
+    with pattern_errors(where):
+        rows = store.connection().execute(sql, params).fetchall()
     token = None
     if max_results is not None and len(rows) > max_results:
         rows = rows[:max_results]
@@ -157,15 +143,35 @@ def _search_rows(
     return rows, token
 
 
+# "No limit" in both engines (SQLite's LIMIT -1 is an error on PostgreSQL).
+_NO_LIMIT = 2**63 - 1
+
+
 @functools.lru_cache(maxsize=128)
 def _compiled(
-    filter_string: str | None, order_by: tuple[str, ...]
-) -> tuple[Compiled, list[tuple[str, bool]], dict[str, Any]]:
-    # Dashboards repeat the same few queries; parsing is pure, so cache it. Callers
-    # copy the parameter dicts before adding to them.
+    filter_string: str | None, order_by: tuple[str, ...], dialect: Dialect
+) -> tuple[Compiled, list[tuple[str, bool]], str, dict[str, Any], list[type] | None]:
+    """The filter, the order (as pairs and as SQL) and its parameters, and the types
+    of the sort values when the order allows keyset pagination (else ``None``).
+
+    Dashboards repeat the same few queries; parsing is pure, so cache it. Callers
+    copy the parameter dicts before adding to them.
+    """
     keys: list[OrderKey] = [parse_order_by(o) for o in order_by]
-    order, order_params = compile_order_by(keys)
-    return compile_filter(parse_filter(filter_string)), order, order_params
+    order, order_params = compile_order_by(keys, dialect=dialect)
+    # Keyset pagination when every sort key is a NOT NULL column (the default order
+    # is): the next page starts where the last one ended, at any depth, from the index.
+    # An expression is "t.<column>", with the dialect's COLLATE after a text column.
+    columns = [expr[2:].split(" ", 1)[0] if expr.startswith("t.") else "" for expr, _ in order]
+    types: list[type] | None = None
+    if all(c in NOT_NULL_COLUMNS for c in columns):
+        types = [int if c == "request_time" else str for c in columns]
+    order_sql = ", ".join(
+        dialect.order_term(expr, asc, nullable=c not in NOT_NULL_COLUMNS)
+        for (expr, asc), c in zip(order, columns, strict=True)
+    )
+    where = compile_search(filter_string, dialect=dialect)
+    return where, order, order_sql, order_params, types
 
 
 def _after(order: list[tuple[str, bool]], values: list[Any], params: dict[str, Any]) -> str:
@@ -193,7 +199,7 @@ def search_traces(
     *,
     return_type: Literal["list"],
     include_spans: bool = ...,
-    store: SQLiteStore | None = ...,
+    store: Store | None = ...,
 ) -> TraceList: ...
 
 
@@ -206,7 +212,7 @@ def search_traces(
     *,
     return_type: Literal["pandas"],
     include_spans: bool = ...,
-    store: SQLiteStore | None = ...,
+    store: Store | None = ...,
 ) -> pandas.DataFrame: ...
 
 
@@ -219,7 +225,7 @@ def search_traces(
     return_type: None = ...,
     include_spans: bool = ...,
     *,
-    store: SQLiteStore | None = ...,
+    store: Store | None = ...,
 ) -> pandas.DataFrame | TraceList: ...
 
 
@@ -231,7 +237,7 @@ def search_traces(
     return_type: Literal["pandas", "list"] | None = None,
     include_spans: bool = True,
     *,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
 ) -> pandas.DataFrame | TraceList:
     """Traces matching an MLflow-style filter, newest first unless ``order_by`` says otherwise.
 
@@ -393,7 +399,7 @@ def _frame_from_rows(rows: list[Any]) -> pandas.DataFrame | None:
     """
     if not rows or any(row[10] is None or row[12] is None for row in rows):
         return None
-    from .._store._sqlite import trace_from_row
+    from .._store._rows import trace_from_row
 
     columns = list(zip(*rows, strict=False))  # rows may carry trailing sort keys
     metadata = loads_strings("[" + ",".join(columns[10]) + "]")

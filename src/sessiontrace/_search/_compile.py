@@ -1,12 +1,15 @@
 """Syntax tree to SQL over the store's tables, with every value a named parameter.
 
-The only text that reaches SQL comes from this module's constants and the column
-names of the field whitelist; keys and values are always bound (``:p0``, ``:p1``,
-...). Conditions on tags and metadata become ``IN (subquery)`` over the
-``(key, value)`` index, or a correlated ``EXISTS`` probe of the primary key when
-an indexed equality (user, session, trace id, client request id) already
-narrows the traces to a few rows. Span conditions are ``EXISTS`` probes of the
-``(trace_id, span_id)`` index.
+The only text that reaches SQL comes from this module's constants, the store
+dialect's templates and the column names of the field whitelist; keys and values
+are always bound (``:p0``, ``:p1``, ...). Conditions on tags and metadata become
+``IN (subquery)`` over the ``(key, value)`` index, or a correlated ``EXISTS``
+probe of the primary key when an indexed equality (user, session, trace id,
+client request id) already narrows the traces to a few rows. Span conditions are
+``EXISTS`` probes of the ``(trace_id, span_id)`` index.
+
+The same tree compiles for SQLite and PostgreSQL (``dialect``); SQLite's text is
+what it always was.
 """
 
 from __future__ import annotations
@@ -17,30 +20,52 @@ import re
 import sqlite3
 from typing import Any
 
+from .._store._dialect import Dialect, RegexError, like_to_glob
+from ._errors import FilterSyntaxError
 from ._fields import Field
-from ._parser import BoolOp, Compare, Node, Not, OrderKey
+from ._parser import BoolOp, Compare, Node, Not, OrderKey, parse_filter
 
-__all__ = ["Compiled", "compile_filter", "compile_order_by", "like_to_glob", "register_functions"]
+__all__ = [
+    "Compiled",
+    "compile_filter",
+    "compile_order_by",
+    "compile_search",
+    "like_to_glob",
+    "pattern_errors",
+    "register_functions",
+]
 
 _TABLES = {"tag": "trace_tags", "metadata": "trace_metadata"}
 # Columns never NULL, so usable in keyset pagination (see _api).
 NOT_NULL_COLUMNS = frozenset({"request_time", "trace_id", "state"})
+# Text columns the PostgreSQL schema leaves in the database's collation (ids, keys and
+# values are COLLATE "C"): ordered by code point there too, as SQLite's BINARY does.
+_FREE_TEXT = frozenset({"name", "state"})
+# PostgreSQL's SQLSTATE for a regular expression it cannot compile.
+_INVALID_REGULAR_EXPRESSION = "2201B"
 
 
 @dataclasses.dataclass(frozen=True)
 class Compiled:
     sql: str
     params: dict[str, Any]
-    uses_regexp: bool = False
+    # For an error the engine raises on an RLIKE pattern: the filter, and where in
+    # it the first pattern is (None: no RLIKE).
+    text: str | None = None
+    regex_at: int | None = None
 
 
 class _Builder:
-    def __init__(self, alias: str, prefix: str, correlated: bool) -> None:
+    def __init__(
+        self, dialect: Dialect, alias: str, prefix: str, correlated: bool, text: str | None
+    ) -> None:
+        self.d = dialect
         self.alias = alias
         self.prefix = prefix
         self.correlated = correlated
+        self.text = text
         self.params: dict[str, Any] = {}
-        self.uses_regexp = False
+        self.regex_at: int | None = None
 
     def bind(self, value: Any) -> str:
         name = f"{self.prefix}{len(self.params)}"
@@ -54,25 +79,35 @@ class _Builder:
         if isinstance(node, Not):
             # The complement: a trace with no user is in "NOT user = 'a'" (SQL's NULL
             # would leave it out). "user != 'a'" keeps MLflow's meaning: has a user, not 'a'.
-            return f"NOT coalesce({self.node(node.item)}, 0)"
+            return f"NOT coalesce({self.node(node.item)}, {self.d.false})"
         return self.compare(node)
 
     def predicate(self, expr: str, c: Compare) -> str:
         """``expr <op> <bound value>`` for one comparison (no IS NULL here)."""
-        op, value = c.op, c.value
+        op, value, d = c.op, c.value, self.d
         if op in ("IN", "NOT IN"):
             assert isinstance(value, tuple)
-            marks = ", ".join(self.bind(v) for v in value)
-            return f"{expr} {op} ({marks})"
-        if op == "LIKE":  # case-sensitive, as in MLflow: SQLite's LIKE is not
+            return d.in_list(expr, value, self.bind, negate=op == "NOT IN")
+        if op == "LIKE":  # case-sensitive, as in MLflow (SQLite's own LIKE is not)
             assert isinstance(value, str)
-            return f"{expr} GLOB {self.bind(like_to_glob(value))}"
+            return d.like.format(expr=expr, value=self.bind(d.like_value(value)))
         if op == "ILIKE":
-            return f"{expr} LIKE {self.bind(value)}"
+            return d.ilike.format(expr=expr, value=self.bind(value))
         if op == "RLIKE":
-            self.uses_regexp = True
-            return f"{expr} REGEXP {self.bind(value)}"
+            assert isinstance(value, str)
+            if self.regex_at is None:
+                self.regex_at = c.value_pos
+            return d.regex.format(expr=expr, value=self.bind(self.pattern(value, c)))
         return f"{expr} {op} {self.bind(value)}"
+
+    def pattern(self, value: str, c: Compare) -> str:
+        try:
+            return self.d.regex_value(value)
+        except RegexError as exc:
+            if self.text is None:  # compiled without its source: point into the pattern
+                raise FilterSyntaxError(str(exc), value, exc.offset) from None
+            at = _source_offset(self.text, c.value_pos, exc.offset)
+            raise FilterSyntaxError(str(exc), self.text, at) from None
 
     def compare(self, c: Compare) -> str:
         f = c.field
@@ -108,8 +143,8 @@ class _Builder:
         if f.kind == "span":
             cond = self.predicate(f"_s.{f.key}", c)
         else:
-            path = self.bind('$."' + f.key + '"')
-            cond = self.predicate(f"CAST(json_extract(_s.attributes, {path}) AS TEXT)", c)
+            key = self.bind(self.d.json_key(f.key))
+            cond = self.predicate(self.d.json_text.format(expr="_s.attributes", value=key), c)
         return f"EXISTS (SELECT 1 FROM spans _s WHERE _s.trace_id = {a}.trace_id AND {cond})"  # noqa: S608
 
 
@@ -132,18 +167,72 @@ def _narrowed_by_index(node: Node) -> bool:
     return any(isinstance(c, Compare) and c.field.indexed_eq and c.op in ("=", "IN") for c in items)
 
 
-def compile_filter(node: Node | None, *, alias: str = "t", prefix: str = "p") -> Compiled:
-    """SQL for a WHERE clause over ``traces AS <alias>`` (``1`` for no filter)."""
+def compile_filter(
+    node: Node | None,
+    *,
+    dialect: Dialect,
+    alias: str = "t",
+    prefix: str = "p",
+    text: str | None = None,
+) -> Compiled:
+    """SQL for a WHERE clause over ``traces AS <alias>`` (``dialect.true`` for no
+    filter). ``text`` is the filter ``node`` was parsed from, for errors that point
+    into it (an RLIKE pattern PostgreSQL cannot read)."""
     if node is None:
-        return Compiled("1", {})
-    b = _Builder(alias, prefix, correlated=_narrowed_by_index(node))
+        return Compiled(dialect.true, {})
+    b = _Builder(dialect, alias, prefix, _narrowed_by_index(node), text)
     sql = b.node(node)
-    return Compiled(sql, b.params, b.uses_regexp)
+    return Compiled(sql, b.params, text, b.regex_at)
 
 
-def order_expression(field: Field, alias: str, bind: Any) -> str:
+def compile_search(
+    filter_string: str | None, *, dialect: Dialect, alias: str = "t", prefix: str = "p"
+) -> Compiled:
+    """``compile_filter(parse_filter(filter_string))``, errors pointing into the string."""
+    node = parse_filter(filter_string)
+    return compile_filter(node, dialect=dialect, alias=alias, prefix=prefix, text=filter_string)
+
+
+def _source_offset(text: str, start: int, offset: int) -> int:
+    """Where character ``offset`` of the string token at ``text[start]`` is in ``text``
+    (a doubled quote is one character of the value)."""
+    quote = text[start]
+    at = start + 1
+    for _ in range(offset):
+        at += 2 if text.startswith(quote * 2, at) else 1
+    return at
+
+
+class pattern_errors:  # a context manager, named like contextlib's
+    """Turns the engine's error for an RLIKE pattern it cannot compile (PostgreSQL's
+    ``invalid_regular_expression``) into a ``FilterSyntaxError`` at the pattern.
+
+    The patterns were checked when compiled; this catches what a check cannot
+    foresee, e.g. a class escape PostgreSQL refuses (``[\\W]``)."""
+
+    __slots__ = ("compiled",)
+
+    def __init__(self, *compiled: Compiled) -> None:
+        self.compiled = compiled
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None or getattr(exc, "sqlstate", None) != _INVALID_REGULAR_EXPRESSION:
+            return
+        for c in self.compiled:
+            if c.regex_at is not None and c.text is not None:
+                message = str(exc).splitlines()[0] if str(exc) else "invalid regular expression"
+                raise FilterSyntaxError(
+                    f"PostgreSQL cannot read this RLIKE pattern: {message}", c.text, c.regex_at
+                ) from exc
+
+
+def order_expression(field: Field, alias: str, bind: Any, dialect: Dialect) -> str:
     if field.kind == "column":
-        return f"{alias}.{field.key}"
+        expr = f"{alias}.{field.key}"
+        return dialect.order_text.format(expr=expr) if field.key in _FREE_TEXT else expr
     table = _TABLES[field.kind]
     return (
         f"(SELECT _o.value FROM {table} _o WHERE _o.trace_id = {alias}.trace_id "  # noqa: S608
@@ -152,7 +241,7 @@ def order_expression(field: Field, alias: str, bind: Any) -> str:
 
 
 def compile_order_by(
-    keys: list[OrderKey], *, alias: str = "t", prefix: str = "o"
+    keys: list[OrderKey], *, dialect: Dialect, alias: str = "t", prefix: str = "o"
 ) -> tuple[list[tuple[str, bool]], dict[str, Any]]:
     """(expression, ascending) pairs with tie-breakers appended, and their parameters."""
     params: dict[str, Any] = {}
@@ -162,7 +251,7 @@ def compile_order_by(
         params[name] = value
         return f":{name}"
 
-    out = [(order_expression(k.field, alias, bind), k.ascending) for k in keys]
+    out = [(order_expression(k.field, alias, bind, dialect), k.ascending) for k in keys]
     directions = dict(out)
     time_expr, id_expr = f"{alias}.request_time", f"{alias}.trace_id"
     if time_expr not in directions:
@@ -172,22 +261,6 @@ def compile_order_by(
         # Trace ids grow with start time, so ties in the millisecond keep their order.
         out.append((id_expr, directions[time_expr]))
     return out, params
-
-
-def like_to_glob(pattern: str) -> str:
-    """A LIKE pattern as a GLOB pattern: ``%`` -> ``*``, ``_`` -> ``?``, GLOB's own
-    metacharacters made literal."""
-    out: list[str] = []
-    for ch in pattern:
-        if ch == "%":
-            out.append("*")
-        elif ch == "_":
-            out.append("?")
-        elif ch in "*?[":
-            out.append(f"[{ch}]")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -202,5 +275,6 @@ def _regexp(pattern: str | None, value: Any) -> bool:
 
 
 def register_functions(conn: sqlite3.Connection) -> None:
-    """Give ``conn`` the ``REGEXP`` operator used by RLIKE."""
+    """Give ``conn`` the ``REGEXP`` operator used by RLIKE (the SQLite store does, for
+    every connection it opens)."""
     conn.create_function("regexp", 2, _regexp, deterministic=True)

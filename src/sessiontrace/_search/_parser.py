@@ -57,6 +57,7 @@ class Compare:
     op: str  # "=", "!=", "<", "<=", ">", ">=", "LIKE", "ILIKE", "RLIKE", "IN", ...
     value: Value
     pos: int
+    value_pos: int = -1  # where the value starts (its opening quote), for errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +225,10 @@ class _Parser:
             )
         if op in ("IS NULL", "IS NOT NULL"):
             return Compare(field, op, None, start.pos)
+        at = self.peek.pos
         if op in ("IN", "NOT IN"):
-            return Compare(field, op, self.string_list(field), start.pos)
-        return Compare(field, op, self.scalar(field, op), start.pos)
+            return Compare(field, op, self.string_list(field), start.pos, at)
+        return Compare(field, op, self.scalar(field, op), start.pos, at)
 
     def field(self) -> Field:
         first = self.peek

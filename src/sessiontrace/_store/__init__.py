@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
+from ._base import Store
 from ._sqlite import SQLiteStore, TraceNotFoundError
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ __all__ = [
 ]
 
 POSTGRES_INSTALL_HINT = "pip install 'sessiontrace[postgres]'"
-
-# The surface every store implements. Until the store interface of the records
-# refactor lands it is SQLiteStore's; PostgresStore has the same methods.
-Store: TypeAlias = SQLiteStore
 
 
 def require_postgres() -> None:

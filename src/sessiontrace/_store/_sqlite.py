@@ -24,7 +24,9 @@ from typing import Any
 
 from .._entities import Span, Trace, TraceData, TraceInfo, lazy_trace_data, span_from_row
 from .._pipeline import RetryableExportError
+from .._search._compile import register_functions
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
+from ._dialect import SQLITE
 from ._rows import (
     LLM_COLUMNS,
     SPAN_COLUMNS,
@@ -144,16 +146,10 @@ _TRACE_SELECT_PLAIN = (
     ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", NULL, NULL, t.spans, " + LLM_COLUMNS
 )
 _LOAD_TRACES_PLAIN = f"SELECT {_TRACE_SELECT_PLAIN} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
-# The JSON copies in the trace's row; where one is NULL (a trace written by schema 1,
-# or tags changed since), the key/value rows gathered by SQLite.
-TAGS_SELECT = (
-    "coalesce(t.tags, (SELECT json_group_object(g.key, g.value) FROM trace_tags g "
-    "WHERE g.trace_id = t.trace_id))"
-)
+# The JSON copies in the trace's row, or its key/value rows gathered (the dialect's).
 TRACE_SELECT = (
-    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
-    "coalesce(t.metadata, (SELECT json_group_object(m.key, m.value) FROM trace_metadata m "
-    f"WHERE m.trace_id = t.trace_id)), {TAGS_SELECT}, t.spans, {LLM_COLUMNS}"
+    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "
+    f"{SQLITE.metadata_json}, {SQLITE.tags_json}, t.spans, {LLM_COLUMNS}"
 )
 _LOAD_TRACES = f"SELECT {TRACE_SELECT} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 _LOAD_SPANS = (
@@ -307,6 +303,8 @@ def _insert_rows(conn: sqlite3.Connection, insert: str, rows: list[tuple[Any, ..
 class SQLiteStore:
     """Reads and writes traces in one SQLite file; safe to share between threads."""
 
+    dialect = SQLITE
+
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
         self.path = str(Path(path))
         self._busy_timeout_ms = busy_timeout_ms
@@ -369,6 +367,7 @@ class SQLiteStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = self._connect()
+            register_functions(conn)  # RLIKE's REGEXP, once per connection
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn

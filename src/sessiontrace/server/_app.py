@@ -39,12 +39,14 @@ from .._analytics import (
     session_flow,
     user_report,
 )
+from .._config import parse_tracking_uri, redact_uri
 from .._entities import Trace
 from .._pipeline import RetryableExportError
 from .._search import FilterSyntaxError, search_traces
 from .._serialize import dumps
-from .._store import SQLiteStore, TraceNotFoundError
-from .._store._sqlite import llm_totals
+from .._store import TraceNotFoundError, open_location
+from .._store._base import Store
+from .._store._rows import llm_totals
 from .._tracing import LiveTrace
 from ..llm._pricing import price_items
 from ._ingest import IngestError, parse_batch
@@ -205,12 +207,16 @@ class _Reads:
     the budget, then runs beside it. Readers only read, so a second run is safe.
     """
 
-    def __init__(self, store: SQLiteStore, budget_seconds: float) -> None:
+    def __init__(self, store: Store, budget_seconds: float) -> None:
         self.store = store
         self.budget = budget_seconds
 
-    async def run(self, fn: Callable[[_Params, SQLiteStore], Any], params: _Params) -> Any:
+    async def run(self, fn: Callable[[_Params, Store], Any], params: _Params) -> Any:
         conn = self.store.connection()  # the loop thread's connection
+        if not isinstance(conn, sqlite3.Connection):
+            # No progress handler to stop a slow reader, and every query is a round
+            # trip to the server: a reader of another store runs beside the loop.
+            return await anyio.to_thread.run_sync(fn, params, self.store)
         deadline = time.perf_counter() + self.budget
         interrupted = False
 
@@ -284,7 +290,7 @@ class _Reader:
     whole span tree), with the package's errors mapped to 4xx JSON."""
 
     def __init__(
-        self, fn: Callable[[_Params, SQLiteStore], Any], reads: _Reads, *, inline: bool = True
+        self, fn: Callable[[_Params, Store], Any], reads: _Reads, *, inline: bool = True
     ) -> None:
         self.fn = fn
         self.reads = reads
@@ -335,7 +341,7 @@ def _trace_row(trace: Trace) -> dict[str, Any]:
     }
 
 
-def api_traces(params: _Params, store: SQLiteStore) -> Any:
+def api_traces(params: _Params, store: Store) -> Any:
     traces = search_traces(
         filter_string=_filter(params),
         order_by=_order(params),
@@ -347,7 +353,7 @@ def api_traces(params: _Params, store: SQLiteStore) -> Any:
     return {"traces": [_trace_row(t) for t in traces], "next_page_token": traces.next_page_token}
 
 
-def api_trace(params: _Params, store: SQLiteStore) -> Any:
+def api_trace(params: _Params, store: Store) -> Any:
     trace_id = _required(params, "id")
     trace = store.get_trace(trace_id)
     if trace is None:
@@ -357,12 +363,12 @@ def api_trace(params: _Params, store: SQLiteStore) -> Any:
     return answer
 
 
-def api_sessions(params: _Params, store: SQLiteStore) -> Any:
+def api_sessions(params: _Params, store: Store) -> Any:
     page = list_sessions(_filter(params), _order(params), store=store, **_paging(params))
     return {"sessions": [s.to_dict() for s in page], "next_page_token": page.next_page_token}
 
 
-def api_session(params: _Params, store: SQLiteStore) -> Any:
+def api_session(params: _Params, store: Store) -> Any:
     session_id = _required(params, "id")
     summary = get_session_summary(session_id, store=store)
     if summary is None:
@@ -372,12 +378,12 @@ def api_session(params: _Params, store: SQLiteStore) -> Any:
     return {"summary": summary, "turns": session_flow(session_id, store=store)}
 
 
-def api_users(params: _Params, store: SQLiteStore) -> Any:
+def api_users(params: _Params, store: Store) -> Any:
     page = list_users(_filter(params), _order(params), store=store, **_paging(params))
     return {"users": [u.to_dict() for u in page], "next_page_token": page.next_page_token}
 
 
-def api_user(params: _Params, store: SQLiteStore) -> Any:
+def api_user(params: _Params, store: Store) -> Any:
     user_id = _required(params, "id")
     days = _int_param(params, "days", 7, lo=1, hi=3660)
     report = user_report(user_id, days=days, store=store)
@@ -386,7 +392,7 @@ def api_user(params: _Params, store: SQLiteStore) -> Any:
     return report.to_dict()
 
 
-def api_daily(params: _Params, store: SQLiteStore) -> Any:
+def api_daily(params: _Params, store: Store) -> Any:
     days = _int_param(params, "days", 30, lo=1, hi=3660)
     until = int(time.time() * 1000)
     rows = daily_activity(_filter(params), days=days, now_ms=until, store=store)
@@ -398,13 +404,13 @@ def api_daily(params: _Params, store: SQLiteStore) -> Any:
     }
 
 
-def api_versions(params: _Params, store: SQLiteStore) -> Any:
+def api_versions(params: _Params, store: Store) -> Any:
     key = params.get("key") or "app_version"
     rows = metadata_breakdown(key, _filter(params), order_by=_order(params), store=store)
     return {"key": key, "rows": [r.to_dict() for r in rows]}
 
 
-def api_models(params: _Params, store: SQLiteStore) -> Any:
+def api_models(params: _Params, store: Store) -> Any:
     rows = model_breakdown(_filter(params), order_by=_order(params), store=store)
     return {"models": [r.to_dict() for r in rows]}
 
@@ -459,8 +465,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 class _Writer:
     """The server's one writer: ingest batches and tag edits, one at a time."""
 
-    def __init__(self, path: str) -> None:
-        self.store = SQLiteStore(path)
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.lock = threading.Lock()
 
     def export(self, items: Sequence[Any]) -> None:
@@ -498,22 +504,28 @@ def create_app(
 ) -> Starlette:
     """The sessiontrace web UI, JSON API and ingest endpoint as an ASGI app.
 
-    ``db`` is the SQLite file to serve; without it, the file of the process's
-    tracking URI. With ``token`` every
+    ``db`` is the store to serve: a SQLite file (path or ``sqlite:///``) or a
+    ``postgresql://`` URI; without it, the store of the process's tracking URI. With ``token`` every
     request needs the bearer token or a browser session opened by a one-time login
     link (``app.state.auth.new_login_code()``). ``allowed_hosts`` are the Host
     headers served (``None``: any, for a public bind behind a token).
 
     >>> app = create_app(db="traces.db")   # then: uvicorn.run(app, port=5000)
+    >>> app = create_app(db="postgresql://viewer@db.internal/traces")
     """
     if max_body_bytes <= 0 or max_batch_items <= 0:
         raise ValueError("max_body_bytes and max_batch_items must be positive")
     if db is None:
-        db = _runtime.get_store().path  # raises ValueError for an http(s) tracking URI
-    path = str(Path(db).expanduser().resolve())
-    store = SQLiteStore(path)  # reads: one connection per thread (the loop's, the pool's)
+        location = parse_tracking_uri(_runtime.settings().tracking_uri)
+    elif isinstance(db, str) and "://" in db:
+        location = parse_tracking_uri(db)
+    else:
+        location = parse_tracking_uri(str(Path(db).expanduser().resolve()))
+    # Reads: one connection per thread (the loop's, the pool's). The writer has a
+    # store of its own, so ingest never waits behind a reader's connection.
+    store = open_location(location)  # ValueError for an http(s) URI: not a store
     reads = _Reads(store, _INLINE_BUDGET_SECONDS)
-    writer = _Writer(path)
+    writer = _Writer(open_location(location))
     auth = Auth(token)
     shell = (STATIC_DIR / "index.html").read_bytes()
 
@@ -587,7 +599,9 @@ def create_app(
     async def info(request: Request) -> Response:
         from .._version import __version__
 
-        return JSON({"version": __version__, "db": store.path, "auth": auth.required})
+        return JSON(
+            {"version": __version__, "db": redact_uri(location.path), "auth": auth.required}
+        )
 
     readers = {
         "/api/traces": _Reader(api_traces, reads),
