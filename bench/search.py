@@ -538,6 +538,33 @@ def pg_floor_user_report(conn: Any, user: str) -> list[Any]:
     return [first_last.fetchone(), totals.fetchone(), days.fetchall(), tags.fetchall()]
 
 
+def pg_floor_user_report_sequential(conn: Any, user: str) -> list[Any]:
+    """The same four statements one round trip each (for scale: what pipelining saves)."""
+    since = END_MS - 7 * DAY_MS
+    return [
+        conn.execute(
+            "SELECT min(request_time), max(request_time) FROM traces WHERE user_id = %s", (user,)
+        ).fetchone(),
+        conn.execute(
+            "SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE state = 'ERROR'), "
+            f"avg(execution_time_ms), {PG_LLM_SUMS} FROM traces "
+            "WHERE user_id = %s AND request_time > %s",
+            (user, since),
+        ).fetchone(),
+        conn.execute(
+            "SELECT request_time / 86400000 d, count(*), count(*) FILTER (WHERE state = 'ERROR'), "
+            f"{PG_LLM_SUMS} FROM traces WHERE user_id = %s AND request_time > %s GROUP BY d",
+            (user, since),
+        ).fetchall(),
+        conn.execute(
+            "SELECT g.key, g.value, count(*) FROM traces t JOIN trace_tags g "
+            "ON g.trace_id = t.trace_id WHERE t.user_id = %s AND t.request_time > %s "
+            "GROUP BY g.key, g.value",
+            (user, since),
+        ).fetchall(),
+    ]
+
+
 def pg_floor_sessions_page(conn: Any) -> list[Any]:
     # The same anti-join walk as SQLite's floor, and the page's aggregates, in one statement.
     return conn.execute(
@@ -704,18 +731,24 @@ def run_million(
     for label, key in (
         ("(for scale: sessions page by GROUP BY over every session)", "naive"),
         ("(one session as a pandas DataFrame)", "pandas"),
+        ("(user report floor, four round trips instead of a pipeline)", "sequential"),
     ):
         fns = {}
         for backend, st, c, floors in backends:
             if key == "naive":
                 fns[backend] = lambda c=c, f=floors["naive"]: f(c)
-            else:
+            elif key == "pandas":
                 fns[backend] = lambda st=st: sessiontrace.search_traces(
                     filter_string=where_session, order_by=["timestamp ASC"], store=st
                 )
+            elif backend == "postgresql":
+                fns[backend] = lambda c=c: pg_floor_user_report_sequential(c, user)
+        if not fns:
+            continue
         times = interleaved(fns, max(3, runs // 5) if key == "naive" else runs)
         medians = {b: statistics.median(t) for b, t in times.items()}
-        print(f"{label:58} " + "   ".join(f"{_fmt(medians[b])}{'':29}" for b in names))
+        cells = [f"{_fmt(medians[b])}{'':21}" if b in medians else f"{'':33}" for b in names]
+        print(f"{label:58} " + "   ".join(cells).rstrip())
         results.append({"query": label, "runs": times, "medians": medians})
     if pg_uri is not None:
         print_pg_targets(results)
