@@ -68,6 +68,19 @@ def store(store_path: Path) -> Any:
     return _runtime.get_store()
 
 
+@pytest.fixture
+def tracking_uri(store_path: Path) -> str:
+    """The tracking URI of this test's store: ``sqlite:///<store_path>`` or PostgreSQL's."""
+    return _runtime.settings().tracking_uri
+
+
+@pytest.fixture
+def db(store_path: Path, backend: str, tracking_uri: str) -> str:
+    """What ``--db`` and ``create_app(db=...)`` take for this test's store: the SQLite
+    file's path, or the PostgreSQL URI."""
+    return str(store_path) if backend == "sqlite" else tracking_uri
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 POSTGRES_FIXTURES = {"postgres_server", "postgres_uri", "throwaway_postgres"}

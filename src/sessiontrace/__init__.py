@@ -8,6 +8,23 @@ recorded to an embedded SQLite store by default.
 ... def chat(message: str) -> str: ...
 >>> with sessiontrace.user_session(user_id="user-456", session_id="session-123"):
 ...     chat("Hello")
+
+Where things live:
+
+- ``_context``, ``middleware/``: who is asking (user, session, request id);
+- ``_tracing``: ``trace``, ``start_span``, live spans; a finished trace becomes a record;
+- ``_records``: ``TraceRecord``, ``SpanRecord``, ``TagChange``: what gets written;
+- ``_pipeline``: the queue and its writer thread, handing batches of records to a sink;
+- ``_store/``: where traces are written and read back (``_rows``: the rows every SQL
+  backend writes); ``_export/``: sinks that send records elsewhere (HTTP);
+- ``_runtime``: settings, and the pipeline, pricing and store wired together on first use;
+- ``_search/``: where a filter becomes SQL; ``_analytics``: reports over a store;
+- ``llm/``: autolog for the OpenAI and Anthropic SDKs, and pricing (on the writer thread);
+- ``server/``: the UI, its JSON API and the ingest endpoint; ``__main__``: the CLI.
+
+Writes flow one way, tracing -> records -> pipeline -> sinks: the records, the
+pipeline, the stores, the exporters, pricing and ingest never import tracing or the
+runtime, and no modules import each other in a circle (``tests/test_layering.py``).
 """
 
 from ._analytics import (

@@ -117,9 +117,11 @@ def open_store(args: argparse.Namespace) -> Store:
             "--tracking-uri)"
         )
     try:
-        return open_location(location)
+        store = open_location(location)
     except ImportError as exc:
         raise CommandError(str(exc)) from None
+    args._store = store  # closed by main() when the command ends
+    return store
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:
@@ -620,6 +622,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        # main() may run in a process that goes on (a test, a script): close the
+        # command's store, or its PostgreSQL connections stay open until collected.
+        store: Store | None = getattr(args, "_store", None)
+        if store is not None:
+            store.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The queue between traced code and the store, and the one writer thread behind it.
 
-Producers pay one ``deque.append``. The writer wakes every ``flush_interval`` or as
+The items are records (``_records``: finished traces, late spans, tag changes);
+a sink (a SQL store, the HTTP exporter) gets them in batches. Producers pay one
+``deque.append``. The writer wakes every ``flush_interval`` or as
 soon as a batch is ready, and hands whole batches to the sink (one transaction per
 batch). Guarantees:
 
@@ -34,8 +36,11 @@ class RetryableExportError(Exception):
 
 
 class Sink(Protocol):
+    """Where the pipeline's batches go: a store, or an exporter to somewhere else."""
+
     def export(self, items: Sequence[Any]) -> None:
-        """Write a batch atomically, or raise without having written any of it."""
+        """Write a batch of records atomically, or raise without having written any of
+        it. Writing the same batch again leaves the same result (batches are retried)."""
 
     def after_fork(self) -> None:
         """Forget resources inherited from the parent process."""
@@ -69,12 +74,15 @@ class Pipeline:
         batch_size: int,
         flush_interval: float,
         max_block_seconds: float,
-        prepare: Callable[[list[Any]], None] | None = None,
+        prepare: Callable[[list[Any]], list[Any]] | None = None,
+        count_error: Callable[[str], None] | None = None,
     ) -> None:
         self.sink = sink
-        # Runs on the writer thread before each batch reaches the sink (pricing LLM
-        # calls): work the app's threads never pay for.
+        # Runs on the writer thread before each batch reaches the sink and returns
+        # the batch to write (pricing LLM calls): work the app's threads never pay for.
         self._prepare = prepare
+        # Told about the pipeline's own failures (a failing prepare step), by name.
+        self._count_error = count_error
         self._max = max_queue_size
         self._batch_size = batch_size
         self._interval = flush_interval
@@ -213,7 +221,7 @@ class Pipeline:
                 if items:
                     self._in_flight = len(items)
                     if self._prepare is not None:
-                        self._run_prepare(items)
+                        items = self._run_prepare(items)
                     self._export(items)
                     self._in_flight = 0
                 for item in batch:
@@ -222,14 +230,14 @@ class Pipeline:
             if self._closed:
                 return
 
-    def _run_prepare(self, items: list[Any]) -> None:
+    def _run_prepare(self, items: list[Any]) -> list[Any]:
         try:
-            self._prepare(items)  # type: ignore[misc]
+            return self._prepare(items)  # type: ignore[misc]
         except Exception:  # never lose a batch to it: write the items as they are
-            from . import _runtime
-
-            _runtime.count_internal_error("prepare")
+            if self._count_error is not None:
+                self._count_error("prepare")
             logger.debug("sessiontrace: preparing a batch failed", exc_info=True)
+            return items
 
     def _export(self, items: list[Any]) -> None:
         delay = 0.05
@@ -264,8 +272,4 @@ class Pipeline:
             self._healthy = True
             with self._stats_lock:
                 self._stats.written += len(items)
-            for item in items:
-                release = getattr(item, "release", None)
-                if release is not None:
-                    release()
             return

@@ -6,11 +6,12 @@ import atexit
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ._config import ENV_VARS, Settings, parse_tracking_uri
 from ._metadata import SOURCE_TYPE, automatic_metadata
 from ._pipeline import Pipeline, Sink
+from .llm import _pricing
 
 if TYPE_CHECKING:
     from ._entities import Trace
@@ -20,7 +21,6 @@ logger = logging.getLogger("sessiontrace")
 
 __all__ = [
     "ENV_VARS",
-    "TagOp",
     "base_metadata",
     "configure",
     "count_internal_error",
@@ -31,14 +31,6 @@ __all__ = [
     "settings",
     "submit",
 ]
-
-
-class TagOp(NamedTuple):
-    """Set (``value`` a str) or delete (``value`` None) a tag on a logged trace."""
-
-    trace_id: str
-    key: str
-    value: str | None
 
 
 class _State:
@@ -55,14 +47,29 @@ class _State:
 
 _state = _State()
 
+# The id of the trace that finished last, in the process and per thread; tracing
+# writes them (get_last_active_trace_id), they live here so that resetting the
+# process state needs nothing from tracing.
+last_trace: dict[str, str | None] = {"trace_id": None}
+thread_last_trace = threading.local()
+
+
+def _install(new: Settings | None) -> None:
+    _state.settings = new
+    _state.base_metadata = None
+    _state.sink_error_logged = False
+    if new is not None:
+        _pricing.use_prices_file(new.prices)
+
 
 def settings() -> Settings:
     current = _state.settings
     if current is None:
         with _state.lock:
-            if _state.settings is None:
-                _state.settings = Settings.resolve(lenient=True)
             current = _state.settings
+            if current is None:
+                current = Settings.resolve(lenient=True)
+                _install(current)
     return current
 
 
@@ -99,10 +106,8 @@ def configure(
     a malformed one raises ``ValueError`` here.
     """
     if prices is not None:
-        from .llm._pricing import load_prices_file
-
         prices = os.fspath(prices)
-        load_prices_file(prices)  # a bad file fails here, not later in the writer
+        _pricing.load_prices_file(prices)  # a bad file fails here, not later in the writer
     new = Settings.resolve(
         {
             "tracking_uri": tracking_uri,
@@ -125,12 +130,7 @@ def configure(
         require_postgres()  # a missing driver fails here, not in the first traced call
     with _state.lock:
         _close_pipeline()
-        _state.settings = new
-        _state.base_metadata = None
-        _state.sink_error_logged = False
-    from .llm._pricing import forget_lookups
-
-    forget_lookups()
+        _install(new)
     return new
 
 
@@ -193,8 +193,6 @@ def _pipeline() -> Pipeline:
         with _state.lock:
             if _state.pipeline is None:
                 s = settings()
-                from .llm._pricing import price_items
-
                 try:
                     sink = _sink(s)
                 except ImportError as exc:
@@ -210,7 +208,8 @@ def _pipeline() -> Pipeline:
                     batch_size=s.batch_size,
                     flush_interval=s.flush_interval,
                     max_block_seconds=s.max_block_seconds,
-                    prepare=price_items,
+                    prepare=_pricing.price_items,
+                    count_error=count_internal_error,
                 )
                 if not _state.atexit_registered:
                     atexit.register(_at_exit)
@@ -280,9 +279,7 @@ def get_stats() -> dict[str, Any]:
         }
     )
     stats["internal_errors"] = dict(_state.internal_errors)
-    from .llm._pricing import pricing_stats
-
-    stats["llm_pricing"] = pricing_stats()
+    stats["llm_pricing"] = _pricing.pricing_stats()
     return stats
 
 
@@ -299,8 +296,8 @@ def swap_settings(new: Settings | None) -> Settings | None:
     """
     with _state.lock:
         _close_pipeline()
-        old, _state.settings = _state.settings, new
-        _state.base_metadata = None
+        old = _state.settings
+        _install(new)
     return old
 
 
@@ -308,13 +305,8 @@ def reset_for_tests() -> None:
     """Write what is queued, close the store and forget all settings (test isolation)."""
     with _state.lock:
         _close_pipeline()
-        _state.settings = None
-        _state.base_metadata = None
-        _state.sink_error_logged = False
+        _install(None)
         _state.internal_errors.clear()
-    from . import _tracing
-    from .llm import _pricing
-
     _pricing.reset_for_tests()
-    _tracing._last["trace_id"] = None
-    _tracing._thread_last.__dict__.clear()
+    last_trace["trace_id"] = None
+    thread_last_trace.__dict__.clear()

@@ -2,8 +2,9 @@
 
 Hot-path notes (every traced call pays these): a span is one ``__slots__`` object;
 the current span is one ContextVar; inputs and outputs are encoded to JSON once,
-at capture; the finished trace is handed to the background pipeline by a deque
-append. Everything that touches disk happens on the writer thread.
+at capture; a finished trace becomes a ``TraceRecord`` (a few tuples) handed to the
+background pipeline by a deque append. The live objects never leave this module.
+Everything that touches disk happens on the writer thread.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import functools
 import inspect
 import itertools
 import logging
-import threading
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar, overload
 from . import _runtime
 from ._context import UNSET, _user_session
 from ._entities import METADATA_SESSION, METADATA_USER, SpanStatus, TraceState
+from ._records import SpanRecord, TagChange, TraceRecord
 from ._serialize import dumps, loads
 
 __all__ = [
@@ -71,45 +72,39 @@ clock: dict[str, Callable[[], int]] = {"ns": time_ns}
 
 
 class LiveTrace:
-    """A trace being recorded. Finished traces are handed to the pipeline as they are."""
+    """A trace being recorded. When its root span ends it becomes a ``TraceRecord``."""
 
     __slots__ = (
         "__weakref__",
         "client_request_id",
         "done",
-        "end_ns",
         "metadata",
         "request_preview",
         "response_preview",
-        "root",
         "spans",
         "start_ns",
-        "state",
         "state_override",
         "tags",
         "trace_id",
     )
 
-    def __init__(self, trace_id: str, start_ns: int, metadata: dict[str, str]) -> None:
+    def __init__(
+        self,
+        trace_id: str,
+        start_ns: int,
+        metadata: dict[str, str],
+        client_request_id: str | None,
+    ) -> None:
         self.trace_id = trace_id
         self.start_ns = start_ns
-        self.end_ns: int | None = None
         self.metadata = metadata
         self.tags: dict[str, str] = {}
-        self.spans: list[LiveSpan] = []
-        self.root: LiveSpan | None = None
-        self.client_request_id: str | None = None
+        self.spans: list[LiveSpan] = []  # the root (the span that opened it) first
+        self.client_request_id = client_request_id
         self.request_preview: str | None = None
         self.response_preview: str | None = None
-        self.state = TraceState.IN_PROGRESS
         self.state_override: str | None = None
         self.done = False
-
-    def release(self) -> None:
-        """Called once the trace is exported: break the trace <-> span cycles so that
-        reference counting frees them at once, not the cyclic GC the app would pay for."""
-        self.spans = []
-        self.root = None
 
     @property
     def user_id(self) -> str | None:
@@ -120,7 +115,7 @@ class LiveTrace:
         return self.metadata.get(METADATA_SESSION)
 
     def __repr__(self) -> str:
-        return f"LiveTrace(trace_id={self.trace_id!r}, state={self.state!r})"
+        return f"LiveTrace(trace_id={self.trace_id!r}, done={self.done!r})"
 
 
 class LiveSpan:
@@ -199,9 +194,14 @@ class LiveSpan:
     def set_attribute(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"attribute keys must be str, not {type(key).__name__}")
-        if self._attributes is None:
-            self._attributes = {}
-        self._attributes[key] = _jsonable(value)
+        attributes = self._attributes
+        if attributes is None:
+            self._attributes = {key: _jsonable(value)}
+        elif self.end_ns is not None:
+            # A record may hold this dict already: it is never changed, only replaced.
+            self._attributes = {**attributes, key: _jsonable(value)}
+        else:
+            attributes[key] = _jsonable(value)
 
     def set_attributes(self, attributes: dict[str, Any]) -> None:
         for key, value in attributes.items():
@@ -217,15 +217,18 @@ class LiveSpan:
     def add_event(
         self, name: str, attributes: dict[str, Any] | None = None, timestamp_ns: int | None = None
     ) -> None:
-        if self._events is None:
-            self._events = []
-        self._events.append(
-            {
-                "name": name,
-                "timestamp_ns": clock["ns"]() if timestamp_ns is None else timestamp_ns,
-                "attributes": {k: _jsonable(v) for k, v in (attributes or {}).items()},
-            }
-        )
+        event = {
+            "name": name,
+            "timestamp_ns": clock["ns"]() if timestamp_ns is None else timestamp_ns,
+            "attributes": {k: _jsonable(v) for k, v in (attributes or {}).items()},
+        }
+        events = self._events
+        if events is None:
+            self._events = [event]
+        elif self.end_ns is not None:  # as in set_attribute: a record may hold the list
+            self._events = [*events, event]
+        else:
+            events.append(event)
 
     def record_exception(self, exc: BaseException) -> None:
         self.add_event(
@@ -238,14 +241,6 @@ class LiveSpan:
                 )[-20_000:],
             },
         )
-
-    # -- internals used by the store -------------------------------------------------
-
-    def attributes_json(self) -> str | None:
-        return dumps(self._attributes) if self._attributes else None
-
-    def events_json(self) -> str | None:
-        return dumps(self._events) if self._events else None
 
     def __repr__(self) -> str:
         return f"LiveSpan(name={self.name!r}, span_id={self.span_id!r}, trace_id={self.trace_id!r})"
@@ -266,8 +261,8 @@ def _safe_str(value: object) -> str:
 
 _current_span: ContextVar[LiveSpan | None] = ContextVar("sessiontrace_span", default=None)
 _live_traces: dict[str, LiveTrace] = {}
-_last: dict[str, str | None] = {"trace_id": None}
-_thread_last = threading.local()
+_last = _runtime.last_trace
+_thread_last = _runtime.thread_last_trace
 
 
 # -- opening and closing spans -------------------------------------------------------
@@ -284,10 +279,8 @@ def _open_span(
             metadata[METADATA_USER] = us.user_id
         if us.session_id is not None:
             metadata[METADATA_SESSION] = us.session_id
-        trace = LiveTrace(ids["trace"](), now, metadata)
-        trace.client_request_id = us.request_id
+        trace = LiveTrace(ids["trace"](), now, metadata, us.request_id)
         span = LiveSpan(trace, None, name, span_type, attributes, now)
-        trace.root = span
         _live_traces[trace.trace_id] = trace
     else:
         trace = parent.trace
@@ -306,29 +299,85 @@ def _close_span(span: LiveSpan, exc: BaseException | None) -> None:
         elif span.status == SpanStatus.UNSET:
             span.status = SpanStatus.OK
         trace = span.trace
-        if span is trace.root:
-            _finish_trace(trace)
+        if span.parent_id is None:  # the root: only the span that opened a trace has none
+            _finish_trace(trace, span)
         elif trace.done:
             # A child that outlived its root (a thread or task still running when the
-            # root returned): the store appends it to the already-logged trace.
-            _runtime.submit(span)
+            # root returned): the store appends it to the trace it already has.
+            _runtime.submit(_span_record(span))
     except Exception:  # tracing must never break the traced call
         _runtime.count_internal_error("close_span")
 
 
-def _finish_trace(trace: LiveTrace) -> None:
-    root = trace.root
-    assert root is not None
-    trace.end_ns = root.end_ns
-    if trace.state_override is not None:
-        trace.state = trace.state_override
-    else:
-        trace.state = TraceState.ERROR if root.status == SpanStatus.ERROR else TraceState.OK
+# Records are made without NamedTuple's Python-level __new__, which costs as much
+# again as the tuple itself; every span of every trace pays this.
+_tuple = tuple.__new__
+
+
+def _span_record(s: LiveSpan) -> SpanRecord:
+    return _tuple(
+        SpanRecord,
+        (
+            s.trace.trace_id,
+            s.span_id,
+            s.parent_id,
+            s.name,
+            s.span_type,
+            s.start_ns,
+            s.end_ns,
+            s.status,
+            s.status_message,
+            s.inputs_json,
+            s.outputs_json,
+            s._attributes,
+            s._events,
+        ),
+    )
+
+
+def _running_span_record(s: LiveSpan) -> SpanRecord:
+    """A span still running when its trace ends: the record gets copies of what the
+    span goes on changing in place (LLM calls fill their attributes before ending)."""
+    record = _span_record(s)
+    attributes, events = s._attributes, s._events
+    return record._replace(
+        attributes=None if attributes is None else dict(attributes),
+        events=None if events is None else list(events),
+    )
+
+
+def _finish_trace(trace: LiveTrace, root: LiveSpan) -> None:
+    tid = trace.trace_id
     trace.done = True
-    _live_traces.pop(trace.trace_id, None)
-    _last["trace_id"] = trace.trace_id
-    _thread_last.trace_id = trace.trace_id
-    _runtime.submit(trace)
+    _live_traces.pop(tid, None)
+    _last["trace_id"] = tid
+    _thread_last.trace_id = tid
+    spans = tuple(
+        [_span_record(s) if s.end_ns is not None else _running_span_record(s) for s in trace.spans]
+    )
+    state = trace.state_override
+    if state is None:
+        state = TraceState.ERROR if root.status == SpanStatus.ERROR else TraceState.OK
+    record = _tuple(
+        TraceRecord,
+        (
+            tid,
+            trace.start_ns,
+            root.end_ns,
+            state,
+            spans[0],  # the root opened the trace: always its first span
+            spans,
+            trace.metadata,  # no longer changed once done (update_current_trace checks)
+            trace.tags,  # tags of a done trace change through TagChange records
+            trace.request_preview,
+            trace.response_preview,
+            trace.client_request_id,
+        ),
+    )
+    # Break the trace <-> span cycle so that reference counting frees the live
+    # objects at once, not the cyclic GC the app would pay for.
+    trace.spans = []
+    _runtime.submit(record)
 
 
 class _SpanScope:
@@ -937,7 +986,7 @@ def update_trace_user_session(user_id: str | None = UNSET, session_id: str | Non
 def _set_tag(live: LiveTrace, key: str, value: str) -> None:
     value = value[:_MAX_TAG_VALUE]
     if live.done:
-        _runtime.submit(_runtime.TagOp(live.trace_id, key, value))
+        _runtime.submit(TagChange(live.trace_id, key, value))
     else:
         live.tags[key] = value
 
@@ -956,7 +1005,7 @@ def set_trace_tag(trace_id: str, key: str, value: Any) -> None:
         live.tags[key] = value
         return
     if not _runtime.store_is_local():  # a remote server: send the edit after the trace
-        _runtime.submit(_runtime.TagOp(trace_id, key, value))
+        _runtime.submit(TagChange(trace_id, key, value))
         return
     _runtime.flush(_runtime.settings().shutdown_timeout)
     _runtime.get_store().set_tag(trace_id, key, value)
@@ -972,7 +1021,7 @@ def delete_trace_tag(trace_id: str, key: str) -> None:
         live.tags.pop(key, None)
         return
     if not _runtime.store_is_local():
-        _runtime.submit(_runtime.TagOp(trace_id, key, None))
+        _runtime.submit(TagChange(trace_id, key, None))
         return
     _runtime.flush(_runtime.settings().shutdown_timeout)
     _runtime.get_store().delete_tag(trace_id, key)

@@ -248,7 +248,7 @@ def seed_llm(now_ms: int | None = None) -> dict[tuple[str, int], str]:
             items.append(item)
     body = json.dumps({"version": 1, "items": items}).encode()
     store_items = parse_batch(body, max_items=len(items))
-    price_items(store_items)  # as the ingest server does
+    store_items = price_items(store_items)  # as the ingest server does
     store = SQLiteStore(_runtime.get_store().path)
     try:
         store.export(store_items)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def db(store_path: Path) -> str:
+def db(db: str) -> str:
     sessiontrace.set_model_price("cheap", input_per_mtok=1, output_per_mtok=1)
     sessiontrace.set_model_price("dear", input_per_mtok=100, output_per_mtok=100)
     for user, model, n in [("ann", "cheap", 1000), ("bob", "dear", 200), ("cy", "mystery", 50)]:
@@ -40,7 +39,7 @@ def db(store_path: Path) -> str:
             sessiontrace.update_current_trace(metadata={"app_version": "3.1"})
             llm_call(model=model, provider="acme", tokens=usage(n, n))
     sessiontrace.flush()
-    return str(store_path)
+    return db
 
 
 def lines(text: str) -> list[list[str]]:

@@ -30,8 +30,7 @@ def record(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[Any]]]
     def take() -> list[Any]:
         taken = list(items)
         items.clear()
-        price_items(taken)
-        return taken
+        return price_items(taken)
 
     yield take
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import sessiontrace
-from sessiontrace import SQLiteStore, _runtime
+from sessiontrace import SQLiteStore
+from sessiontrace._records import TagChange
 from sessiontrace._store._rows import TraceNotFoundError
 
 psycopg = pytest.importorskip("psycopg")
@@ -197,13 +198,11 @@ def test_redelivery_is_idempotent_and_the_last_version_wins(
     )
     assert counts[0][:2] == (2, 4)
     # a new version of a trace, twice in one batch with the old one: the last wins
-    trace = first[0]
-    old_state = trace.state
-    trace.state = "ERROR"
-    trace.tags["kind"] = "retried"
-    trace.spans[0].name = "renamed"
+    old = first[0]
+    old_state = old.state
+    spans = (old.spans[0]._replace(name="renamed"), *old.spans[1:])
+    trace = old._replace(state="ERROR", tags={**old.tags, "kind": "retried"}).with_spans(spans)
     batch = [first[0], first[1], trace]
-    trace.state = "ERROR"
     both(batch, pg, lite)
     ids = [first[0].trace_id, first[1].trace_id]
     assert dicts(pg, ids) == dicts(lite, ids)
@@ -233,7 +232,7 @@ def test_tags_set_and_deleted_and_unknown_traces(
     assert raw(pg, "SELECT count(*) FROM trace_tags WHERE trace_id = 'tr-nope'") == [(0,)]
     # tag changes queued behind their trace travel through the writer as items (what
     # a remote store's ingest receives, and what a trace tagged after its end sends)
-    ops = [_runtime.TagOp(tid, "later", "1"), _runtime.TagOp(tid, "reviewed", None)]
+    ops = [TagChange(tid, "later", "1"), TagChange(tid, "reviewed", None)]
     both(ops, pg, lite)
     lite.set_tag(tid, "reviewed", "no")
     lite.delete_tag(tid, "kind")
@@ -268,7 +267,7 @@ def test_late_spans_and_llm_totals_recomputed_as_on_sqlite(
     release.set()
     thread.join()
     late = record()
-    assert [type(i).__name__ for i in late] == ["LiveSpan"]
+    assert [type(i).__name__ for i in late] == ["SpanRecord"]
     both(late, pg, lite)
     both(late, pg, lite)  # delivered twice: replaced, not duplicated
     tid = early[0].trace_id
@@ -445,7 +444,9 @@ def test_json_text_is_kept_byte_for_byte(
     items = record()
     # JSON as another producer may have encoded it: key order, a duplicate key,
     # spacing and number spellings that jsonb would rewrite
-    items[0].root.inputs_json = '{"b": 1, "a":2, "a" :3, "n": 1.50e0}'
+    trace = items[0]
+    root = trace.root._replace(inputs_json='{"b": 1, "a":2, "a" :3, "n": 1.50e0}')
+    items[0] = trace.with_spans(tuple(root if s is trace.root else s for s in trace.spans))
     both(items, pg, lite)
     tid = items[0].trace_id
     sql = "SELECT spans FROM traces WHERE trace_id = ?"

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +31,9 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-def db(dataset: list[Record], store_path: Path) -> str:
-    return str(store_path)
+def db(dataset: list[Record], db: str) -> str:
+    """The ``--db`` of the test's store (conftest), once the dataset is in it."""
+    return db
 
 
 def test_traces_with_a_filter_as_json(db: str, dataset: list[Record]) -> None:
@@ -101,8 +103,8 @@ def test_users_user_and_versions(db: str, dataset: list[Record]) -> None:
     assert {v["value"] for v in env} == {"staging", "production"}
 
 
-def test_tracking_uri_option(db: str) -> None:
-    out = cli("--tracking-uri", f"sqlite:///{db}", "users", "--json")
+def test_tracking_uri_option(db: str, tracking_uri: str) -> None:
+    out = cli("--tracking-uri", tracking_uri, "users", "--json")
     assert out.returncode == 0, out.stderr
 
 
@@ -144,3 +146,25 @@ def test_main_is_callable_in_process(db: str, capsys: pytest.CaptureFixture[str]
         "add_user",
         "add_versions",
     }
+
+
+def test_main_closes_the_store_it_opened(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # main() runs in processes that go on (a script, a test): the command's
+    # connections must not stay open until the store is collected.
+    from sessiontrace import _store
+    from sessiontrace.__main__ import main
+
+    opened, closed = [], []
+    open_location = _store.open_location
+
+    def spying(location: Any) -> Any:
+        store = open_location(location)
+        close = store.close
+        monkeypatch.setattr(store, "close", lambda: (closed.append(store), close())[1])
+        opened.append(store)
+        return store
+
+    monkeypatch.setattr(_store, "open_location", spying)
+    assert main(["users", "--db", db, "--json"]) == 0
+    assert main(["session", "nope", "--db", db]) == 1  # an error closes it too
+    assert len(opened) == 2 and closed == opened

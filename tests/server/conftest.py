@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from sessiontrace.server import create_app
@@ -41,12 +42,17 @@ class _SyncASGITransport(httpx.BaseTransport):
 
 @contextlib.contextmanager
 def app_client(app: ASGIApp, base_url: str = "http://localhost") -> Iterator[httpx.Client]:
-    """A plain ``httpx.Client`` talking to ``app`` in process (no sockets)."""
-    with (
-        start_blocking_portal() as portal,
-        httpx.Client(transport=_SyncASGITransport(app, portal), base_url=base_url) as c,
-    ):
-        yield c
+    """A plain ``httpx.Client`` talking to ``app`` in process (no sockets), inside the
+    app's lifespan as a server runs it (its shutdown closes the app's stores)."""
+    with start_blocking_portal() as portal:
+        lifespan = contextlib.nullcontext()
+        if isinstance(app, Starlette):
+            lifespan = portal.wrap_async_context_manager(app.router.lifespan_context(app))
+        with (
+            lifespan,
+            httpx.Client(transport=_SyncASGITransport(app, portal), base_url=base_url) as c,
+        ):
+            yield c
 
 
 @pytest.fixture
@@ -73,7 +79,7 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m sessiontrace.server`` on 127.0.0.1, started and stopped by the test."""
 
-    def __init__(self, db: Path, port: int, token: str | None = None) -> None:
+    def __init__(self, db: str | Path, port: int, token: str | None = None) -> None:
         self.db, self.port, self.token = db, port, token
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -113,8 +119,9 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "server.db", free_port())
+def server(db: str) -> Iterator[ServerProcess]:
+    """The server on the test's store (``db``: the SQLite file or PostgreSQL database)."""
+    srv = ServerProcess(db, free_port())
     srv.start()
     yield srv
     srv.stop()

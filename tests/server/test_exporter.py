@@ -9,11 +9,14 @@ import httpx
 import pytest
 
 import sessiontrace
-from sessiontrace import SQLiteStore
 from sessiontrace._config import parse_tracking_uri
 from sessiontrace._export import ExportRejectedError, HttpExporter
+from sessiontrace._store import open_store
 
 from .conftest import TOKEN, ServerProcess, free_port
+
+# The SDK sends over HTTP; the server writes to the test's store, on either backend.
+pytestmark = pytest.mark.backends
 
 
 @sessiontrace.trace
@@ -32,8 +35,8 @@ def _send(n: int, prefix: str) -> list[str]:
     return ids
 
 
-def _stored_ids(db: Path) -> set[str]:
-    store = SQLiteStore(db)
+def _stored_ids(db: str | Path) -> set[str]:
+    store = open_store(db)
     try:
         return set(store.list_trace_ids(limit=1_000_000))
     finally:
@@ -71,8 +74,8 @@ def test_traces_reach_the_server(server: ServerProcess) -> None:
 
 
 @pytest.mark.slow
-def test_server_going_away_and_coming_back_loses_nothing(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "server.db", free_port())
+def test_server_going_away_and_coming_back_loses_nothing(db: str) -> None:
+    srv = ServerProcess(db, free_port())
     srv.start()
     try:
         sessiontrace.configure(tracking_uri=srv.url, flush_interval=0.01, batch_size=50)
@@ -101,7 +104,7 @@ def test_server_going_away_and_coming_back_loses_nothing(tmp_path: Path) -> None
         srv.stop()
 
 
-def test_beyond_the_bound_traces_are_dropped_and_counted(tmp_path: Path) -> None:
+def test_beyond_the_bound_traces_are_dropped_and_counted(db: str) -> None:
     port = free_port()  # nothing listens here
     sessiontrace.configure(
         tracking_uri=f"http://127.0.0.1:{port}",
@@ -118,7 +121,7 @@ def test_beyond_the_bound_traces_are_dropped_and_counted(tmp_path: Path) -> None
     stats = sessiontrace.get_stats()
     assert stats["dropped_by_reason"].get("queue_full", 0) >= 100 - 20
     assert stats["queued"] <= 20 + 5  # the bound, plus the batch being retried
-    srv = ServerProcess(tmp_path / "server.db", port)
+    srv = ServerProcess(db, port)
     srv.start()
     try:
         assert sessiontrace.flush(15)
@@ -129,8 +132,8 @@ def test_beyond_the_bound_traces_are_dropped_and_counted(tmp_path: Path) -> None
         srv.stop()
 
 
-def test_token_server(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "server.db", free_port(), token=TOKEN)
+def test_token_server(db: str) -> None:
+    srv = ServerProcess(db, free_port(), token=TOKEN)
     srv.start()
     try:
         sessiontrace.configure(tracking_uri=srv.url, tracking_token=TOKEN, flush_interval=0.01)

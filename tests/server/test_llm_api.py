@@ -4,8 +4,6 @@ re-delivery and late spans; the JSON API's LLM fields."""
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,13 +25,16 @@ def usage(inp: int, out: int, *, cache_read: int | None = None) -> dict[str, int
     return u
 
 
-def columns(store_path: Path, trace_id: str) -> tuple[Any, ...]:
-    with sqlite3.connect(store_path) as conn:
-        row = conn.execute(
+def columns(store: Any, trace_id: str) -> tuple[Any, ...]:
+    row = (
+        store.connection()
+        .execute(
             "SELECT input_tokens, output_tokens, total_tokens, cost, llm_calls, unpriced_calls "
             "FROM traces WHERE trace_id = ?",
             (trace_id,),
-        ).fetchone()
+        )
+        .fetchone()
+    )
     assert row is not None
     return tuple(row)
 
@@ -97,18 +98,18 @@ def _post(client: Any, *items: dict[str, Any]) -> None:
 
 
 def test_ingest_prices_spans_that_arrive_without_cost_and_redelivery_changes_nothing(
-    client: httpx.Client, store_path: Path
+    client: httpx.Client, store: Any
 ) -> None:
     _post(client, _ingest_trace(late_usage=True))
-    first = columns(store_path, "tr-ingest")
+    first = columns(store, "tr-ingest")
     assert first == (1000, 100, 1100, pytest.approx(0.00018), 1, 0)  # late: still running
     for _ in range(2):  # the late span, delivered twice
         _post(client, _late())
-        totals = columns(store_path, "tr-ingest")
+        totals = columns(store, "tr-ingest")
         assert totals[:3] == (1050, 105, 1155) and totals[4:] == (2, 0)
-    again = columns(store_path, "tr-ingest")
+    again = columns(store, "tr-ingest")
     _post(client, _late())
-    assert columns(store_path, "tr-ingest") == again
+    assert columns(store, "tr-ingest") == again
     trace = sessiontrace.get_trace("tr-ingest")
     assert trace is not None
     late = next(s for s in trace.data.spans if s.name == "late")
@@ -116,12 +117,12 @@ def test_ingest_prices_spans_that_arrive_without_cost_and_redelivery_changes_not
     assert json.loads(trace.info.trace_metadata["mlflow.trace.tokenUsage"])["total_tokens"] == 1155
     # the same whole batch again: the same totals
     _post(client, _ingest_trace(), _late())
-    assert columns(store_path, "tr-ingest") == again
+    assert columns(store, "tr-ingest") == again
 
 
-def test_ingest_keeps_a_cost_the_client_computed(client: httpx.Client, store_path: Path) -> None:
+def test_ingest_keeps_a_cost_the_client_computed(client: httpx.Client, store: Any) -> None:
     _post(client, _ingest_trace(with_cost=True))
-    assert columns(store_path, "tr-ingest")[3] == 2.0
+    assert columns(store, "tr-ingest")[3] == 2.0
 
 
 LLM_FIELDS = {

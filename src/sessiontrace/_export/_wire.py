@@ -12,7 +12,7 @@ One batch is ``{"version": 1, "items": [...]}``; the items keep the pipeline's o
 A span is ``span_id``, ``parent_id``, ``name``, ``span_type``, ``start_ns``,
 ``end_ns``, ``status``, ``status_message``, ``inputs``, ``outputs``, ``attributes``
 and ``events``; inputs and outputs are JSON values. Times are integer nanoseconds
-since the epoch. Inputs and outputs are already JSON text on the live span (encoded
+since the epoch. Inputs and outputs are already JSON text in the record (encoded
 at capture), so they are spliced in as they are instead of being decoded and encoded
 again on the app's writer thread.
 """
@@ -22,6 +22,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .._records import SpanRecord, TagChange, TraceRecord
+from .._serialize import dumps
 
 __all__ = ["WIRE_VERSION", "encode_batch", "encode_item"]
 
@@ -38,8 +41,9 @@ def _mapping(value: dict[str, Any] | None) -> str:
     return "{}" if not value else _str(value)
 
 
-def _span(span: Any, *, with_trace_id: bool) -> str:
-    head = f'{{"trace_id":{_str(span.trace.trace_id)},' if with_trace_id else "{"
+def _span(span: SpanRecord, *, with_trace_id: bool) -> str:
+    head = f'{{"trace_id":{_str(span.trace_id)},' if with_trace_id else "{"
+    attributes, events = span.attributes, span.events
     return (
         f'{head}"span_id":{_str(span.span_id)},"parent_id":{_opt(span.parent_id)},'
         f'"name":{_str(span.name)},"span_type":{_str(span.span_type)},'
@@ -47,16 +51,14 @@ def _span(span: Any, *, with_trace_id: bool) -> str:
         f'"end_ns":{"null" if span.end_ns is None else int(span.end_ns)},'
         f'"status":{_str(span.status)},"status_message":{_str(span.status_message or "")},'
         f'"inputs":{span.inputs_json or "null"},"outputs":{span.outputs_json or "null"},'
-        f'"attributes":{span.attributes_json() or "{}"},"events":{span.events_json() or "[]"}}}'
+        f'"attributes":{dumps(attributes) if attributes else "{}"},'
+        f'"events":{dumps(events) if events else "[]"}}}'
     )
 
 
 def encode_item(item: Any) -> str:
-    """One pipeline item (``LiveTrace``, ``LiveSpan`` or ``TagOp``) as JSON text."""
-    from .._runtime import TagOp
-    from .._tracing import LiveSpan, LiveTrace
-
-    if isinstance(item, LiveTrace):
+    """One record (``TraceRecord``, late ``SpanRecord`` or ``TagChange``) as JSON text."""
+    if isinstance(item, TraceRecord):
         spans = ",".join([_span(s, with_trace_id=False) for s in item.spans])
         return (
             f'{{"kind":"trace","trace_id":{_str(item.trace_id)},'
@@ -67,9 +69,9 @@ def encode_item(item: Any) -> str:
             f'"request_preview":{_opt(item.request_preview)},'
             f'"response_preview":{_opt(item.response_preview)},"spans":[{spans}]}}'
         )
-    if isinstance(item, LiveSpan):
+    if isinstance(item, SpanRecord):
         return '{"kind":"span",' + _span(item, with_trace_id=True)[1:]
-    if isinstance(item, TagOp):
+    if isinstance(item, TagChange):
         return (
             f'{{"kind":"tag","trace_id":{_str(item.trace_id)},"key":{_str(item.key)},'
             f'"value":{_opt(item.value)}}}'

@@ -22,6 +22,7 @@ from .._entities import (
     lazy_trace,
     lazy_trace_data,
 )
+from .._records import SpanRecord, TagChange, TraceRecord
 from .._serialize import InexactJSON, dumps, dumps_marked_array, loads, loads_strings
 from ..llm._keys import MODEL, TRACE_COST, TRACE_TOKEN_USAGE, USAGE
 from ..llm._rollup import LLMCall, Totals, llm_call, rollup
@@ -134,18 +135,16 @@ class Rows:
 
 
 def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
-    """The rows of a batch. ``metadata_json``: one ``(trace_id, metadata JSON)`` row
-    a trace (the store unpacks it) instead of a ``(trace_id, key, value)`` row a key;
-    either way without the user and session, which are columns of ``traces``."""
-    from .._runtime import TagOp
-    from .._tracing import LiveSpan, LiveTrace
-
+    """The rows of a batch of records (``TraceRecord``, late ``SpanRecord``,
+    ``TagChange``). ``metadata_json``: one ``(trace_id, metadata JSON)`` row a trace
+    (the store unpacks it) instead of a ``(trace_id, key, value)`` row a key; either
+    way without the user and session, which are columns of ``traces``."""
     out = Rows()
     trace_rows, llm_trace_rows = out.trace_rows, out.llm_trace_rows
     span_rows, llm_span_rows = out.span_rows, out.llm_span_rows
     metadata_rows, tag_rows = out.metadata_rows, out.tag_rows
     for item in items:
-        if isinstance(item, LiveTrace):
+        if isinstance(item, TraceRecord):
             texts = []
             calls: dict[str, tuple[int, LLMCall | None]] | None = None
             start = len(span_rows)
@@ -153,7 +152,7 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
                 row, text = span_row(span, null, content=False)
                 span_rows.append(row)
                 texts.append(text)
-                attrs = span._attributes
+                attrs = span.attributes
                 if attrs and (USAGE in attrs or MODEL in attrs):  # an LLM call
                     if calls is None:
                         calls = {}
@@ -196,10 +195,10 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
             rows.append(row)
             if item.tags:
                 tag_rows.extend([(tid, k, v) for k, v in item.tags.items()])
-        elif isinstance(item, LiveSpan):
+        elif isinstance(item, SpanRecord):
             stripped, text = span_row(item, null, content=False)
             full = span_row(item, null)[0]
-            attrs = item._attributes
+            attrs = item.attributes
             if attrs and (USAGE in attrs or MODEL in attrs):
                 call = llm_call(attrs)
                 if call is not None:
@@ -207,9 +206,9 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
                     # set the flag of every LLM span of the trace
                     extra = _llm_values(call, 1)
                     full, stripped = full + extra, stripped + extra
-                    out.recompute.add(item.trace.trace_id)
+                    out.recompute.add(item.trace_id)
             out.late.append((text, full, stripped))
-        elif isinstance(item, TagOp):
+        elif isinstance(item, TagChange):
             out.tag_ops.add(item.trace_id)
             if item.value is None:
                 out.tag_deletes.append((item.trace_id, item.key))
@@ -220,7 +219,7 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
     return out
 
 
-def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]:
+def span_row(span: SpanRecord, null: Any, *, content: bool = True) -> tuple[tuple[Any, ...], str]:
     """The span's row in the spans table (without its content unless ``content``)
     and the span as a JSON object for its trace's array (``_entities.span_dicts``).
 
@@ -228,18 +227,33 @@ def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, 
     text already (encoded at capture), spliced in as they are. The object is an
     ``InexactJSON`` when a part is (see ``dumps_marked_array``).
     """
-    parent_id, inputs, outputs = span.parent_id, span.inputs_json, span.outputs_json
-    attributes, events, end_ns = span._attributes, span._events, span.end_ns
-    message = span.status_message or ""
+    # One unpacking in SpanRecord's field order: cheaper than reading a named tuple's
+    # fields one by one, on the writer thread for every span.
+    (
+        trace_id,
+        span_id,
+        parent_id,
+        name,
+        span_type,
+        start_ns,
+        end_ns,
+        status,
+        message,
+        inputs,
+        outputs,
+        attributes,
+        events,
+    ) = span
+    message = message or ""
     attributes_json = dumps(attributes) if attributes else None
     events_json = dumps(events) if events else None
     text = (
-        f'{{"span_id":{_quote(span.span_id)},'
+        f'{{"span_id":{_quote(span_id)},'
         f'"parent_id":{"null" if parent_id is None else _quote(parent_id)},'
-        f'"name":{_quote(span.name)},"span_type":{_quote(span.span_type)},'
-        f'"start_time_ns":{int(span.start_ns)},'
+        f'"name":{_quote(name)},"span_type":{_quote(span_type)},'
+        f'"start_time_ns":{int(start_ns)},'
         f'"end_time_ns":{"null" if end_ns is None else int(end_ns)},'
-        f'"status":{_quote(span.status)},"status_message":{_quote(message)},'
+        f'"status":{_quote(status)},"status_message":{_quote(message)},'
         f'"inputs":{inputs or "null"},"outputs":{outputs or "null"},'
         f'"attributes":{attributes_json or "{}"},"events":{events_json or "[]"}}}'
     )
@@ -248,19 +262,19 @@ def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, 
         or type(outputs) is InexactJSON
         or type(attributes_json) is InexactJSON
         or type(events_json) is InexactJSON
-        or not 0 <= span.start_ns < _U64
+        or not 0 <= start_ns < _U64
         or not (end_ns is None or 0 <= end_ns < _U64)
     ):
         text = InexactJSON(text)
     row = (
-        span.trace.trace_id,
-        span.span_id,
+        trace_id,
+        span_id,
         null if parent_id is None else parent_id,
-        span.name,
-        span.span_type,
-        span.start_ns,
+        name,
+        span_type,
+        start_ns,
         end_ns,
-        span.status,
+        status,
         (message or null) if content else null,
         null if inputs is None or not content else inputs,
         null if outputs is None or not content else outputs,
@@ -270,25 +284,33 @@ def span_row(span: Any, null: Any, *, content: bool = True) -> tuple[tuple[Any, 
     return row, text
 
 
-def _trace_row(t: Any, metadata: Any, tags: Any, spans: str, null: Any) -> tuple[Any, ...]:
-    root = t.root
-    end_ns = t.end_ns
-    md = t.metadata
-    request_preview = t.request_preview
+def _trace_row(t: TraceRecord, metadata: Any, tags: Any, spans: str, null: Any) -> tuple[Any, ...]:
+    # in TraceRecord's field order, as span_row does
+    (
+        trace_id,
+        start_ns,
+        end_ns,
+        state,
+        root,
+        _spans,
+        md,
+        _tags,
+        request_preview,
+        response_preview,
+        client_request_id,
+    ) = t
     if request_preview is None:
         inputs = root.inputs_json
         request_preview = null if inputs is None else inputs[:PREVIEW_CHARS]
-    response_preview = t.response_preview
     if response_preview is None:
         outputs = root.outputs_json
         response_preview = null if outputs is None else outputs[:PREVIEW_CHARS]
-    client_request_id = t.client_request_id
     return (
-        t.trace_id,
-        t.start_ns // 1_000_000,
+        trace_id,
+        start_ns // 1_000_000,
         None if end_ns is None else end_ns // 1_000_000,
-        None if end_ns is None else (end_ns - t.start_ns) / 1e6,
-        t.state,
+        None if end_ns is None else (end_ns - start_ns) / 1e6,
+        state,
         root.name,
         md.get(METADATA_USER, null),
         md.get(METADATA_SESSION, null),

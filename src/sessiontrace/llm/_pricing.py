@@ -43,6 +43,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
+from .._records import SpanRecord, TraceRecord
 from ._keys import COST, MODEL, PRICE_SOURCE, PROVIDER, UNPRICED, USAGE
 from ._rollup import usage_counts
 
@@ -54,6 +55,7 @@ __all__ = [
     "price_usage",
     "pricing_stats",
     "set_model_price",
+    "use_prices_file",
 ]
 
 logger = logging.getLogger("sessiontrace")
@@ -135,6 +137,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.overrides: list[ModelPrice] = []  # newest first
+        self.prices_path: str | None = None  # the prices file in force (use_prices_file)
         self.file: tuple[str | None, list[ModelPrice]] | None = None  # (path, prices)
         self.cache: dict[tuple[str | None, str], Any] = {}
         # id(genai-prices ModelPrice) -> (that object, its flat per-token rates or None)
@@ -247,9 +250,7 @@ def load_prices_file(path: str | os.PathLike[str]) -> list[ModelPrice]:
 
 
 def _file_prices() -> list[ModelPrice]:
-    from .. import _runtime
-
-    path = _runtime.settings().prices
+    path = _state.prices_path
     cached = _state.file
     if cached is not None and cached[0] == path:
         return cached[1]
@@ -432,15 +433,15 @@ def _flat_rates(gp: Any, info: Any, when: datetime.datetime | None) -> Any:
     return rates
 
 
-def price_span(span: Any) -> None:
-    """Price one ended span carrying usage and a model and no cost yet (in place:
-    the span gets a new attributes dict, the old one is never changed)."""
-    attrs = span._attributes
+def price_span(span: SpanRecord) -> SpanRecord:
+    """The span priced when it is an ended LLM call (usage and a model) without a cost
+    yet, else the span itself. A priced span is a new record with new attributes."""
+    attrs = span.attributes
     if not attrs or USAGE not in attrs or COST in attrs or span.end_ns is None:
-        return
+        return span
     model = attrs.get(MODEL)
     if not isinstance(model, str) or not model:
-        return
+        return span
     provider = attrs.get(PROVIDER)
     try:
         priced = price_usage(
@@ -452,37 +453,49 @@ def price_span(span: Any) -> None:
     except Exception:  # a price list's bug must not lose the trace: left unpriced
         _state.stats["errors"] += 1
         logger.debug("sessiontrace could not price a span", exc_info=True)
-        return
+        return span
     new = dict(attrs)
     if priced is None:
         if usage_counts(attrs[USAGE]) is None:
-            return  # malformed usage: nothing to price, nothing to flag
+            return span  # malformed usage: nothing to price, nothing to flag
         new[UNPRICED] = True
         _state.stats["unpriced"] += 1
     else:
         new[COST], new[PRICE_SOURCE] = priced
         new.pop(UNPRICED, None)
         _state.stats["priced"] += 1
-    span._attributes = new
+    return span.with_attributes(new)
 
 
-def price_items(items: Iterable[Any]) -> None:
-    """Price the LLM spans of a batch of pipeline items (traces and late spans).
-
-    Costs a dict probe a span for spans that are not LLM calls."""
-    for item in items:
-        spans = getattr(item, "spans", None)
-        if spans is not None:
-            for span in spans:
-                attrs = span._attributes
+def price_items(items: Iterable[Any]) -> list[Any]:
+    """A batch of pipeline items (records) with its LLM spans priced: the pipeline's
+    prepare step, and the ingest server's. Items without an LLM call to price are
+    returned as they are, at the cost of a dict probe a span."""
+    out = list(items)
+    for i, item in enumerate(out):
+        if type(item) is TraceRecord:
+            for span in item.spans:
+                attrs = span.attributes
                 if attrs and USAGE in attrs:
-                    price_span(span)
-        elif getattr(item, "_attributes", None):
-            price_span(item)
+                    out[i] = _price_trace(item)
+                    break
+        elif type(item) is SpanRecord and item.attributes:
+            out[i] = price_span(item)
+    return out
 
 
-def forget_lookups() -> None:
-    """Look prices up again (the prices file setting changed)."""
+def _price_trace(trace: TraceRecord) -> TraceRecord:
+    spans = trace.spans
+    priced = tuple([price_span(s) for s in spans])
+    if all(a is b for a, b in zip(priced, spans, strict=True)):
+        return trace
+    return trace.with_spans(priced)
+
+
+def use_prices_file(path: str | None) -> None:
+    """Price with this file's prices (after ``set_model_price``'s); ``None``: none.
+    The runtime calls it whenever its settings change; the file is read again."""
+    _state.prices_path = path
     _state.file = None
     _state.cache = {}
 

@@ -10,12 +10,13 @@ exporter that got a 2xx never needs to send it again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -47,7 +48,6 @@ from .._serialize import dumps
 from .._store import TraceNotFoundError, open_location
 from .._store._base import Store
 from .._store._rows import llm_totals
-from .._tracing import LiveTrace
 from ..llm._pricing import price_items
 from ._ingest import IngestError, parse_batch
 from ._security import LOOPBACK_HOSTS, SESSION_COOKIE, Auth, SecurityMiddleware
@@ -212,10 +212,11 @@ class _Reads:
         self.budget = budget_seconds
 
     async def run(self, fn: Callable[[_Params, Store], Any], params: _Params) -> Any:
-        conn = self.store.connection()  # the loop thread's connection
+        # No progress handler to stop a slow reader, and every query is a round trip
+        # to the server: a reader of another store runs beside the loop (asked of the
+        # dialect first, so that the loop thread opens no connection it never uses).
+        conn = self.store.connection() if self.store.dialect.name == "sqlite" else None
         if not isinstance(conn, sqlite3.Connection):
-            # No progress handler to stop a slow reader, and every query is a round
-            # trip to the server: a reader of another store runs beside the loop.
             return await anyio.to_thread.run_sync(fn, params, self.store)
         deadline = time.perf_counter() + self.budget
         interrupted = False
@@ -470,21 +471,14 @@ class _Writer:
         self.lock = threading.Lock()
 
     def export(self, items: Sequence[Any]) -> None:
-        try:
-            with self.lock:
-                # Spans that arrive without a cost (an exporter without prices, or an
-                # older client) are priced here, with this server's prices.
-                try:
-                    price_items(items)
-                except Exception:  # unpriced is better than lost
-                    logger.debug("sessiontrace: pricing an ingest batch failed", exc_info=True)
-                self.store.export(items)
-        finally:
-            # As the pipeline does after an export: break the trace <-> span cycles,
-            # so reference counting frees a batch at once, not the cyclic GC.
-            for item in items:
-                if isinstance(item, LiveTrace):
-                    item.release()
+        with self.lock:
+            # Spans that arrive without a cost (an exporter without prices, or an
+            # older client) are priced here, with this server's prices.
+            try:
+                items = price_items(items)
+            except Exception:  # unpriced is better than lost
+                logger.debug("sessiontrace: pricing an ingest batch failed", exc_info=True)
+            self.store.export(items)
 
     def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
         with self.lock:
@@ -508,7 +502,9 @@ def create_app(
     ``postgresql://`` URI; without it, the store of the process's tracking URI. With ``token`` every
     request needs the bearer token or a browser session opened by a one-time login
     link (``app.state.auth.new_login_code()``). ``allowed_hosts`` are the Host
-    headers served (``None``: any, for a public bind behind a token).
+    headers served (``None``: any, for a public bind behind a token). The app's
+    shutdown (its lifespan) closes its stores; an app that mounts it runs that
+    lifespan: ``Starlette(..., lifespan=lambda _: app.router.lifespan_context(app))``.
 
     >>> app = create_app(db="traces.db")   # then: uvicorn.run(app, port=5000)
     >>> app = create_app(db="postgresql://viewer@db.internal/traces")
@@ -626,7 +622,16 @@ def create_app(
         Route("/login", login, methods=["GET"], name="login"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    app = Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # Shutdown: close the connections of both stores (every thread's readers).
+        # An app mounted in another must have its lifespan run by the outer one.
+        for opened in (store, writer.store):
+            opened.close()  # on the loop thread: SQLite closes this thread's reader
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(_ReadDispatch, readers=readers)  # added first: runs after security
     app.add_middleware(SecurityMiddleware, auth=auth, allowed_hosts=allowed_hosts)
     app.state.auth = auth

@@ -1,8 +1,9 @@
 """Validate ingest batches (the wire format of ``sessiontrace._export._wire``).
 
 Validation is strict about shape and sizes and says where a payload is wrong; the
-validated items become the same ``LiveTrace`` / ``LiveSpan`` / ``TagOp`` objects
-that the in-process pipeline hands to the store, so both paths write identical rows.
+validated items become the same records (``TraceRecord``, ``SpanRecord``,
+``TagChange``) that the in-process pipeline hands to the store, so both paths write
+identical rows.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .._runtime import TagOp
+from .._records import SpanRecord, TagChange, TraceRecord
 from .._serialize import dumps
-from .._tracing import LiveSpan, LiveTrace
 
 __all__ = ["Batch", "IngestError", "parse_batch"]
 
@@ -61,7 +61,7 @@ class WireTrace(_Model):
     client_request_id: Annotated[str, Field(max_length=1000)] | None = None
     request_preview: Annotated[str, Field(max_length=10_000)] | None = None
     response_preview: Annotated[str, Field(max_length=10_000)] | None = None
-    # Exactly one root span: checked while converting (_to_store_item), where the
+    # Exactly one root span: checked while converting (_to_record), where the
     # spans are walked anyway; a validator called back from pydantic-core per trace
     # cost more than the check.
     spans: Annotated[list[WireSpan], Field(min_length=1, max_length=_MAX_SPANS)]
@@ -118,7 +118,7 @@ def parse_batch(body: bytes, *, max_items: int) -> list[Any]:
         raise IngestError(
             [{"loc": "items", "msg": f"at most {max_items} items a batch", "type": "too_long"}]
         )
-    items = [_to_store_item(item) for item in batch.items]
+    items = [_to_record(item) for item in batch.items]
     wrong = [i for i, item in enumerate(items) if item is None]
     if wrong:
         raise IngestError(
@@ -134,46 +134,46 @@ def parse_batch(body: bytes, *, max_items: int) -> list[Any]:
     return items
 
 
-_new = object.__new__
-
-
-def _live_span(trace: LiveTrace, wire: WireSpan) -> LiveSpan:
-    span = _new(LiveSpan)  # skip id generation: the ids come from the wire
-    span.trace = trace
-    span.span_id = wire.span_id
-    span.parent_id = wire.parent_id
-    span.name = wire.name
-    span.span_type = wire.span_type
-    span.start_ns = wire.start_ns
-    span.end_ns = wire.end_ns
-    span.status = wire.status
-    span.status_message = wire.status_message
+def _span_record(trace_id: str, wire: WireSpan) -> SpanRecord:
     inputs, outputs, attributes, events = wire.inputs, wire.outputs, wire.attributes, wire.events
-    span.inputs_json = None if inputs is None else dumps(inputs)
-    span.outputs_json = None if outputs is None else dumps(outputs)
-    span._attributes = attributes or None  # a frozen model's own dict: never mutated
-    span._events = [e.model_dump() for e in events] if events else None
-    return span
+    return SpanRecord(
+        trace_id=trace_id,
+        span_id=wire.span_id,
+        parent_id=wire.parent_id,
+        name=wire.name,
+        span_type=wire.span_type,
+        start_ns=wire.start_ns,
+        end_ns=wire.end_ns,
+        status=wire.status,
+        status_message=wire.status_message,
+        inputs_json=None if inputs is None else dumps(inputs),
+        outputs_json=None if outputs is None else dumps(outputs),
+        attributes=attributes or None,  # a frozen model's own dict: never changed
+        events=[e.model_dump() for e in events] if events else None,
+    )
 
 
-def _to_store_item(item: WireTrace | WireLateSpan | WireTagOp) -> Any:
-    """The store's item for ``item``; ``None`` for a trace without exactly one root."""
+def _to_record(item: WireTrace | WireLateSpan | WireTagOp) -> Any:
+    """The record of ``item``; ``None`` for a trace without exactly one root."""
     if isinstance(item, WireTagOp):
-        return TagOp(item.trace_id, item.key, item.value)
+        return TagChange(item.trace_id, item.key, item.value)
     if isinstance(item, WireLateSpan):
-        holder = LiveTrace(item.trace_id, item.start_ns, {})
-        return _live_span(holder, item)
-    trace = LiveTrace(item.trace_id, item.start_ns, dict(item.metadata))
-    trace.end_ns = item.end_ns
-    trace.state = item.state
-    trace.tags = dict(item.tags)
-    trace.client_request_id = item.client_request_id
-    trace.request_preview = item.request_preview
-    trace.response_preview = item.response_preview
-    trace.done = True
-    spans = trace.spans = [_live_span(trace, s) for s in item.spans]
+        return _span_record(item.trace_id, item)
+    trace_id = item.trace_id
+    spans = tuple([_span_record(trace_id, s) for s in item.spans])
     roots = [s for s in spans if s.parent_id is None]
     if len(roots) != 1:
         return None
-    trace.root = roots[0]
-    return trace
+    return TraceRecord(
+        trace_id=trace_id,
+        start_ns=item.start_ns,
+        end_ns=item.end_ns,
+        state=item.state,
+        root=roots[0],
+        spans=spans,
+        metadata=dict(item.metadata),
+        tags=dict(item.tags),
+        request_preview=item.request_preview,
+        response_preview=item.response_preview,
+        client_request_id=item.client_request_id,
+    )
