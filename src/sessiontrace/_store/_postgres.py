@@ -39,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.numeric import NumericBinaryLoader
 
 from .._config import redact_uri
-from .._entities import Span, Trace, TraceData, lazy_trace_data, span_from_row
+from .._entities import Trace
 from .._pipeline import RetryableExportError
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
 from ._dialect import POSTGRES, Dialect
@@ -56,6 +56,8 @@ from ._rows import (
     build_rows,
     info_from_row,
     totals_from_span_rows,
+    trace_llm_values,
+    traces_from_rows,
     with_llm_metadata,
 )
 
@@ -248,6 +250,33 @@ _SET_TRACE_LLM = (
     "llm_calls = %s, unpriced_calls = %s WHERE trace_id = %s RETURNING metadata"
 )
 _SET_TRACE_METADATA_JSON = "UPDATE traces SET metadata = %s WHERE trace_id = %s"
+
+
+def _unpack(table: str, column: str, *, skip: str = "", upsert: bool) -> str:
+    """The key/value rows of the traces ``= ANY(%s)``, from their rows' JSON ``column``.
+    Upserting: one row a key (the last of duplicate keys), in key order, so that
+    writers take row locks in the same order."""
+    pick, order, conflict = "", "", ""
+    if upsert:
+        pick = "DISTINCT ON (t.trace_id, j.key) "
+        order = " ORDER BY t.trace_id, j.key, j.n DESC"
+        conflict = " ON CONFLICT (trace_id, key) DO UPDATE SET value = EXCLUDED.value"
+    return (
+        f"INSERT INTO {table} (trace_id, key, value) "  # noqa: S608
+        f"SELECT {pick}t.trace_id, j.key, j.value FROM traces t, "
+        f"json_each_text(t.{column}::json) WITH ORDINALITY AS j(key, value, n) "
+        f"WHERE t.trace_id = ANY(%s) AND t.{column} <> '{{}}'{skip}{order}{conflict}"
+    )
+
+
+_ID_KEYS_SKIP = " AND j.key NOT IN ('mlflow.trace.user', 'mlflow.trace.session')"
+_UNPACK = {
+    upsert: (
+        _unpack("trace_metadata", "metadata", skip=_ID_KEYS_SKIP, upsert=upsert),
+        _unpack("trace_tags", "tags", upsert=upsert),
+    )
+    for upsert in (False, True)
+}
 
 
 # -- result types -----------------------------------------------------------------------
@@ -514,15 +543,19 @@ class PostgresStore:
     # -- writing (pipeline thread) ------------------------------------------------------
 
     def export(self, items: Sequence[Any]) -> None:
-        rows = build_rows(items, null=None, metadata_json=False)
+        # The traces' metadata and tags go as the JSON copies in their rows, which
+        # the server unpacks into the key/value tables: fewer rows built and copied
+        # by the app's process.
+        rows = build_rows(items, null=None, metadata_json=True, trace_tag_rows=False)
         try:
             self._write_rows(rows)
         except (UnicodeEncodeError, psycopg.DataError) as exc:
             # A lone surrogate (half an emoji from a truncated stream) or a NUL, which
-            # PostgreSQL's text cannot hold. Rare: only this path pays for cleaning.
+            # PostgreSQL's text cannot hold (nor json_each_text unpack, as an escape).
+            # Rare: only this path pays for key/value rows built here, cleaned.
             if isinstance(exc, psycopg.DataError) and not _is_text_error(exc):
                 raise
-            self._write_rows(rows.cleaned())
+            self._write_rows(build_rows(items, null=None, metadata_json=False).cleaned())
 
     def _writer_conn(self) -> psycopg.Connection[Any]:
         conn = self._writer
@@ -610,24 +643,12 @@ class PostgresStore:
         """Traces from rows of ``trace_select()`` (extra trailing columns are ignored),
         in their order, with their spans."""
         infos = [info_from_row(row) for row in rows]
-        if not include_spans:
-            return [Trace(info, TraceData([])) for info in infos]
-        # A trace row without its spans array: only a late span's trace that was
-        # never written itself has none; read the spans table then.
-        spans: dict[str, list[Span]] = {}
-        older = [row[0] for row in rows if row[12] is None]
-        if older:
-            for row in self.connection().run(_LOAD_SPANS, (older,)):
-                spans.setdefault(row[0], []).append(span_from_row(row))
-        return [
-            Trace(
-                info,
-                TraceData(spans.get(info.trace_id, []))
-                if row[12] is None
-                else lazy_trace_data(info.trace_id, row[12]),
-            )
-            for info, row in zip(infos, rows, strict=True)
-        ]
+        return traces_from_rows(
+            rows,
+            infos,
+            include_spans=include_spans,
+            span_rows=lambda trace_ids: self.connection().run(_LOAD_SPANS, (trace_ids,)),
+        )
 
     def list_trace_ids(self, *, limit: int = 100, offset: int = 0) -> list[str]:
         """Trace ids, newest first."""
@@ -690,12 +711,14 @@ def _copy_new(conn: psycopg.Connection[Any], rows: Rows) -> bool:
             for table, parts in (
                 (_TRACES, (rows.trace_rows, rows.llm_trace_rows)),
                 (_SPANS, (rows.span_rows, rows.llm_span_rows)),
-                (_METADATA, (rows.metadata_rows,)),
+                (_METADATA, () if rows.keys_in_json else (rows.metadata_rows,)),
                 (_TAGS, (rows.tag_rows,)),
             ):
                 for part in parts:
                     if part:
                         _copy(conn, table, part, table.name)
+            if rows.keys_in_json:
+                _unpack_keys(conn, rows, upsert=False)
     except psycopg.errors.UniqueViolation:
         return False
     return True
@@ -714,7 +737,10 @@ def _write(conn: psycopg.Connection[Any], rows: Rows, *, copy_first: bool = True
             else:
                 llm_span_rows = [*llm_span_rows, row]
     _stage(conn, _SPANS, span_rows, llm_span_rows)
-    _stage(conn, _METADATA, rows.metadata_rows)
+    if rows.keys_in_json:
+        _unpack_keys(conn, rows, upsert=True)  # before this batch's tag changes
+    else:
+        _stage(conn, _METADATA, rows.metadata_rows)
     _stage(conn, _TAGS, rows.tag_rows)
     if rows.tag_deletes:
         with conn.cursor() as cur:
@@ -723,6 +749,15 @@ def _write(conn: psycopg.Connection[Any], rows: Rows, *, copy_first: bool = True
         conn.execute(_STALE_TAGS, (sorted(rows.tag_ops),))
     for tid in sorted(rows.recompute):  # last: after this batch's metadata rows
         _recompute_llm(conn, tid)
+
+
+def _unpack_keys(conn: psycopg.Connection[Any], rows: Rows, *, upsert: bool) -> None:
+    """The metadata and tag rows of the batch's traces, unpacked by the server from
+    the JSON copies just written (``Rows.keys_in_json``)."""
+    ids = [row[0] for row in rows.trace_rows] + [row[0] for row in rows.llm_trace_rows]
+    if ids:
+        for statement in _UNPACK[upsert]:
+            conn.execute(statement, (ids,))
 
 
 def _add_late_spans(conn: psycopg.Connection[Any], late: list[tuple[Any, ...]]) -> list[Any]:
@@ -758,15 +793,7 @@ def _recompute_llm(conn: psycopg.Connection[Any], trace_id: str) -> None:
         )
     found = conn.execute(
         _SET_TRACE_LLM,
-        (
-            totals.input_tokens,
-            totals.output_tokens,
-            totals.total_tokens,
-            totals.cost,
-            totals.llm_calls,
-            totals.unpriced_calls,
-            trace_id,
-        ),
+        (*trace_llm_values(totals), trace_id),
     ).fetchone()
     if found is None:
         return

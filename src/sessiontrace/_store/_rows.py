@@ -10,17 +10,19 @@ rows of the four tables, with each trace's LLM totals rolled up from its spans.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._entities import (
     METADATA_SESSION,
     METADATA_USER,
+    Span,
     Trace,
     TraceData,
     TraceInfo,
     lazy_trace,
     lazy_trace_data,
+    span_from_row,
 )
 from .._records import SpanRecord, TagChange, TraceRecord
 from .._serialize import InexactJSON, dumps, dumps_marked_array, loads, loads_strings
@@ -87,6 +89,7 @@ class Rows:
     """
 
     __slots__ = (
+        "keys_in_json",
         "late",
         "llm_span_rows",
         "llm_trace_rows",
@@ -114,6 +117,10 @@ class Rows:
         # without the content the trace's spans array has)
         self.late: list[tuple[Any, ...]] = []
         self.recompute: set[str] = set()  # traces whose LLM totals late spans change
+        # True: the traces' metadata and tags are only in their rows' JSON copies
+        # (metadata_rows hold (trace_id, JSON); tag_rows only tag changes): the store
+        # unpacks them into the key/value tables itself
+        self.keys_in_json = False
 
     def cleaned(self) -> Rows:
         """The same rows with lone surrogates (half an emoji from a truncated byte
@@ -131,15 +138,22 @@ class Rows:
         out.tag_ops = {_clean(t) for t in self.tag_ops}
         out.late = [(_clean(t), *_clean_rows([full, bare])) for t, full, bare in self.late]
         out.recompute = {_clean(t) for t in self.recompute}
+        out.keys_in_json = self.keys_in_json
         return out
 
 
-def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
+def build_rows(
+    items: Iterable[Any], *, null: Any, metadata_json: bool, trace_tag_rows: bool = True
+) -> Rows:
     """The rows of a batch of records (``TraceRecord``, late ``SpanRecord``,
     ``TagChange``). ``metadata_json``: one ``(trace_id, metadata JSON)`` row a trace
     (the store unpacks it) instead of a ``(trace_id, key, value)`` row a key; either
-    way without the user and session, which are columns of ``traces``."""
+    way without the user and session, which are columns of ``traces``.
+    ``trace_tag_rows=False`` (with ``metadata_json``): no tag rows for the traces'
+    own tags either, which the store unpacks from the trace rows' JSON (the work
+    leaves the app's process; ``Rows.keys_in_json``)."""
     out = Rows()
+    out.keys_in_json = metadata_json and not trace_tag_rows
     trace_rows, llm_trace_rows = out.trace_rows, out.llm_trace_rows
     span_rows, llm_span_rows = out.span_rows, out.llm_span_rows
     metadata_rows, tag_rows = out.metadata_rows, out.tag_rows
@@ -180,20 +194,14 @@ def build_rows(items: Iterable[Any], *, null: Any, metadata_json: bool) -> Rows:
                 tags = dumps(item.tags) if item.tags else "{}"
                 row = _trace_row(item, md, tags, spans, null)
             else:
-                row = _trace_row(item, dumps(metadata), dumps(item.tags), spans, null)
+                tags = dumps(item.tags) if item.tags else "{}"
+                row = _trace_row(item, dumps(metadata), tags, spans, null)
                 metadata_rows.extend([(tid, k, v) for k, v in metadata.items() if k not in ID_KEYS])
             if totals is not None:
-                row += (
-                    totals.input_tokens,
-                    totals.output_tokens,
-                    totals.total_tokens,
-                    totals.cost,
-                    totals.llm_calls,
-                    totals.unpriced_calls,
-                )
+                row += trace_llm_values(totals)
                 rows = llm_trace_rows
             rows.append(row)
-            if item.tags:
+            if item.tags and trace_tag_rows:
                 tag_rows.extend([(tid, k, v) for k, v in item.tags.items()])
         elif isinstance(item, SpanRecord):
             stripped, text = span_row(item, null, content=False)
@@ -345,6 +353,18 @@ def _trace_totals(
     )
 
 
+def trace_llm_values(totals: Totals) -> tuple[Any, ...]:
+    """A trace row's LLM columns (``TRACE_LLM_COLUMNS`` order)."""
+    return (
+        totals.input_tokens,
+        totals.output_tokens,
+        totals.total_tokens,
+        totals.cost,
+        totals.llm_calls,
+        totals.unpriced_calls,
+    )
+
+
 def with_llm_metadata(metadata: dict[str, str], totals: Totals) -> dict[str, str]:
     """The trace's metadata with MLflow's ``mlflow.trace.tokenUsage``/``cost`` (JSON)."""
     md = dict(metadata)
@@ -379,6 +399,36 @@ def _clean_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 # -- reading --------------------------------------------------------------------------
+
+
+def traces_from_rows(
+    rows: Sequence[Sequence[Any]],
+    infos: list[TraceInfo],
+    *,
+    include_spans: bool,
+    span_rows: Callable[[list[str]], Iterable[tuple[Any, ...]]],
+) -> list[Trace]:
+    """Traces from ``trace_select()`` rows and their ``infos``, in order. The spans come
+    with the row (built into ``Span`` objects when first read); a row without its
+    spans array (written before schema 3, or a late span's trace never written
+    itself) gets them from ``span_rows(trace_ids)``: rows of the spans table in
+    ``SPAN_COLUMNS`` order, in start order."""
+    if not include_spans:
+        return [Trace(info, TraceData([])) for info in infos]
+    spans: dict[str, list[Span]] = {}
+    older = [row[0] for row in rows if row[12] is None]
+    if older:
+        for row in span_rows(older):
+            spans.setdefault(row[0], []).append(span_from_row(row))
+    return [
+        Trace(
+            info,
+            TraceData(spans.get(info.trace_id, []))
+            if row[12] is None
+            else lazy_trace_data(info.trace_id, row[12]),
+        )
+        for info, row in zip(infos, rows, strict=True)
+    ]
 
 
 def _trace_parts(row: Sequence[Any]) -> tuple[TraceInfo, TraceData]:

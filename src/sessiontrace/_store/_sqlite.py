@@ -18,11 +18,11 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._entities import Span, Trace, TraceData, TraceInfo, lazy_trace_data, span_from_row
+from .._entities import Trace, TraceInfo
 from .._pipeline import RetryableExportError
 from .._search._compile import register_functions
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
@@ -40,6 +40,8 @@ from ._rows import (
     llm_totals,
     totals_from_span_rows,
     trace_from_row,
+    trace_llm_values,
+    traces_from_rows,
     with_llm_metadata,
 )
 
@@ -522,28 +524,12 @@ class SQLiteStore:
         if not _has_json():
             for chunk in chunks([info.trace_id for info in infos], 500):
                 _add_metadata_and_tags(conn, ",".join("?" * len(chunk)), chunk, infos)
-        if not include_spans:
-            return [Trace(info, TraceData([])) for info in infos]
-        # Spans come with the row (built into Span objects when first read); traces
-        # written before schema 3 have theirs in the spans table.
-        spans: dict[str, list[Span]] = {}
-        older = [row[0] for row in rows if row[12] is None]
-        for chunk in chunks(older, 500):
-            for row in conn.execute(_LOAD_SPANS.format(marks=",".join("?" * len(chunk))), chunk):
-                tid = row[0]
-                if tid in spans:
-                    spans[tid].append(span_from_row(row))
-                else:
-                    spans[tid] = [span_from_row(row)]
-        return [
-            Trace(
-                info,
-                TraceData(spans.get(info.trace_id, []))
-                if row[12] is None
-                else lazy_trace_data(info.trace_id, row[12]),
-            )
-            for info, row in zip(infos, rows, strict=True)
-        ]
+
+        def span_rows(trace_ids: list[str]) -> Iterator[tuple[Any, ...]]:
+            for chunk in chunks(trace_ids, 500):
+                yield from conn.execute(_LOAD_SPANS.format(marks=",".join("?" * len(chunk))), chunk)
+
+        return traces_from_rows(rows, infos, include_spans=include_spans, span_rows=span_rows)
 
     def list_trace_ids(self, *, limit: int = 100, offset: int = 0) -> list[str]:
         """Trace ids, newest first."""
@@ -569,15 +555,7 @@ def _recompute_llm(conn: sqlite3.Connection, trace_id: str) -> None:
     conn.executemany(_SET_SPAN_LLM, [(flag, trace_id, sid) for sid, flag in totals.counted.items()])
     conn.execute(
         _SET_TRACE_LLM,
-        (
-            totals.input_tokens,
-            totals.output_tokens,
-            totals.total_tokens,
-            totals.cost,
-            totals.llm_calls,
-            totals.unpriced_calls,
-            trace_id,
-        ),
+        (*trace_llm_values(totals), trace_id),
     )
     found = conn.execute(_TRACE_METADATA_JSON, (trace_id,)).fetchone()
     if found is None:
