@@ -4,13 +4,27 @@
     python bench/search.py --runs 15       # more repetitions
     python bench/search.py --mlflow        # also MLflow's search_traces on 10,000 traces
     python bench/search.py --mlflow --skip-million   # only the MLflow comparison
+    python bench/search.py --pg postgresql://user@/db?host=/tmp/pg   # PostgreSQL beside SQLite
+    python bench/search.py --backend sqlite          # SQLite only
 
 The data set (10,000 users, 100,000 sessions of 5-15 turns, two spans a trace,
 four app versions, two environments, a query_category tag) is bulk-inserted
 straight into the store's schema, not through the SDK, and cached under
 ``bench/.data/`` (git-ignored). Each query is timed as the median of ``--runs``
-runs after one warm-up run, in one process, page cache warm; the "floor" is the
-same answer fetched with plain ``sqlite3`` and hand-written SQL on the best index.
+runs after six warm-up calls (past psycopg's prepare threshold), in one process,
+page cache warm; the "floor" is the same answer fetched with plain ``sqlite3`` and
+hand-written SQL on the best index.
+
+PostgreSQL (``--backend postgresql|both``; both is the default when one is available:
+``--pg URI``, ``SESSIONTRACE_BENCH_PG_URI``, or a throwaway server started with
+``scripts/pg_throwaway.py`` with durable settings): the same SQLite data set is copied
+into the database of ``--pg`` by binary COPY (the store creates the schema; indexes
+and primary keys are dropped for the load and built again after, then ``VACUUM
+ANALYZE``) and kept there for later runs (a ``bench_dataset`` table records which
+file was loaded). The same five calls then run with ``store=PostgresStore(uri)``
+beside a hand-written psycopg floor each (one round trip where one statement can
+answer, the user report's four statements in one pipeline). Every run times all
+contenders of a query in a fresh random order; medians over runs.
 
 MLflow runs in its own virtualenv (``bench/.data/mlflow-venv``, created on first
 use with ``pip install mlflow``): full MLflow pins older versions of packages the
@@ -24,6 +38,8 @@ first call of each round, made just after the other process ran.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -232,16 +248,6 @@ def ensure_db(name: str, n_traces: int, n_sessions: int, n_users: int) -> Path:
 # -- timing ---------------------------------------------------------------------------
 
 
-def median_ms(fn: Callable[[], Any], runs: int) -> float:
-    fn()  # warm-up: statement cache, page cache
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
 def pick(conn: sqlite3.Connection) -> tuple[str, str]:
     """A typical session (10 turns) and the user with the median trace count in the last week."""
     session = conn.execute(
@@ -367,65 +373,427 @@ def floor_versions(conn: sqlite3.Connection) -> list[Any]:
     ).fetchall()
 
 
-def run_million(runs: int) -> list[dict[str, Any]]:
+# -- PostgreSQL: the same data set, loaded by binary COPY ----------------------------
+
+TABLES = ("traces", "trace_metadata", "trace_tags", "spans")
+# Durable, production-like server settings for a throwaway (the tests' turn them off).
+PG_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "4GB", "max_connections": "200"}
+
+
+@contextlib.contextmanager
+def postgres(uri: str | None) -> Iterator[str]:
+    """``uri``, or a throwaway server (``scripts/pg_throwaway.py``) for the block."""
+    if uri:
+        yield uri
+        return
+    spec = importlib.util.spec_from_file_location("pg_throwaway", PG_THROWAWAY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pg_throwaway"] = module
+    spec.loader.exec_module(module)
+    module.SETTINGS.clear()
+    module.SETTINGS.update(PG_SETTINGS)
+    with module.ThrowawayPostgres() as started:
+        print(f"started a throwaway PostgreSQL (the 1M load is not kept): {started}")
+        yield started
+
+
+PG_THROWAWAY = HERE.parent / "scripts" / "pg_throwaway.py"
+
+
+def pg_server_info(conn: Any) -> str:
+    names = ("fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "work_mem", "jit")
+    settings = [f"{n}={conn.execute(f'SHOW {n}').fetchone()[0]}" for n in names]
+    version = conn.execute("SHOW server_version").fetchone()[0]
+    return f"PostgreSQL {version} ({', '.join(settings)})"
+
+
+def ensure_pg(uri: str, sqlite_path: Path, *, reload: bool = False) -> None:
+    """Load the SQLite data set into the database of ``uri`` unless it holds it already."""
+    import psycopg
+
+    from sessiontrace._store._postgres import PostgresStore
+
+    stat = sqlite_path.stat()
+    key = f"{sqlite_path.name} {stat.st_size} {int(stat.st_mtime)} schema {SCHEMA_VERSION}"
+    with psycopg.connect(uri, autocommit=True) as conn:
+        with contextlib.suppress(psycopg.errors.UndefinedTable):
+            row = conn.execute("SELECT key FROM bench_dataset").fetchone()
+            if row and row[0] == key and not reload:
+                return
+        print(f"loading {sqlite_path.name} into PostgreSQL (kept for later runs)", flush=True)
+        t0 = time.perf_counter()
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        store = PostgresStore(uri)
+        store.connection()  # the store's own schema
+        store.close()
+        # Primary keys and indexes go for the load and come back after (as defined).
+        defs = conn.execute(
+            "SELECT c.relname, i.relname, pg_get_indexdef(x.indexrelid), con.conname, "
+            "pg_get_constraintdef(con.oid) FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid "
+            "WHERE n.nspname = 'public' AND c.relname = ANY(%s)",
+            (list(TABLES),),
+        ).fetchall()
+        for table, index, _, constraint, _ in defs:
+            if constraint:
+                conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{constraint}"')
+            else:
+                conn.execute(f'DROP INDEX "{index}"')
+        lite = sqlite3.connect(sqlite_path)
+        for table in TABLES:
+            t1 = time.perf_counter()
+            pg_cols = conn.execute(
+                "SELECT column_name, udt_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+            lite_cols = {r[1] for r in lite.execute(f"PRAGMA table_info({table})")}
+            cols = [(name, udt) for name, udt in pg_cols if name in lite_cols]
+            names = ", ".join(name for name, _ in cols)
+            n = 0
+            with conn.cursor().copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types([udt for _, udt in cols])
+                for row in lite.execute(f"SELECT {names} FROM {table}"):
+                    cp.write_row(row)
+                    n += 1
+            print(f"  COPY {table}: {n:,} rows in {time.perf_counter() - t1:.1f} s", flush=True)
+        lite.close()
+        t1 = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        for table, _, indexdef, constraint, condef in defs:
+            if constraint:
+                conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{constraint}" {condef}')
+            else:
+                conn.execute(indexdef)
+        print(f"  {len(defs)} indexes in {time.perf_counter() - t1:.1f} s", flush=True)
+        t1 = time.perf_counter()
+        conn.execute("VACUUM ANALYZE")
+        print(f"  VACUUM ANALYZE in {time.perf_counter() - t1:.1f} s", flush=True)
+        conn.execute("CREATE TABLE bench_dataset (key text NOT NULL)")
+        conn.execute("INSERT INTO bench_dataset VALUES (%s)", (key,))
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        print(f"  done in {time.perf_counter() - t0:.0f} s; database {size.fetchone()[0]}")
+
+
+# Hand-written PostgreSQL floors: psycopg, the same answers, one round trip a statement
+# (the user report's four in one pipeline), sums of bigint cast back to bigint.
+PG_LLM_SUMS = (
+    "sum(llm_calls)::int8, sum(input_tokens)::int8, sum(output_tokens)::int8, "
+    "sum(total_tokens)::int8, sum(cost), sum(unpriced_calls)::int8"
+)
+
+
+def pg_floor_session_traces(conn: Any, session: str) -> list[Any]:
+    return [
+        (*r[:18], _json(r[18]), _json(r[19]), r[20])
+        for r in conn.execute(
+            "SELECT trace_id, request_time, end_time, execution_time_ms, state, name, user_id, "
+            "session_id, client_request_id, request_preview, response_preview, root_span_id, "
+            "input_tokens, output_tokens, total_tokens, cost, llm_calls, unpriced_calls, "
+            "metadata, tags, spans FROM traces WHERE session_id = %s ORDER BY request_time",
+            (session,),
+        )
+    ]
+
+
+def pg_floor_session_flow(conn: Any, session: str) -> list[Any]:
+    out = []
+    for *head, spans in conn.execute(
+        "SELECT trace_id, request_time, execution_time_ms, state, llm_calls, input_tokens, "
+        "output_tokens, total_tokens, cost, unpriced_calls, spans FROM traces "
+        "WHERE session_id = %s ORDER BY request_time",
+        (session,),
+    ):
+        root = next(s for s in json.loads(spans) if s["parent_id"] is None)
+        out.append((*head, root["inputs"], root["outputs"]))
+    return out
+
+
+def pg_floor_user_report(conn: Any, user: str) -> list[Any]:
+    since = END_MS - 7 * DAY_MS
+    with conn.pipeline():
+        first_last = conn.execute(
+            "SELECT min(request_time), max(request_time) FROM traces WHERE user_id = %s", (user,)
+        )
+        totals = conn.execute(
+            "SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE state = 'ERROR'), "
+            f"avg(execution_time_ms), {PG_LLM_SUMS} FROM traces "
+            "WHERE user_id = %s AND request_time > %s",
+            (user, since),
+        )
+        days = conn.execute(
+            "SELECT request_time / 86400000 d, count(*), count(*) FILTER (WHERE state = 'ERROR'), "
+            f"{PG_LLM_SUMS} FROM traces WHERE user_id = %s AND request_time > %s GROUP BY d",
+            (user, since),
+        )
+        tags = conn.execute(
+            "SELECT g.key, g.value, count(*) FROM traces t JOIN trace_tags g "
+            "ON g.trace_id = t.trace_id WHERE t.user_id = %s AND t.request_time > %s "
+            "GROUP BY g.key, g.value",
+            (user, since),
+        )
+    return [first_last.fetchone(), totals.fetchone(), days.fetchall(), tags.fetchall()]
+
+
+def pg_floor_user_report_sequential(conn: Any, user: str) -> list[Any]:
+    """The same four statements one round trip each (for scale: what pipelining saves)."""
+    since = END_MS - 7 * DAY_MS
+    return [
+        conn.execute(
+            "SELECT min(request_time), max(request_time) FROM traces WHERE user_id = %s", (user,)
+        ).fetchone(),
+        conn.execute(
+            "SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE state = 'ERROR'), "
+            f"avg(execution_time_ms), {PG_LLM_SUMS} FROM traces "
+            "WHERE user_id = %s AND request_time > %s",
+            (user, since),
+        ).fetchone(),
+        conn.execute(
+            "SELECT request_time / 86400000 d, count(*), count(*) FILTER (WHERE state = 'ERROR'), "
+            f"{PG_LLM_SUMS} FROM traces WHERE user_id = %s AND request_time > %s GROUP BY d",
+            (user, since),
+        ).fetchall(),
+        conn.execute(
+            "SELECT g.key, g.value, count(*) FROM traces t JOIN trace_tags g "
+            "ON g.trace_id = t.trace_id WHERE t.user_id = %s AND t.request_time > %s "
+            "GROUP BY g.key, g.value",
+            (user, since),
+        ).fetchall(),
+    ]
+
+
+def pg_floor_sessions_page(conn: Any) -> list[Any]:
+    # The same anti-join walk as SQLite's floor, and the page's aggregates, in one statement.
+    return conn.execute(
+        "WITH page AS MATERIALIZED (SELECT t.session_id, t.request_time, t.trace_id "
+        "FROM traces t WHERE t.session_id IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM traces u WHERE u.session_id = t.session_id "
+        "AND u.request_time >= t.request_time "
+        "AND (u.request_time > t.request_time OR u.trace_id > t.trace_id)) "
+        "ORDER BY t.request_time DESC, t.trace_id DESC LIMIT 51) "
+        "SELECT session_id, min(request_time), max(request_time), count(*), "
+        "count(*) FILTER (WHERE state = 'ERROR'), sum(execution_time_ms), avg(execution_time_ms), "
+        "(json_agg(DISTINCT user_id) FILTER (WHERE user_id IS NOT NULL))::text, "
+        "(SELECT f.request_preview FROM traces f WHERE f.session_id = t.session_id "
+        f"ORDER BY f.request_time, f.trace_id LIMIT 1), {PG_LLM_SUMS} "
+        "FROM traces t WHERE session_id IN (SELECT session_id FROM page "
+        "ORDER BY request_time DESC, trace_id DESC LIMIT 50) GROUP BY session_id"
+    ).fetchall()
+
+
+def pg_naive_sessions_page(conn: Any) -> list[Any]:
+    return conn.execute(
+        "SELECT session_id, min(request_time), max(request_time) AS last, count(*), "
+        "count(*) FILTER (WHERE state = 'ERROR'), avg(execution_time_ms) FROM traces "
+        "WHERE session_id IS NOT NULL GROUP BY session_id ORDER BY last DESC LIMIT 50"
+    ).fetchall()
+
+
+def pg_floor_versions(conn: Any) -> list[Any]:
+    return conn.execute(
+        "SELECT m.value, count(*) n, count(DISTINCT t.user_id), "
+        "count(*) FILTER (WHERE t.state = 'ERROR'), avg(t.execution_time_ms), "
+        "min(t.request_time), max(t.request_time), "
+        f"{PG_LLM_SUMS.replace('sum(', 'sum(t.')} "
+        "FROM trace_metadata m JOIN traces t ON t.trace_id = m.trace_id "
+        "WHERE m.key = 'app_version' GROUP BY m.value ORDER BY n DESC"
+    ).fetchall()
+
+
+# -- the 1M-trace run -------------------------------------------------------------------
+
+
+# psycopg prepares a statement on its 5th execution (prepare_threshold=5, the store's
+# default too); before that every call pays PostgreSQL's planning (up to 1 ms here for
+# the session_flow statement). Warm up past it: the figures are the steady state of a
+# long-running app or UI server.
+WARMUP = 6
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]], runs: int, warmup: int = WARMUP
+) -> dict[str, list[float]]:
+    """Each function ``warmup`` times, then ``runs`` runs of all, in a fresh random
+    order each run (ms per call)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rng = random.Random(7)
+    times: dict[str, list[float]] = {label: [] for label in fns}
+    labels = list(fns)
+    for _ in range(runs):
+        rng.shuffle(labels)
+        for label in labels:
+            t0 = time.perf_counter()
+            fns[label]()
+            times[label].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _fmt(ms: float) -> str:
+    return f"{ms:9.2f} ms" if ms < 100 else f"{ms:9,.0f} ms"
+
+
+def run_million(
+    runs: int, pg_uri: str | None = None, *, sqlite_side: bool = True, reload: bool = False
+) -> list[dict[str, Any]]:
     path = ensure_db("search-1m.db", N_TRACES, N_SESSIONS, N_USERS)
     store = SQLiteStore(path)
     conn = sqlite3.connect(path)
     session, user = pick(conn)
     where_session = f"metadata.`mlflow.trace.session` = '{session}'"
-    cases: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+    backends: list[tuple[str, Any, Any, dict[str, Callable[..., Any]]]] = [
+        (
+            "sqlite",
+            store,
+            conn,
+            {
+                "session": floor_session_traces,
+                "flow": floor_session_flow,
+                "user": floor_user_report,
+                "page": floor_sessions_page,
+                "versions": floor_versions,
+                "naive": naive_sessions_page,
+            },
+        )
+    ]
+    if not sqlite_side:
+        backends.clear()  # the SQLite file is still the data's source
+    if pg_uri is not None:
+        import psycopg
+
+        from sessiontrace._store._postgres import PostgresStore
+
+        ensure_pg(pg_uri, path, reload=reload)
+        pg_conn = psycopg.connect(pg_uri, autocommit=True)
+        print(pg_server_info(pg_conn))
+        backends.append(
+            (
+                "postgresql",
+                PostgresStore(pg_uri),
+                pg_conn,
+                {
+                    "session": pg_floor_session_traces,
+                    "flow": pg_floor_session_flow,
+                    "user": pg_floor_user_report,
+                    "page": pg_floor_sessions_page,
+                    "versions": pg_floor_versions,
+                    "naive": pg_naive_sessions_page,
+                },
+            )
+        )
+    queries: list[tuple[str, str, Callable[[Any], Any], tuple[Any, ...]]] = [
         (
             "one session's traces (search_traces, list, with spans)",
-            lambda: sessiontrace.search_traces(
-                filter_string=where_session,
-                order_by=["timestamp ASC"],
-                return_type="list",
-                store=store,
+            "session",
+            lambda s: sessiontrace.search_traces(
+                filter_string=where_session, order_by=["timestamp ASC"], return_type="list", store=s
             ),
-            lambda: floor_session_traces(conn, session),
+            (session,),
         ),
         (
             "one session's turns (session_flow)",
-            lambda: sessiontrace.session_flow(session, store=store),
-            lambda: floor_session_flow(conn, session),
+            "flow",
+            lambda s: sessiontrace.session_flow(session, store=s),
+            (session,),
         ),
         (
             "one user's 7-day report (user_report)",
-            lambda: sessiontrace.user_report(user, days=7, now_ms=END_MS, store=store),
-            lambda: floor_user_report(conn, user),
+            "user",
+            lambda s: sessiontrace.user_report(user, days=7, now_ms=END_MS, store=s),
+            (user,),
         ),
         (
             "sessions list, first page of 50 (list_sessions)",
-            lambda: sessiontrace.list_sessions(store=store),
-            lambda: floor_sessions_page(conn),
+            "page",
+            lambda s: sessiontrace.list_sessions(store=s),
+            (),
         ),
         (
             "per-version aggregates (metadata_breakdown)",
-            lambda: sessiontrace.metadata_breakdown("app_version", store=store),
-            lambda: floor_versions(conn),
+            "versions",
+            lambda s: sessiontrace.metadata_breakdown("app_version", store=s),
+            (),
         ),
     ]
+    names = [b[0] for b in backends]
+    print(f"{'':58} " + "   ".join(f"{n + ': ours':>13} {'floor':>12} {'ratio':>6}" for n in names))
     results = []
-    for name, ours, floor in cases:
-        ours_ms = median_ms(ours, runs)
-        floor_ms = median_ms(floor, runs)
-        results.append({"query": name, "ours_ms": ours_ms, "floor_ms": floor_ms})
-        print(
-            f"{name:58} {ours_ms:9.2f} ms   floor {floor_ms:9.2f} ms   x{ours_ms / floor_ms:.2f}",
-            flush=True,
-        )
-    naive = median_ms(lambda: naive_sessions_page(conn), max(3, runs // 5))
-    print(f"{'(for scale: sessions page by GROUP BY over every session)':58} {naive:9.2f} ms")
-    pandas_ms = median_ms(
-        lambda: sessiontrace.search_traces(
-            filter_string=where_session, order_by=["timestamp ASC"], store=store
-        ),
-        runs,
-    )
-    print(f"{'(one session as a pandas DataFrame)':58} {pandas_ms:9.2f} ms")
-    results.append({"query": "naive sessions GROUP BY", "ours_ms": naive, "floor_ms": None})
-    results.append({"query": "one session, pandas", "ours_ms": pandas_ms, "floor_ms": None})
+    for name, key, ours, args in queries:
+        fns: dict[str, Callable[[], Any]] = {}
+        for backend, st, c, floors in backends:
+            fns[f"{backend} ours"] = lambda st=st, o=ours: o(st)
+            fns[f"{backend} floor"] = lambda c=c, f=floors[key], a=args: f(c, *a)
+        if key == "versions":  # seconds a call: planning does not show
+            times = interleaved(fns, max(3, runs // 2), warmup=1)
+        else:
+            times = interleaved(fns, runs)
+        row: dict[str, Any] = {"query": name, "runs": times}
+        cells = []
+        for backend in names:
+            o = statistics.median(times[f"{backend} ours"])
+            f = statistics.median(times[f"{backend} floor"])
+            prefix = "" if backend == "sqlite" else "pg_"
+            row.update({f"{prefix}ours_ms": o, f"{prefix}floor_ms": f})
+            cells.append(f"{_fmt(o)}  {_fmt(f)}  x{o / f:4.2f}")
+        results.append(row)
+        print(f"{name:58} " + "   ".join(cells), flush=True)
+    for label, key in (
+        ("(for scale: sessions page by GROUP BY over every session)", "naive"),
+        ("(one session as a pandas DataFrame)", "pandas"),
+        ("(user report floor, four round trips instead of a pipeline)", "sequential"),
+    ):
+        fns = {}
+        for backend, st, c, floors in backends:
+            if key == "naive":
+                fns[backend] = lambda c=c, f=floors["naive"]: f(c)
+            elif key == "pandas":
+                fns[backend] = lambda st=st: sessiontrace.search_traces(
+                    filter_string=where_session, order_by=["timestamp ASC"], store=st
+                )
+            elif backend == "postgresql":
+                fns[backend] = lambda c=c: pg_floor_user_report_sequential(c, user)
+        if not fns:
+            continue
+        if key == "naive":
+            times = interleaved(fns, max(3, runs // 5), warmup=1)
+        else:
+            times = interleaved(fns, runs)
+        medians = {b: statistics.median(t) for b, t in times.items()}
+        cells = [f"{_fmt(medians[b])}{'':21}" if b in medians else f"{'':33}" for b in names]
+        print(f"{label:58} " + "   ".join(cells).rstrip())
+        results.append({"query": label, "runs": times, "medians": medians})
+    if pg_uri is not None:
+        print_pg_targets(results)
     return results
+
+
+PG_TARGETS_MS = {
+    "one session's traces (search_traces, list, with spans)": 0.5,
+    "sessions list, first page of 50 (list_sessions)": 5.0,
+    "one user's 7-day report (user_report)": 2.0,
+}
+
+
+def print_pg_targets(results: list[dict[str, Any]]) -> None:
+    print("Targets (PostgreSQL, 1M traces)")
+    for r in results:
+        if "pg_ours_ms" not in r:
+            continue
+        limit = PG_TARGETS_MS.get(r["query"])
+        if limit is not None:
+            mark = "ok" if r["pg_ours_ms"] <= limit else "FAIL"
+            print(f"  [{mark}] {r['query']}: {r['pg_ours_ms']:.2f} ms (target <= {limit} ms)")
+    for r in results:
+        if "pg_ours_ms" not in r:
+            continue
+        ratio = r["pg_ours_ms"] / r["pg_floor_ms"]
+        mark = "ok" if ratio <= 2 else "FAIL"
+        print(f"  [{mark}] {r['query']}: x{ratio:.2f} the PostgreSQL floor (target <= 2x)")
 
 
 # -- MLflow on a 10,000-trace subset ---------------------------------------------------
@@ -632,15 +1000,38 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--mlflow", action="store_true", help="compare with MLflow (10k subset)")
     parser.add_argument("--skip-million", action="store_true")
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql", "both"),
+        help="default: both when a PostgreSQL is available, else sqlite",
+    )
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("SESSIONTRACE_BENCH_PG_URI"),
+        help="a PostgreSQL database this benchmark fills with the 1M traces and keeps",
+    )
+    parser.add_argument(
+        "--reload", action="store_true", help="load the PostgreSQL copy again (schema changed)"
+    )
+    parser.add_argument("--json", type=Path, help="write every run's times here")
     args = parser.parse_args()
+    backend = args.backend or ("both" if args.pg or PG_THROWAWAY.exists() else "sqlite")
     print(
         f"sqlite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, "
-        f"medians of {args.runs} runs"
+        f"medians of {args.runs} runs (per-version aggregates: {max(3, args.runs // 2)}), "
+        "each run every contender in a fresh random order"
     )
-    if not args.skip_million:
-        run_million(args.runs)
+    out: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        pg_uri = None if backend == "sqlite" else stack.enter_context(postgres(args.pg))
+        if not args.skip_million:
+            out["million"] = run_million(
+                args.runs, pg_uri, sqlite_side=backend != "postgresql", reload=args.reload
+            )
     if args.mlflow:
-        run_mlflow(args.runs)
+        out["mlflow"] = run_mlflow(args.runs)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
