@@ -44,24 +44,23 @@ from .._pipeline import RetryableExportError
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
 from ._dialect import POSTGRES, Dialect
 from ._rows import (
-    LLM_COLUMNS,
     SPAN_COLUMNS,
     SPAN_LLM_COLUMNS,
     SPAN_ROW_LENGTH,
-    TRACE_COLUMNS,
     TRACE_LLM_COLUMNS,
     TRACE_ROW_COLUMNS,
     Rows,
     TraceNotFoundError,
     build_rows,
     info_from_row,
+    select_columns,
     totals_from_span_rows,
     trace_llm_values,
     traces_from_rows,
     with_llm_metadata,
 )
 
-__all__ = ["SCHEMA_VERSION", "TAGS_SELECT", "TRACE_SELECT", "PostgresConnection", "PostgresStore"]
+__all__ = ["SCHEMA_VERSION", "TRACE_SELECT", "PostgresConnection", "PostgresStore"]
 
 SCHEMA_VERSION = 4
 
@@ -148,19 +147,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 # -- reading ----------------------------------------------------------------------------
 
-# Columns 10 and 11: the JSON copies in the trace's row, or (NULL there: tags changed
-# since the trace was written) the key/value rows gathered, in key order as SQLite's
-# primary key gives them. No rows: NULL, read as no metadata or tags.
-TAGS_SELECT = (
-    "coalesce(t.tags, (SELECT json_object_agg(g.key, g.value ORDER BY g.key)::text "
-    "FROM trace_tags g WHERE g.trace_id = t.trace_id))"
-)
-TRACE_SELECT = (
-    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "  # noqa: S608
-    "coalesce(t.metadata, (SELECT json_object_agg(m.key, m.value ORDER BY m.key)::text "
-    f"FROM trace_metadata m WHERE m.trace_id = t.trace_id)), {TAGS_SELECT}, t.spans, "
-    f"{LLM_COLUMNS}"
-)
+# The JSON copies in the trace's row, or (NULL there: tags changed since the trace
+# was written) the key/value rows gathered in key order, as SQLite's primary key
+# gives them (the dialect's).
+TRACE_SELECT = select_columns(POSTGRES.metadata_json, POSTGRES.tags_json)
 # One statement for any number of ids: the list is bound as one array.
 _LOAD_TRACES = f"SELECT {TRACE_SELECT} FROM traces t WHERE t.trace_id = ANY(%s)"  # noqa: S608
 _LOAD_SPANS = (

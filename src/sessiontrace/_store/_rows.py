@@ -57,6 +57,16 @@ TRACE_COLUMNS = (
 LLM_COLUMNS = (
     "t.input_tokens, t.output_tokens, t.total_tokens, t.cost, t.llm_calls, t.unpriced_calls"
 )
+
+
+def select_columns(metadata: str, tags: str) -> str:
+    """A store's ``trace_select()``: ``TRACE_COLUMNS`` of ``traces t``, then the SQL
+    giving the metadata and tags as JSON (columns 10 and 11), the spans array (12)
+    and the LLM totals (13 to 18), which ``info_from_row`` and ``traces_from_rows`` read."""
+    columns = ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", "))
+    return f"{columns}, {metadata}, {tags}, t.spans, {LLM_COLUMNS}"
+
+
 SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, status, "
     "status_message, inputs, outputs, attributes, events"

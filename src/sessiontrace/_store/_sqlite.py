@@ -28,16 +28,15 @@ from .._search._compile import register_functions
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
 from ._dialect import SQLITE
 from ._rows import (
-    LLM_COLUMNS,
     SPAN_COLUMNS,
     SPAN_ROW_LENGTH,
-    TRACE_COLUMNS,
     Rows,
     TraceNotFoundError,
     build_rows,
     chunks,
     info_from_row,
     llm_totals,
+    select_columns,
     totals_from_span_rows,
     trace_from_row,
     trace_llm_values,
@@ -144,15 +143,10 @@ CREATE INDEX IF NOT EXISTS spans_model ON spans (model, provider) WHERE llm IS N
 # put into these statements; the ids are bound.
 # Columns 10 and 11 are the metadata and tags as JSON (NULL without SQLite's JSON
 # functions: read from their rows then), 12 the spans as JSON.
-_TRACE_SELECT_PLAIN = (
-    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", NULL, NULL, t.spans, " + LLM_COLUMNS
-)
+_TRACE_SELECT_PLAIN = select_columns("NULL", "NULL")
 _LOAD_TRACES_PLAIN = f"SELECT {_TRACE_SELECT_PLAIN} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 # The JSON copies in the trace's row, or its key/value rows gathered (the dialect's).
-TRACE_SELECT = (
-    ", ".join(f"t.{c}" for c in TRACE_COLUMNS.split(", ")) + ", "
-    f"{SQLITE.metadata_json}, {SQLITE.tags_json}, t.spans, {LLM_COLUMNS}"
-)
+TRACE_SELECT = select_columns(SQLITE.metadata_json, SQLITE.tags_json)
 _LOAD_TRACES = f"SELECT {TRACE_SELECT} FROM traces t WHERE t.trace_id IN ({{marks}})"  # noqa: S608
 _LOAD_SPANS = (
     f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id IN ({{marks}}) "  # noqa: S608
