@@ -138,3 +138,14 @@ def test_hostile_names_and_values_stay_bound(store: Any) -> None:
     sessiontrace.log_feedback(trace_id=tid, name=name, value="a'b\"")
     assert _ids("feedback.`x'); DROP TABLE traces; --` = 'a''b\"'") == {tid}
     assert store.count_traces() == 1
+
+
+def test_a_nul_in_a_value_cannot_fail_a_search(store: Any) -> None:
+    """PostgreSQL's text cannot hold NUL: the JSON escape is stored, and read with a
+    replacement character, as span attributes are."""
+    tid = _trace("u")
+    sessiontrace.log_feedback(trace_id=tid, name="c", value="a\u0000b")
+    assert _ids("feedback.c LIKE 'a%'") == {tid}
+    assert _ids("feedback.c = 'x'") == set()
+    got = sessiontrace.get_trace(tid).info.assessments[0].value  # type: ignore[union-attr]
+    assert got == "a\u0000b"
