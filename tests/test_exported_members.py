@@ -37,6 +37,8 @@ PUBLIC = [
     "clear_user_session_context",
     "configure",
     "delete_trace_tag",
+    "feedback_app",
+    "feedback_wsgi_app",
     "flush",
     "get_current_active_span",
     "get_last_active_trace_id",
