@@ -658,3 +658,17 @@ def test_no_raw_ids_or_comments_in_the_logs(caplog: pytest.LogCaptureFixture) ->
     assert "not behind ASGIMiddleware" in caplog.text
     for secret in (secret_user, secret_comment, "session-SECRET-22"):
         assert secret not in caplog.text
+
+
+def test_without_a_local_store_the_answer_is_503(tracking_uri: str) -> None:
+    # Traces sent to a server over HTTP: the owner of a trace cannot be read here.
+    sessiontrace.configure(tracking_uri="http://127.0.0.1:9")
+    try:
+        with serve(_app("uvicorn"), "uvicorn") as base:
+            answer = as_post(
+                base, ALICE, {"trace_id": "tr-" + "1" * 32, "name": "thumbs_up", "value": True}
+            )
+    finally:
+        sessiontrace.configure(tracking_uri=tracking_uri)
+    assert answer.status_code == 503 and answer.json()["error"] == "unavailable"
+    assert _runtime.get_stats()["internal_errors"] == {"feedback_store": 1}
