@@ -516,7 +516,14 @@ def test_wsgi_body_without_length_is_411() -> None:
 
 
 def test_names_option_and_its_checks() -> None:
-    names = {"helpful": bool, "score": (0.0, 1.0), "reason": {"wrong", "slow"}, "note": str}
+    names = {
+        "helpful": bool,
+        "score": (0.0, 1.0),
+        "reason": {"wrong", "slow"},
+        "note": str,
+        "count": int,
+        "amount": float,
+    }
     with (
         serve(_app("uvicorn", feedback={"names": names}), "uvicorn") as base,
         httpx.Client(base_url=base, headers=ALICE) as front,
@@ -527,6 +534,8 @@ def test_names_option_and_its_checks() -> None:
             post(front, {"trace_id": tid, "name": "score", "value": 0.25}),
             post(front, {"trace_id": tid, "name": "reason", "value": "slow"}),
             post(front, {"trace_id": tid, "name": "note", "value": "<script>x</script>"}),
+            post(front, {"trace_id": tid, "name": "count", "value": 2**53}),
+            post(front, {"trace_id": tid, "name": "amount", "value": -1.5e300}),
         ]
         bad = [
             post(front, {"trace_id": tid, "name": "thumbs_up", "value": True}),
@@ -534,11 +543,23 @@ def test_names_option_and_its_checks() -> None:
             post(front, {"trace_id": tid, "name": "reason", "value": "other"}),
             post(front, {"trace_id": tid, "name": "note", "value": "x" * 201}),
             post(front, {"trace_id": tid, "name": "note", "value": ""}),
+            post(front, {"trace_id": tid, "name": "count", "value": 10**400}),
+            post(front, {"trace_id": tid, "name": "count", "value": 2**53 + 1}),
+            post(front, {"trace_id": tid, "name": "count", "value": 1.5}),
+            post(front, {"trace_id": tid, "name": "amount", "value": 10**400}),
+            post(front, {"trace_id": tid, "name": "score", "value": 10**400}),
         ]
-    assert [r.status_code for r in ok] == [200] * 4
-    assert [r.status_code for r in bad] == [422] * 5
-    assert "helpful, note, reason, score" in bad[0].json()["message"]
-    assert sorted(a.name for a in stored_feedback(tid)) == ["helpful", "note", "reason", "score"]
+    assert [r.status_code for r in ok] == [200] * 6
+    assert [r.status_code for r in bad] == [422] * 10
+    assert "amount, count, helpful, note, reason, score" in bad[0].json()["message"]
+    assert sorted((a.name, a.value) for a in stored_feedback(tid)) == [
+        ("amount", -1.5e300),
+        ("count", 2**53),
+        ("helpful", True),
+        ("note", "<script>x</script>"),
+        ("reason", "slow"),
+        ("score", 0.25),
+    ]
     for wrong, error in [
         ({"names": {}}, TypeError),
         ({"names": {"bad name": bool}}, ValueError),
