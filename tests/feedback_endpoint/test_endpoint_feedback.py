@@ -693,3 +693,31 @@ def test_without_a_local_store_the_answer_is_503(tracking_uri: str) -> None:
         sessiontrace.configure(tracking_uri=tracking_uri)
     assert answer.status_code == 503 and answer.json()["error"] == "unavailable"
     assert _runtime.get_stats()["internal_errors"] == {"feedback_store": 1}
+
+
+def test_delete_racing_another_delete_and_a_failing_delete(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _runtime.get_store()
+    real_delete = store.delete_assessment
+
+    def taken_first(trace_id: str, assessment_id: str) -> None:
+        real_delete(trace_id, assessment_id)  # the other DELETE
+        real_delete(trace_id, assessment_id)  # ours: AssessmentNotFoundError
+
+    def broken(trace_id: str, assessment_id: str) -> None:
+        raise OSError("disk full")
+
+    with (
+        serve(_app("uvicorn"), "uvicorn") as base,
+        httpx.Client(base_url=base, headers=ALICE) as front,
+    ):
+        tid = ask(front, "t")
+        post(front, {"trace_id": tid, "name": "thumbs_up", "value": True})
+        post(front, {"trace_id": tid, "name": "rating", "value": 2})
+        monkeypatch.setattr(store, "delete_assessment", taken_first)
+        raced = front.delete("/feedback/", params={"trace_id": tid, "name": "thumbs_up"})
+        monkeypatch.setattr(store, "delete_assessment", broken)
+        failed = front.delete("/feedback/", params={"trace_id": tid, "name": "rating"})
+    assert (raced.status_code, raced.json()["deleted"]) == (200, 0)
+    assert failed.status_code == 503 and failed.headers["Retry-After"] == "1"
+    assert [a.name for a in stored_feedback(tid)] == ["rating"]
+    assert _runtime.get_stats()["internal_errors"] == {"feedback_delete_assessment": 1}
