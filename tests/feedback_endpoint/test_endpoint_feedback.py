@@ -31,7 +31,7 @@ BOB = {"X-User-ID": "bob", "X-Session-ID": "s-bob"}
 
 
 def _app(server: str, *, feedback: dict[str, Any] | None = None, **middleware: Any) -> Any:
-    if server in ASGI_SERVERS:
+    if server in ASGI_SERVERS or server == "hypercorn-trio":
         return asgi_app(middleware=middleware, feedback=feedback)
     return wsgi_app(middleware=middleware, feedback=feedback)
 
@@ -64,7 +64,7 @@ def stored_feedback(trace_id: str) -> list[Any]:
 # -- the front end's way --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", ASGI_SERVERS + WSGI_SERVERS)
+@pytest.mark.parametrize("server", [*ASGI_SERVERS, "hypercorn-trio", *WSGI_SERVERS])
 def test_thumbs_down_on_the_turn_just_shown_is_found_by_search(server: str) -> None:
     with serve(_app(server), server) as base, httpx.Client(base_url=base, headers=ALICE) as front:
         with front.stream("GET", "/stream", params={"label": "streamed"}) as streamed:
