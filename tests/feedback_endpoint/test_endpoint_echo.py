@@ -19,7 +19,7 @@ IDS = {"X-User-ID": "user-1", "X-Session-ID": "session-1"}
 def _app(server: str, **middleware: Any) -> Any:
     return (
         asgi_app(middleware=middleware)
-        if server in ASGI_SERVERS
+        if server in ASGI_SERVERS or server == "hypercorn-trio"
         else wsgi_app(middleware=middleware)
     )
 
