@@ -93,13 +93,12 @@ def test_thumbs_down_on_the_turn_just_shown_is_found_by_search(server: str) -> N
     traces = traces_by_label()
     assert traces["streamed"]["trace_id"] == streamed_id
     sessiontrace.flush(10)
-    found = sessiontrace.search_traces(filter_string="user = 'alice'", return_type="list")
-    negative = [
-        t.info.trace_id
-        for t in found
-        if any(a.name == "thumbs_up" and a.value is False for a in t.info.assessments)
-    ]
-    assert negative == [streamed_id]
+    found = sessiontrace.search_traces(
+        filter_string="feedback.thumbs_up = false AND user = 'alice'", return_type="list"
+    )
+    assert [t.info.trace_id for t in found] == [streamed_id]
+    rated = sessiontrace.search_traces(filter_string="feedback.rating >= 4", return_type="list")
+    assert [t.info.trace_id for t in rated] == [normal_id]
     (stored,) = stored_feedback(streamed_id)
     assert stored.source.source_type == "HUMAN" and stored.source.source_id == "alice"
     assert stored.rationale == "wrong" and stored.value is False
