@@ -500,15 +500,27 @@ _NULLS_LAST = frozenset({"satisfaction"})
 _Tally = dict[str, list[Any]]
 
 
-def _feedback_sql(groups: Sequence[str], where: str, join: str = "") -> str:
+def _feedback_sql(
+    groups: Sequence[str], where: str, join: str = "", *, traces_first: bool = False
+) -> str:
     """Valid feedback per ``groups`` (expressions over ``t``, ``a`` and ``join``'s
-    tables) and name, on the traces matching ``where``."""
+    tables) and name, on the traces matching ``where``.
+
+    ``traces_first`` for a page's few keys: the traces are found first (by their
+    session or user index), then each one's feedback. SQLite, without statistics,
+    would otherwise read every feedback row through the ``(kind, name, valid)``
+    index; its CROSS JOIN keeps the order as written, which PostgreSQL, planning
+    with statistics, reads as a plain join."""
     keys = ", ".join(f"{expr} AS k{i}" for i, expr in enumerate(groups))
     by = ", ".join(f"k{i}" for i in range(len(groups)))
+    source = (
+        f"traces t CROSS JOIN assessments a{join} WHERE a.trace_id = t.trace_id AND"
+        if traces_first
+        else f"assessments a JOIN traces t ON t.trace_id = a.trace_id{join} WHERE"
+    )
     return (
-        f"SELECT {keys}, {_FEEDBACK_SQL} FROM assessments a "  # noqa: S608
-        f"JOIN traces t ON t.trace_id = a.trace_id{join} "
-        f"WHERE {_FEEDBACK} AND {where} GROUP BY {by}, a.name"
+        f"SELECT {keys}, {_FEEDBACK_SQL} FROM {source} "  # noqa: S608
+        f"{_FEEDBACK} AND {where} GROUP BY {by}, a.name"
     )
 
 
@@ -751,7 +763,10 @@ def _session_summaries(
     with pattern_errors(where):
         rows = conn.execute(sql, params).fetchall()
         feedback = _tally(
-            conn.execute(_feedback_sql(["t.session_id"], f"{members} AND {where.sql}"), params)
+            conn.execute(
+                _feedback_sql(["t.session_id"], f"{members} AND {where.sql}", traces_first=True),
+                params,
+            )
         )
     for row in rows:
         sid, first, last, turns, errors, total, mean, users, preview = row[:9]
@@ -878,9 +893,9 @@ def _turn_feedback(store: Store, session_id: str) -> dict[str, tuple[dict[str, A
         valid,
     ) in store.connection().execute(
         "SELECT a.trace_id, a.assessment_id, a.name, a.value_json, a.rationale, "
-        "a.source_type, a.source_id, a.create_time_ms, a.valid FROM assessments a "
-        "JOIN traces t ON t.trace_id = a.trace_id "
-        "WHERE t.session_id = ? AND a.kind = 'feedback' "
+        "a.source_type, a.source_id, a.create_time_ms, a.valid "
+        "FROM traces t CROSS JOIN assessments a "  # the session's traces first
+        "WHERE t.session_id = ? AND a.trace_id = t.trace_id AND a.kind = 'feedback' "
         "ORDER BY a.create_time_ms, a.assessment_id",
         (session_id,),
     ):
@@ -927,7 +942,10 @@ def _user_summaries(store: Store, user_ids: Sequence[str], where: Compiled) -> l
     with pattern_errors(where):
         rows = conn.execute(sql, params).fetchall()
         feedback = _tally(
-            conn.execute(_feedback_sql(["t.user_id"], f"{members} AND {where.sql}"), params)
+            conn.execute(
+                _feedback_sql(["t.user_id"], f"{members} AND {where.sql}", traces_first=True),
+                params,
+            )
         )
     for row in rows:
         uid, first, last, sessions, traces, errors, mean = row[:7]
@@ -1000,7 +1018,7 @@ def user_report(
         f"avg(t.execution_time_ms), {_LLM_SQL} FROM traces t WHERE {window}",
         params,
     ).fetchone()
-    by_day = _tally(conn.execute(_feedback_sql([_DAY], window), params))
+    by_day = _tally(conn.execute(_feedback_sql([_DAY], window, traces_first=True), params))
     daily = tuple(
         DailyActivity(_day(day), n, e, *rest, **_feedback_fields(by_day.get(day)))
         for day, n, e, *rest in conn.execute(
