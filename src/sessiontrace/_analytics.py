@@ -411,10 +411,11 @@ class MetadataValueSummary(_LLMTotals, _FeedbackTotals):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSummary(_LLMTotals):
+class ModelSummary(_LLMTotals, _FeedbackTotals):
     """The LLM calls of one model (and provider) that count in their traces' totals.
 
-    ``model`` is ``None`` for calls that reported usage without a model name."""
+    ``model`` is ``None`` for calls that reported usage without a model name. The
+    feedback fields count the feedback on the traces with a call of the model."""
 
     model: str | None
     provider: str | None
@@ -426,6 +427,10 @@ class ModelSummary(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -434,6 +439,7 @@ class ModelSummary(_LLMTotals):
             "traces": self.traces,
             "users": self.users,
             **self._llm_dict(),
+            **self._feedback_dict(),
         }
 
 
@@ -476,6 +482,8 @@ _FEEDBACK_SQL = (
     "sum(a.value_num) FILTER (WHERE a.value_bool IS NULL), "
     "count(a.value_num) FILTER (WHERE a.value_bool IS NULL)"
 )
+# The same over the rows ``x`` of a subquery with the assessments' name and values.
+_FEEDBACK_SQL_X = _FEEDBACK_SQL.replace("a.", "x.")
 # Ordering groups by feedback: each trace's valid feedback counted once (the join
 # keeps one row a trace), only when an order key asks for it.
 _FEEDBACK_JOIN = (
@@ -1255,10 +1263,37 @@ def model_breakdown(
         f"WHERE s.llm = 1 AND {where.sql} GROUP BY s.model, s.provider "
         f"ORDER BY {order_sql} LIMIT :_limit"
     )
+    conn = st.connection()
     with pattern_errors(where):
-        rows = st.connection().execute(sql, params).fetchall()
+        rows = conn.execute(sql, params).fetchall()
+        # Each feedback once per model of its trace (a trace may call a model twice),
+        # starting from the feedback: no pass over every call.
+        feedback = (
+            _tally(
+                conn.execute(
+                    f"SELECT x.model, x.provider, {_FEEDBACK_SQL_X} FROM ("  # noqa: S608
+                    "SELECT DISTINCT a.assessment_id, s.model, s.provider, a.name, "
+                    "a.value_bool, a.value_num FROM assessments a "
+                    "JOIN traces t ON t.trace_id = a.trace_id "
+                    "JOIN spans s ON s.trace_id = a.trace_id "
+                    f"WHERE s.llm = 1 AND {_FEEDBACK} AND {where.sql}) x "
+                    "GROUP BY x.model, x.provider, x.name",
+                    params,
+                ),
+                2,
+            )
+            if rows
+            else {}
+        )
     return [
-        ModelSummary(model, provider, traces, users, *rest)
+        ModelSummary(
+            model,
+            provider,
+            traces,
+            users,
+            *rest,
+            **_feedback_fields(feedback.get((model, provider))),
+        )
         for model, provider, traces, users, *rest in rows
     ]
 
