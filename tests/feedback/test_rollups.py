@@ -462,6 +462,13 @@ def test_rollups_equal_a_recomputation_from_the_rows(
     assert negative == sorted(
         negative, key=lambda s: (-counts.get(s, NONE)["negative_feedback"], s)
     )
+    least = [s.session_id for s in sessiontrace.list_sessions(order_by="satisfaction ASC")]
+
+    def satisfaction_order(session: str) -> tuple[Any, ...]:
+        rate = counts.get(session, NONE)["satisfaction"]
+        return (rate is None, rate or 0.0, session)
+
+    assert least == sorted(least, key=satisfaction_order)
 
 
 def _date(ms: int) -> str:
