@@ -152,7 +152,7 @@ function verdict(v) {
   if (v === false) return h("span", { className: "fb-value neg", title: "negative (false)" }, "👎");
   if (typeof v === "number") return h("span", { className: "fb-value num" }, String(v));
   if (v == null) return h("span", { className: "fb-value muted" }, "—");
-  return h("span", { className: "fb-value text" }, preview(typeof v === "string" ? v : JSON.stringify(v), 200));
+  return h("span", { className: "fb-value text" }, typeof v === "string" ? v : preview(JSON.stringify(v), 500));
 }
 
 const sourceText = (f) => {
