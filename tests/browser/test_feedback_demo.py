@@ -76,7 +76,7 @@ def test_demo_feedback_in_the_ui(page: Any, demo_db: Path) -> None:
         turns.first.wait_for()
         first = turns.nth(0).locator(".fb")
         expect(first).to_have_count(1)
-        assert first.locator(".fb-value").inner_text() == "👎"
+        assert first.locator(".fb-value.neg svg.thumb.down").count() == 1
         assert first.locator(".fb-comment").inner_text() == "it missed the action items"
         assert first.locator(".fb-source").inner_text() == "user-bob"
         assert turns.nth(2).locator(".fb").count() == 0  # "Perfect": no verdict

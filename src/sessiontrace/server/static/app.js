@@ -146,10 +146,20 @@ function assessmentOf(a) {
   };
 }
 
+// A thumb drawn inline (an emoji would need a font the machine may not have).
+function thumb(up) {
+  const icon = svg(
+    "svg",
+    { viewBox: "0 0 16 16", width: 14, height: 14, class: `thumb ${up ? "up" : "down"}`, role: "img", "aria-label": up ? "thumbs up" : "thumbs down" },
+    svg("g", up ? {} : { transform: "rotate(180 8 8)" }, svg("rect", { x: 1, y: 7, width: 3, height: 8, rx: 0.6 }), svg("path", { d: "M5 7 L8 2.4 C8.6 1.5 10.1 1.9 10 3.1 L9.6 6.5 H14 C15 6.5 15.6 7.4 15.3 8.3 L13.6 14 C13.4 14.6 12.9 15 12.3 15 H5 Z" })),
+  );
+  return icon;
+}
+
 // A value as the person gave it: a thumb for a boolean, the number, the text, or JSON.
 function verdict(v) {
-  if (v === true) return h("span", { className: "fb-value pos", title: "positive (true)" }, "👍");
-  if (v === false) return h("span", { className: "fb-value neg", title: "negative (false)" }, "👎");
+  if (v === true) return h("span", { className: "fb-value pos", title: "thumbs up (true)" }, thumb(true));
+  if (v === false) return h("span", { className: "fb-value neg", title: "thumbs down (false)" }, thumb(false));
   if (typeof v === "number") return h("span", { className: "fb-value num" }, String(v));
   if (v == null) return h("span", { className: "fb-value muted" }, "—");
   return h("span", { className: "fb-value text" }, typeof v === "string" ? v : preview(JSON.stringify(v), 500));
@@ -209,17 +219,26 @@ function satisfactionCell(r) {
 }
 function negativeCell(r) {
   const n = (r && r.negative_feedback) || 0;
-  return n ? h("span", { className: "negative" }, "👎 ", fmtInt(n)) : h("span", { className: "muted" }, "0");
+  return n ? h("span", { className: "negative", title: `${fmtInt(n)} thumbs down` }, thumb(false), " ", fmtInt(n)) : h("span", { className: "muted" }, "0");
 }
 const feedbackColumns = () => [
   { label: "Satisfaction", key: "satisfaction", sort: "satisfaction", num: true, cell: satisfactionCell },
   { label: "Negative", key: "negative", sort: "negative_feedback", num: true, cell: negativeCell },
 ];
-const feedbackStats = (r) => [
-  ["Satisfaction", satisfactionCell(r)],
-  ["Feedback", fmtInt((r && r.feedback_count) || 0)],
-  ["Negative", negativeCell(r)],
-];
+// For the stats boxes: the rate, with the count and the negatives beside it.
+function satisfactionStat(r) {
+  const n = (r && r.feedback_count) || 0;
+  if (!n) return h("span", { className: "muted", title: "no feedback" }, "—");
+  const neg = r.negative_feedback || 0;
+  return h(
+    "span",
+    { className: "satisfaction-stat" },
+    h("span", { className: r.satisfaction != null && r.satisfaction < 0.5 ? "satisfaction low" : "satisfaction" }, r.satisfaction == null ? "n/a" : fmtRate(r.satisfaction)),
+    h("span", { className: "muted small sub" }, ` · ${fmtInt(n)} feedback · `),
+    h("span", { className: neg ? "negative small sub" : "muted small sub" }, thumb(false), ` ${fmtInt(neg)}`),
+  );
+}
+const feedbackStats = (r) => [["Satisfaction", satisfactionStat(r)]];
 
 function preview(text, n = 120) {
   if (text == null) return "";
