@@ -13,7 +13,10 @@ Where things live:
 
 - ``_context``, ``middleware/``: who is asking (user, session, request id);
 - ``_tracing``: ``trace``, ``start_span``, live spans; a finished trace becomes a record;
-- ``_records``: ``TraceRecord``, ``SpanRecord``, ``TagChange``: what gets written;
+- ``_records``: ``TraceRecord``, ``SpanRecord``, ``TagChange``, ``AssessmentChange``:
+  what gets written;
+- ``_assessments``: feedback and expectations (MLflow's entities);
+  ``_feedback_api``: ``log_feedback`` and its siblings;
 - ``_pipeline``: the queue and its writer thread, handing batches of records to a sink;
 - ``_store/``: where traces are written and read back (``_rows``: the rows every SQL
   backend writes); ``_export/``: sinks that send records elsewhere (HTTP);
@@ -43,6 +46,15 @@ from ._analytics import (
     session_flow,
     user_report,
 )
+from ._assessments import (
+    Assessment,
+    AssessmentError,
+    AssessmentNotFoundError,
+    AssessmentSource,
+    AssessmentSourceType,
+    Expectation,
+    Feedback,
+)
 from ._config import Settings
 from ._context import (
     ContextThreadPoolExecutor,
@@ -61,6 +73,14 @@ from ._entities import (
     TraceData,
     TraceInfo,
     TraceState,
+)
+from ._feedback_api import (
+    delete_assessment,
+    get_assessment,
+    log_expectation,
+    log_feedback,
+    override_feedback,
+    update_assessment,
 )
 from ._runtime import configure, flush, get_stats, get_trace
 from ._search import FilterSyntaxError, Page, TraceList, search_traces
@@ -88,8 +108,15 @@ from . import openai as openai  # isort: skip
 
 __all__ = [
     "ASGIMiddleware",
+    "Assessment",
+    "AssessmentError",
+    "AssessmentNotFoundError",
+    "AssessmentSource",
+    "AssessmentSourceType",
     "ContextThreadPoolExecutor",
     "DailyActivity",
+    "Expectation",
+    "Feedback",
     "FilterSyntaxError",
     "LiveSpan",
     "MetadataValueSummary",
@@ -116,8 +143,10 @@ __all__ = [
     "autolog",
     "clear_user_session_context",
     "configure",
+    "delete_assessment",
     "delete_trace_tag",
     "flush",
+    "get_assessment",
     "get_current_active_span",
     "get_last_active_trace_id",
     "get_session_summary",
@@ -126,8 +155,11 @@ __all__ = [
     "get_user_session_context",
     "list_sessions",
     "list_users",
+    "log_expectation",
+    "log_feedback",
     "metadata_breakdown",
     "model_breakdown",
+    "override_feedback",
     "search_traces",
     "session_flow",
     "set_model_price",
@@ -135,6 +167,7 @@ __all__ = [
     "set_user_session_context",
     "start_span",
     "trace",
+    "update_assessment",
     "update_current_trace",
     "update_trace_user_session",
     "user_report",

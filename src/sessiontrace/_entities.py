@@ -12,6 +12,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._assessments import Assessment
 from ._serialize import loads, loads_marked
 
 __all__ = [
@@ -131,6 +132,8 @@ class TraceInfo:
     request_preview: str | None = None
     response_preview: str | None = None
     name: str | None = None
+    # Feedback and expectations on this trace, oldest first (``log_feedback``).
+    assessments: list[Assessment] = dataclasses.field(default_factory=list)
 
     @property
     def request_id(self) -> str:
@@ -175,7 +178,12 @@ class TraceInfo:
         return value if isinstance(value, dict) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # asdict's answer, but the assessments in MLflow's dictionary form.
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["trace_metadata"] = dict(self.trace_metadata)
+        d["tags"] = dict(self.tags)
+        d["assessments"] = [a.to_dictionary() for a in self.assessments]
+        return d
 
 
 @dataclasses.dataclass

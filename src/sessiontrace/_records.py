@@ -7,7 +7,9 @@ Three types, one per kind of pipeline item:
   that ended after its trace was handed over (a thread or task that outlived the
   root), which a store appends to the trace it already has;
 - ``TagChange``: a tag set (``value`` a str) or deleted (``value`` None) on a trace
-  already handed over.
+  already handed over;
+- ``AssessmentChange``: feedback or an expectation logged, overridden, updated or
+  deleted, sent to a remote server (a local store is written at once).
 
 Records are named tuples: immutable, no per-instance ``__dict__``, and made on the
 app's thread at the cost of one tuple. Their dicts and lists (metadata, tags,
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = ["Record", "SpanRecord", "TagChange", "TraceRecord"]
+__all__ = ["AssessmentChange", "Record", "SpanRecord", "TagChange", "TraceRecord"]
 
 _new = tuple.__new__
 
@@ -84,5 +86,17 @@ class TagChange(NamedTuple):
     value: str | None
 
 
-Record = TraceRecord | SpanRecord | TagChange
+class AssessmentChange(NamedTuple):
+    """An assessment written (``op`` "put"), overriding the one ``assessment_id``
+    names ("override"), replacing its fields ("update"), or deleted ("delete").
+    ``assessment`` is the new one in ``Assessment.to_dictionary()``'s form (None for
+    "delete"); for "put" ``assessment_id`` is its id."""
+
+    trace_id: str
+    op: str
+    assessment_id: str
+    assessment: dict[str, Any] | None
+
+
+Record = TraceRecord | SpanRecord | TagChange | AssessmentChange
 """Any item the pipeline carries to a sink."""

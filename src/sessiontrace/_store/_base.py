@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from .._assessments import Assessment
     from .._entities import Trace
     from ._dialect import Dialect
 
@@ -49,6 +50,37 @@ class Store(Protocol):
     def set_tag(self, trace_id: str, key: str, value: str) -> None: ...
 
     def delete_tag(self, trace_id: str, key: str) -> None: ...
+
+    # Assessments, each call its own transaction on the caller's thread (like set_tag).
+    # No trace row is needed: feedback on a live trace comes before its trace.
+
+    def put_assessment(self, a: Assessment, *, dedupe_key: str | None = None) -> Assessment:
+        """Insert ``a`` (an id given when it has none), or with ``dedupe_key`` change
+        the one stored under that key (same id and creation time): atomic."""
+        ...
+
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment:
+        """Raises ``AssessmentNotFoundError``."""
+        ...
+
+    def update_assessment(self, trace_id: str, assessment_id: str, **changes: Any) -> Assessment:
+        """Change ``name``, ``value``, ``rationale``, ``metadata``, ``error``,
+        ``source``, ``span_id`` or ``valid`` in place."""
+        ...
+
+    def override_assessment(self, trace_id: str, old_id: str, new: Assessment) -> Assessment:
+        """Insert ``new`` overriding ``old_id``, which turns invalid (one transaction)."""
+        ...
+
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> None: ...
+
+    def assessments_for(self, trace_ids: Sequence[str]) -> dict[str, list[Assessment]]:
+        """Each trace's assessments, oldest first; traces without any are left out."""
+        ...
+
+    def trace_owner(self, trace_id: str) -> tuple[str | None, str | None] | None:
+        """The trace's (user_id, session_id), or None when no such trace is stored."""
+        ...
 
     def get_trace(self, trace_id: str) -> Trace | None: ...
 

@@ -30,7 +30,7 @@ import re
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -38,10 +38,13 @@ from psycopg.adapt import Buffer, Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.numeric import NumericBinaryLoader
 
+from .._assessments import Assessment
 from .._config import redact_uri
 from .._entities import Trace
 from .._pipeline import RetryableExportError
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
+from . import _assess
+from ._assess import assessments_ddl
 from ._dialect import POSTGRES, Dialect
 from ._rows import (
     SPAN_COLUMNS,
@@ -62,7 +65,9 @@ from ._rows import (
 
 __all__ = ["SCHEMA_VERSION", "TRACE_SELECT", "PostgresConnection", "PostgresStore"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+_T = TypeVar("_T")
 
 # pg_advisory_xact_lock key for creating and migrating the schema: any constant
 # other software is unlikely to pick ("sessiont" in ASCII).
@@ -142,8 +147,12 @@ CREATE TABLE spans (
 );
 CREATE INDEX spans_model ON spans (model, provider) WHERE llm IS NOT NULL
 """
-# Steps from an older PostgreSQL schema: none yet (this store starts at version 4).
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+# Feedback and expectations (schema 5): see _assess.
+_ASSESSMENTS_DDL = tuple(assessments_ddl("text", ' COLLATE "C"'))
+_SCHEMA_STATEMENTS = (*_SCHEMA.split(";"), *_ASSESSMENTS_DDL)
+# Steps from an older PostgreSQL schema (this store started at version 4), run under
+# the schema lock: 4 -> 5 adds the assessments table.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {4: _ASSESSMENTS_DDL}
 
 # -- reading ----------------------------------------------------------------------------
 
@@ -157,6 +166,7 @@ _LOAD_SPANS = (
     f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ANY(%s) "  # noqa: S608
     "ORDER BY start_ns, span_id"
 )
+_ASSESSMENTS_FOR = _assess.BY_TRACE.replace("IN ({marks})", "= ANY(%s)")
 
 # -- writing ----------------------------------------------------------------------------
 
@@ -463,7 +473,7 @@ class PostgresStore:
                         "upgrade sessiontrace to read it"
                     )
                 if version == 0:
-                    for statement in _SCHEMA.split(";"):
+                    for statement in _SCHEMA_STATEMENTS:
                         conn.execute(statement)
                     conn.execute(
                         "INSERT INTO sessiontrace_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
@@ -607,6 +617,49 @@ class PostgresStore:
 
         self.connection().transaction(work)
 
+    # -- assessments (caller's thread) ----------------------------------------------------
+
+    def _in_transaction(self, work: Callable[[_assess.Execute], _T]) -> _T:
+        result: list[_T] = []
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            result[:] = [work(lambda sql, params: conn.execute(to_psycopg(sql), params))]
+
+        self.connection().transaction(run)
+        return result[0]
+
+    def put_assessment(self, a: Assessment, *, dedupe_key: str | None = None) -> Assessment:
+        """Insert ``a`` (given an id when it has none); with ``dedupe_key``, change the
+        assessment already stored under that key instead, if there is one."""
+        return self._in_transaction(lambda execute: _assess.put(execute, a, dedupe_key))
+
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment:
+        return _assess.get(self.connection().execute, trace_id, assessment_id)
+
+    def update_assessment(self, trace_id: str, assessment_id: str, **changes: Any) -> Assessment:
+        return self._in_transaction(
+            lambda execute: _assess.update(execute, trace_id, assessment_id, changes)
+        )
+
+    def override_assessment(self, trace_id: str, old_id: str, new: Assessment) -> Assessment:
+        return self._in_transaction(
+            lambda execute: _assess.override(execute, trace_id, old_id, new)
+        )
+
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> None:
+        self._in_transaction(lambda execute: _assess.delete(execute, trace_id, assessment_id))
+
+    def assessments_for(self, trace_ids: Sequence[str]) -> dict[str, list[Assessment]]:
+        """The assessments of these traces (those with none are left out), oldest first."""
+        ids = list(trace_ids)
+        if not ids:
+            return {}
+        return _assess.by_trace(self.connection().run(_ASSESSMENTS_FOR, (ids,)))
+
+    def trace_owner(self, trace_id: str) -> tuple[str | None, str | None] | None:
+        row = self.connection().execute(_assess.TRACE_OWNER, (trace_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     # -- reading ------------------------------------------------------------------------
 
     def get_trace(self, trace_id: str) -> Trace | None:
@@ -633,6 +686,10 @@ class PostgresStore:
         """Traces from rows of ``trace_select()`` (extra trailing columns are ignored),
         in their order, with their spans."""
         infos = [info_from_row(row) for row in rows]
+        if infos:
+            found = self.assessments_for([info.trace_id for info in infos])
+            for info in infos:
+                info.assessments = found.get(info.trace_id, [])
         return traces_from_rows(
             rows,
             infos,
@@ -716,8 +773,13 @@ def _copy_new(conn: psycopg.Connection[Any], rows: Rows) -> bool:
 
 def _write(conn: psycopg.Connection[Any], rows: Rows, *, copy_first: bool = True) -> None:
     """One batch, inside the caller's transaction; the order is SQLite's ``_write_rows``."""
-    if copy_first and _copy_new(conn, rows):
-        return
+    if not (copy_first and _copy_new(conn, rows)):
+        _upsert(conn, rows)
+    for change in rows.assessments:
+        _assess.apply(lambda sql, params: conn.execute(to_psycopg(sql), params), change)
+
+
+def _upsert(conn: psycopg.Connection[Any], rows: Rows) -> None:
     _stage(conn, _TRACES, rows.trace_rows, rows.llm_trace_rows)
     span_rows, llm_span_rows = rows.span_rows, rows.llm_span_rows
     if rows.late:

@@ -24,7 +24,7 @@ from .._entities import (
     lazy_trace_data,
     span_from_row,
 )
-from .._records import SpanRecord, TagChange, TraceRecord
+from .._records import AssessmentChange, SpanRecord, TagChange, TraceRecord
 from .._serialize import InexactJSON, dumps, dumps_marked_array, loads, loads_strings
 from ..llm._keys import MODEL, TRACE_COST, TRACE_TOKEN_USAGE, USAGE
 from ..llm._rollup import LLMCall, Totals, llm_call, rollup
@@ -99,6 +99,7 @@ class Rows:
     """
 
     __slots__ = (
+        "assessments",
         "keys_in_json",
         "late",
         "llm_span_rows",
@@ -131,6 +132,8 @@ class Rows:
         # (metadata_rows hold (trace_id, JSON); tag_rows only tag changes): the store
         # unpacks them into the key/value tables itself
         self.keys_in_json = False
+        # AssessmentChange records (from a remote client), applied after the rest
+        self.assessments: list[AssessmentChange] = []
 
     def cleaned(self) -> Rows:
         """The same rows with lone surrogates (half an emoji from a truncated byte
@@ -149,6 +152,7 @@ class Rows:
         out.late = [(_clean(t), *_clean_rows([full, bare])) for t, full, bare in self.late]
         out.recompute = {_clean(t) for t in self.recompute}
         out.keys_in_json = self.keys_in_json
+        out.assessments = self.assessments
         return out
 
 
@@ -232,6 +236,8 @@ def build_rows(
                 out.tag_deletes.append((item.trace_id, item.key))
             else:
                 tag_rows.append((item.trace_id, item.key, item.value))
+        elif isinstance(item, AssessmentChange):
+            out.assessments.append(item)
         else:
             raise TypeError(f"cannot store {type(item).__name__}")
     return out
@@ -490,6 +496,7 @@ def info_from_row(row: Sequence[Any]) -> TraceInfo:
         request_preview=request_preview,
         response_preview=response_preview,
         name=name,
+        assessments=[],
     )
     if len(row) > 18 and row[17] is not None:
         # A trace with LLM calls: its totals ride along, not as a field (to_dict() and

@@ -18,14 +18,17 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .._assessments import Assessment
 from .._entities import Trace, TraceInfo
 from .._pipeline import RetryableExportError
 from .._search._compile import register_functions
 from .._serialize import dumps, dumps_marked_array, loads_marked, loads_strings
+from . import _assess
+from ._assess import assessments_ddl
 from ._dialect import SQLITE
 from ._rows import (
     SPAN_COLUMNS,
@@ -46,7 +49,9 @@ from ._rows import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "TraceNotFoundError", "llm_totals", "trace_from_row"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
@@ -138,6 +143,11 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE UNIQUE INDEX IF NOT EXISTS spans_trace_span ON spans (trace_id, span_id);
 CREATE INDEX IF NOT EXISTS spans_model ON spans (model, provider) WHERE llm IS NOT NULL;
 """
+# Feedback and expectations (schema 5): see _assess.
+_SCHEMA_STATEMENTS = [
+    *(s for s in _SCHEMA.split(";") if s.strip()),
+    *assessments_ddl("TEXT", if_not_exists="IF NOT EXISTS "),
+]
 
 # Reading: constant column lists and ``{marks}`` (a run of ``?``) are the only text
 # put into these statements; the ids are bound.
@@ -247,6 +257,8 @@ _MIGRATIONS = {
             )
         ),
     ),
+    # Schema 4 -> 5: the assessments table, which _SCHEMA_STATEMENTS creates.
+    4: (),
 }
 _TRACE_SPANS = "SELECT spans FROM traces WHERE trace_id = ?"
 _SET_TRACE_SPANS = "UPDATE traces SET spans = ? WHERE trace_id = ?"
@@ -349,9 +361,8 @@ class SQLiteStore:
                         for step in range(max(version, 1), SCHEMA_VERSION):
                             for statement in _MIGRATIONS[step]:
                                 conn.execute(statement)
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    for statement in _SCHEMA_STATEMENTS:
+                        conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     conn.execute("COMMIT")
                 except BaseException:
@@ -435,6 +446,8 @@ class SQLiteStore:
                     conn.executemany(_STALE_TAGS, [(tid,) for tid in rows.tag_ops])
                 for tid in rows.recompute:  # last: after this batch's metadata rows
                     _recompute_llm(conn, tid)
+                for change in rows.assessments:
+                    _assess.apply(conn.execute, change)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -485,6 +498,52 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
+    # -- assessments (caller's thread) ------------------------------------------------
+
+    def _in_transaction(self, work: Callable[[_assess.Execute], _T]) -> _T:
+        conn = self._read_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn.execute)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def put_assessment(self, a: Assessment, *, dedupe_key: str | None = None) -> Assessment:
+        """Insert ``a`` (given an id when it has none); with ``dedupe_key``, change the
+        assessment already stored under that key instead, if there is one."""
+        return self._in_transaction(lambda execute: _assess.put(execute, a, dedupe_key))
+
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment:
+        return _assess.get(self._read_conn().execute, trace_id, assessment_id)
+
+    def update_assessment(self, trace_id: str, assessment_id: str, **changes: Any) -> Assessment:
+        return self._in_transaction(
+            lambda execute: _assess.update(execute, trace_id, assessment_id, changes)
+        )
+
+    def override_assessment(self, trace_id: str, old_id: str, new: Assessment) -> Assessment:
+        return self._in_transaction(
+            lambda execute: _assess.override(execute, trace_id, old_id, new)
+        )
+
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> None:
+        self._in_transaction(lambda execute: _assess.delete(execute, trace_id, assessment_id))
+
+    def assessments_for(self, trace_ids: Sequence[str]) -> dict[str, list[Assessment]]:
+        """The assessments of these traces (those with none are left out), oldest first."""
+        conn = self._read_conn()
+        rows: list[Any] = []
+        for chunk in chunks(trace_ids, 500):
+            rows += conn.execute(_assess.BY_TRACE.format(marks=",".join("?" * len(chunk))), chunk)
+        return _assess.by_trace(rows)
+
+    def trace_owner(self, trace_id: str) -> tuple[str | None, str | None] | None:
+        row = self._read_conn().execute(_assess.TRACE_OWNER, (trace_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     # -- reading ------------------------------------------------------------------
 
     def get_trace(self, trace_id: str) -> Trace | None:
@@ -523,6 +582,10 @@ class SQLiteStore:
             for chunk in chunks(trace_ids, 500):
                 yield from conn.execute(_LOAD_SPANS.format(marks=",".join("?" * len(chunk))), chunk)
 
+        if infos:
+            found = self.assessments_for([info.trace_id for info in infos])
+            for info in infos:
+                info.assessments = found.get(info.trace_id, [])
         return traces_from_rows(rows, infos, include_spans=include_spans, span_rows=span_rows)
 
     def list_trace_ids(self, *, limit: int = 100, offset: int = 0) -> list[str]:
