@@ -45,6 +45,8 @@ PUBLIC = [
     "configure",
     "delete_assessment",
     "delete_trace_tag",
+    "feedback_app",
+    "feedback_wsgi_app",
     "flush",
     "get_assessment",
     "get_current_active_span",

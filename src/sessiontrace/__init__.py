@@ -23,6 +23,7 @@ Where things live:
 - ``_runtime``: settings, and the pipeline, pricing and store wired together on first use;
 - ``_search/``: where a filter becomes SQL; ``_analytics``: reports over a store;
 - ``llm/``: autolog for the OpenAI and Anthropic SDKs, and pricing (on the writer thread);
+- ``feedback/``: the endpoint a chat front end posts its users' feedback to;
 - ``server/``: the UI, its JSON API and the ingest endpoint; ``__main__``: the CLI.
 
 Writes flow one way, tracing -> records -> pipeline -> sinks: the records, the
@@ -97,6 +98,7 @@ from ._tracing import (
     update_trace_user_session,
 )
 from ._version import __version__
+from .feedback import feedback_app, feedback_wsgi_app
 from .llm._autolog import autolog
 from .llm._pricing import set_model_price
 from .middleware import ASGIMiddleware, WSGIMiddleware
@@ -145,6 +147,8 @@ __all__ = [
     "configure",
     "delete_assessment",
     "delete_trace_tag",
+    "feedback_app",
+    "feedback_wsgi_app",
     "flush",
     "get_assessment",
     "get_current_active_span",

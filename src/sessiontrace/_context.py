@@ -52,7 +52,7 @@ UNSET: Final[Any] = _Unset()
 class UserSession:
     """The user and session defaults in force; immutable."""
 
-    __slots__ = ("parent", "request_id", "session_id", "user_id")
+    __slots__ = ("parent", "request_id", "reserved_trace_id", "session_id", "user_id")
 
     def __init__(
         self,
@@ -60,6 +60,7 @@ class UserSession:
         session_id: str | None,
         parent: UserSession | None = None,
         request_id: str | None = None,
+        reserved_trace_id: list[str] | None = None,
     ) -> None:
         self.user_id = user_id
         self.session_id = session_id
@@ -67,6 +68,11 @@ class UserSession:
         # The client's request id (X-Request-ID), set only by the middleware; it
         # becomes ``client_request_id`` of every trace started in the request.
         self.request_id = request_id
+        # ``echo_trace_id=True``: the id the middleware announced in ``X-Trace-ID``,
+        # in a one-item list shared by every node set below the request's (and every
+        # copy of its context: background tasks, threads). The first root trace
+        # started under it pops it and takes it as its id; later roots find it empty.
+        self.reserved_trace_id = reserved_trace_id
 
     def __repr__(self) -> str:
         return f"UserSession(user_id={self.user_id!r}, session_id={self.session_id!r})"
@@ -96,7 +102,9 @@ def set_user_session_context(user_id: str | None = UNSET, session_id: str | None
     current = _user_session.get()
     user = current.user_id if user_id is UNSET else _check_id("user_id", user_id)
     session = current.session_id if session_id is UNSET else _check_id("session_id", session_id)
-    _user_session.set(UserSession(user, session, current, current.request_id))
+    _user_session.set(
+        UserSession(user, session, current, current.request_id, current.reserved_trace_id)
+    )
 
 
 def clear_user_session_context() -> None:
@@ -125,7 +133,9 @@ def user_session(user_id: str | None = UNSET, session_id: str | None = UNSET) ->
     current = _user_session.get()
     user = current.user_id if user_id is UNSET else _check_id("user_id", user_id)
     session = current.session_id if session_id is UNSET else _check_id("session_id", session_id)
-    token = _user_session.set(UserSession(user, session, current, current.request_id))
+    token = _user_session.set(
+        UserSession(user, session, current, current.request_id, current.reserved_trace_id)
+    )
     try:
         yield
     finally:

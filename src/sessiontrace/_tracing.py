@@ -279,7 +279,15 @@ def _open_span(
             metadata[METADATA_USER] = us.user_id
         if us.session_id is not None:
             metadata[METADATA_SESSION] = us.session_id
-        trace = LiveTrace(ids["trace"](), now, metadata, us.request_id)
+        reserved = us.reserved_trace_id
+        if reserved:  # the id the middleware announced (echo_trace_id): taken once
+            try:
+                trace_id = reserved.pop()
+            except IndexError:  # another thread took it first
+                trace_id = ids["trace"]()
+        else:
+            trace_id = ids["trace"]()
+        trace = LiveTrace(trace_id, now, metadata, us.request_id)
         span = LiveSpan(trace, None, name, span_type, attributes, now)
         _live_traces[trace.trace_id] = trace
     else:

@@ -11,11 +11,13 @@ from .._tracing import _current_span
 from ._config import (
     DEFAULT_ALLOWED_CHARS,
     REQUEST_KEY,
+    TRACE_ID_HEADER,
     IdPolicy,
     RequestNode,
     Resolved,
     logger,
     outside_requests,
+    reserve_trace_id,
     serving,
 )
 from ._trace import RequestTrace, route_of
@@ -75,6 +77,15 @@ class ASGIMiddleware:
       instead of the user id: the same user still groups, the raw id is not kept.
     - ``exclude_paths``: paths served without any of this (``"/healthz"``;
       ``"/static/*"`` for a prefix).
+    - ``echo_trace_id``: answer each HTTP request with an ``X-Trace-ID`` header naming
+      the trace it produced, so a front end can post feedback on that turn
+      (:func:`sessiontrace.feedback_app`). The id is reserved when the request comes
+      in and taken by the first root trace the request starts, also when that trace
+      starts inside a streamed body, after the headers went out; a background task or
+      thread that starts another root later gets an id of its own. A request that
+      starts no trace still gets the header (nothing is stored under that id).
+      Browsers on another origin read it only when CORS exposes it
+      (``Access-Control-Expose-Headers: X-Trace-ID``).
     - ``trace_requests``: make each HTTP request a trace root (method, route,
       status, duration, the response body up to ``max_body_bytes``), ending after
       the last body chunk or when the client disconnects; the app's traced
@@ -106,6 +117,7 @@ class ASGIMiddleware:
         exclude_paths: Iterable[str] = (),
         trace_requests: bool = False,
         max_body_bytes: int = 64 * 1024,
+        echo_trace_id: bool = False,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI callable, not {type(app).__name__}")
@@ -124,6 +136,7 @@ class ASGIMiddleware:
             exclude_paths=exclude_paths,
             trace_requests=trace_requests,
             max_body_bytes=max_body_bytes,
+            echo_trace_id=echo_trace_id,
         )
         self._policy = policy
         # ASGI servers lower-case header names; one dict lookup per request header.
@@ -293,7 +306,11 @@ class ASGIMiddleware:
             if resolved.echo_session and session is not None:
                 send = _echo(send, policy.echo_header, session)
 
-        node = RequestNode(user, session, _user_session.get(), request_id)
+        reserved = None
+        if policy.echo_trace_id and kind == "http":
+            reserved = reserve_trace_id()
+            send = _echo_trace_id(send, reserved[0])
+        node = RequestNode(user, session, _user_session.get(), request_id, reserved)
         scope[REQUEST_KEY] = node
         token = _user_session.set(node)
         try:
@@ -413,3 +430,21 @@ def _echo(send: Send, header_name: bytes, session_id: str) -> Send:
         await send(message)
 
     return send_with_session
+
+
+_TRACE_ID_NAME: bytes = TRACE_ID_HEADER.lower().encode("latin-1")
+
+
+def _echo_trace_id(send: Send, trace_id: str) -> Send:
+    header = (_TRACE_ID_NAME, trace_id.encode("latin-1"))
+
+    async def send_with_trace_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            # The app's own X-Trace-ID (a proxy's, a framework's) is left as it is.
+            if not any(name.lower() == _TRACE_ID_NAME for name, _ in headers):
+                message = dict(message)
+                message["headers"] = [*headers, header]
+        await send(message)
+
+    return send_with_trace_id

@@ -25,17 +25,19 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, Final
 
-from .. import _runtime
+from .. import _runtime, _tracing
 from .._context import UserSession, _user_session
 
 __all__ = [
     "DEFAULT_ALLOWED_CHARS",
     "REQUEST_KEY",
     "IdPolicy",
+    "TRACE_ID_HEADER",
     "RequestNode",
     "Resolved",
     "logger",
     "outside_requests",
+    "reserve_trace_id",
     "serving",
 ]
 
@@ -139,6 +141,19 @@ def outside_requests(node: UserSession) -> UserSession:
     return base
 
 
+#: The response header naming the trace a request produced (``echo_trace_id=True``).
+TRACE_ID_HEADER: Final = "X-Trace-ID"
+
+
+def reserve_trace_id() -> list[str]:
+    """A fresh trace id for the request's first root trace, as its one-item holder.
+
+    Same format as every trace id (``_tracing.ids``, which tests may replace); the
+    node keeps the list, and ``_tracing._open_span`` pops it at most once.
+    """
+    return [_tracing.ids["trace"]()]
+
+
 def _new_session_id() -> str:
     return secrets.token_hex(16)
 
@@ -189,6 +204,7 @@ class IdPolicy:
         exclude_paths: Iterable[str],
         trace_requests: bool,
         max_body_bytes: int,
+        echo_trace_id: bool = False,
     ) -> None:
         self.user_header = _header_name("user_header", user_header)
         self.session_header = _header_name("session_header", session_header)
@@ -274,9 +290,17 @@ class IdPolicy:
         if max_body_bytes < 0:
             raise ValueError(f"max_body_bytes must be >= 0, got {max_body_bytes}")
         self.max_body_bytes = max_body_bytes
+        if not isinstance(echo_trace_id, bool):
+            raise TypeError(f"echo_trace_id must be a bool, not {type(echo_trace_id).__name__}")
+        self.echo_trace_id = echo_trace_id
         # Nothing but the two ids and no option: the hot path can skip all the rest.
         self.plain = not (
-            resolver or self.generate or echo_session_id or self.pseudonymize or strict
+            resolver
+            or self.generate
+            or echo_session_id
+            or self.pseudonymize
+            or strict
+            or echo_trace_id
         )
 
     def excluded(self, path: str) -> bool:

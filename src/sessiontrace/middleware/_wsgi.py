@@ -13,9 +13,11 @@ from .._tracing import LiveSpan, _current_span
 from ._config import (
     DEFAULT_ALLOWED_CHARS,
     REQUEST_KEY,
+    TRACE_ID_HEADER,
     IdPolicy,
     RequestNode,
     outside_requests,
+    reserve_trace_id,
     serving,
 )
 from ._trace import RequestTrace
@@ -69,6 +71,7 @@ class WSGIMiddleware:
         exclude_paths: Iterable[str] = (),
         trace_requests: bool = False,
         max_body_bytes: int = 64 * 1024,
+        echo_trace_id: bool = False,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
@@ -87,6 +90,7 @@ class WSGIMiddleware:
             exclude_paths=exclude_paths,
             trace_requests=trace_requests,
             max_body_bytes=max_body_bytes,
+            echo_trace_id=echo_trace_id,
         )
         if policy.resolver_is_async:
             raise TypeError("a WSGI resolver must be a plain function, not async")
@@ -171,8 +175,16 @@ class WSGIMiddleware:
         if resolved.echo_session and resolved.session_id is not None:
             start_response = _echo(start_response, self._echo_name, resolved.session_id)
 
+        reserved = None
+        if policy.echo_trace_id:
+            reserved = reserve_trace_id()
+            start_response = _echo_trace_id(start_response, reserved[0])
         node = RequestNode(
-            resolved.user_id, resolved.session_id, _user_session.get(), resolved.request_id
+            resolved.user_id,
+            resolved.session_id,
+            _user_session.get(),
+            resolved.request_id,
+            reserved,
         )
         return self._serve(environ, start_response, node, policy.trace_requests, clear_span)
 
@@ -364,6 +376,22 @@ def _echo(start_response: StartResponse, name: str, session_id: str) -> StartRes
         return start_response(status, headers, exc_info)
 
     return start_response_with_session
+
+
+def _echo_trace_id(start_response: StartResponse, trace_id: str) -> StartResponse:
+    wanted = TRACE_ID_HEADER.lower()
+
+    def start_response_with_trace_id(
+        status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        # The app's own X-Trace-ID (a proxy's, a framework's) is left as it is.
+        if not any(name.lower() == wanted for name, _ in headers):
+            headers = [*headers, (TRACE_ID_HEADER, trace_id)]
+        if exc_info is None:
+            return start_response(status, headers)
+        return start_response(status, headers, exc_info)
+
+    return start_response_with_trace_id
 
 
 def _flask_route(environ: Environ) -> str | None:
