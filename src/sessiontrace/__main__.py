@@ -6,6 +6,9 @@
     sessiontrace users ; sessiontrace user user-123 --days 7 ; sessiontrace versions
     sessiontrace users --by-cost          # the most expensive users first
     sessiontrace models                   # LLM calls, tokens and cost per model
+    sessiontrace sessions --by-negative   # the sessions with the most thumbs-down first
+    sessiontrace users --by-satisfaction  # the least satisfied users first
+    sessiontrace feedback --key app_version --days 30   # feedback per day and version
 
 Tables by default; ``--json`` or ``--csv`` for scripts (data on stdout, the next
 page's token and messages on stderr). The store is ``--db`` (a SQLite file,
@@ -162,6 +165,26 @@ LLM_TABLE: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
 ]
 
 
+def _rate_cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+# The feedback columns of the sessions, users and versions tables: valid feedback,
+# the share of thumbs-up among boolean values, and the thumbs-down.
+FEEDBACK_TABLE: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("feedback", lambda r: r["feedback_count"]),
+    ("satisfaction", lambda r: _rate_cell(r["satisfaction"])),
+    ("negative", lambda r: r["negative_feedback"]),
+]
+
+
+def _feedback_cell(items: Sequence[dict[str, Any]]) -> str:
+    """A turn's valid feedback as ``name=value`` pairs (JSON values)."""
+    return "; ".join(
+        f"{f['name']}={json.dumps(f['value'], ensure_ascii=False)}" for f in items if f["valid"]
+    )
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -229,10 +252,32 @@ def _by_cost_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _by_feedback_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--by-negative",
+        action="store_true",
+        help="most negative feedback first (--order-by 'negative_feedback DESC')",
+    )
+    p.add_argument(
+        "--by-satisfaction",
+        action="store_true",
+        help="lowest satisfaction first, none last (--order-by 'satisfaction ASC')",
+    )
+
+
 def _order(args: argparse.Namespace) -> list[str] | None:
     order: list[str] | None = getattr(args, "order_by", None)
-    if getattr(args, "by_cost", False):
-        return ["cost DESC", *(order or [])]
+    first = [
+        key
+        for flag, key in (
+            ("by_cost", "cost DESC"),
+            ("by_negative", "negative_feedback DESC"),
+            ("by_satisfaction", "satisfaction ASC"),
+        )
+        if getattr(args, flag, False)
+    ]
+    if first:
+        return [*first, *(order or [])]
     return order
 
 
@@ -301,6 +346,7 @@ def add_sessions(sub: Subparsers) -> None:
     )
     _paging_args(p, default=50)
     _by_cost_arg(p)
+    _by_feedback_args(p)
     p.set_defaults(run=run_sessions)
 
 
@@ -322,6 +368,7 @@ def run_sessions(args: argparse.Namespace) -> int:
             ("errors", lambda r: r["errors"]),
             ("mean_ms", lambda r: _ms(r["mean_duration_ms"])),
             *LLM_TABLE,
+            *FEEDBACK_TABLE,
             ("first_request", lambda r: r["first_request_preview"]),
         ],
         next_page_token=page.next_page_token,
@@ -354,6 +401,7 @@ def run_session(args: argparse.Namespace) -> int:
             ("cost", lambda r: _usd(r["cost"])),
             ("request", lambda r: r["request"]),
             ("response", lambda r: r["response"]),
+            ("feedback", lambda r: _feedback_cell(r["feedback"])),
         ],
     )
     return 0
@@ -363,6 +411,7 @@ def add_users(sub: Subparsers) -> None:
     p = sub.add_parser("users", help="one row a user, most recent first", parents=[_common(True)])
     _paging_args(p, default=50)
     _by_cost_arg(p)
+    _by_feedback_args(p)
     p.set_defaults(run=run_users)
 
 
@@ -384,6 +433,7 @@ def run_users(args: argparse.Namespace) -> int:
             ("error_rate", lambda r: f"{r['error_rate']:.1%}"),
             ("mean_ms", lambda r: _ms(r["mean_latency_ms"])),
             *LLM_TABLE,
+            *FEEDBACK_TABLE,
         ],
         next_page_token=page.next_page_token,
     )
@@ -426,6 +476,9 @@ def run_user(args: argparse.Namespace) -> int:
         "total_tokens": report.total_tokens,
         "cost": report.cost,
         "unpriced_calls": report.unpriced_calls,
+        "feedback_count": report.feedback_count,
+        "negative_feedback": report.negative_feedback,
+        "satisfaction": None if report.satisfaction is None else round(report.satisfaction, 4),
     }
     if fmt == "csv":
         emit(args, [summary], [(k, itemgetter(k)) for k in summary])
@@ -435,10 +488,12 @@ def run_user(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         if key == "cost":
             value = _usd(report.cost)
+        elif key == "satisfaction":
+            value = _rate_cell(report.satisfaction)
         elif key.endswith("_tokens"):
             value = _tokens(report.__dict__[key])
         if key not in ("user_id", "days"):
-            print(f"{key + ':':<17}{'' if value is None else value}")
+            print(f"{key + ':':<19}{'' if value is None else value}")
     print("\nDaily activity:")
     _print_table(
         ["date", "traces", "errors", "llm_calls", "tokens", "cost"],
@@ -454,6 +509,9 @@ def run_user(args: argparse.Namespace) -> int:
             for d in report.daily_activity
         ],
     )
+    if report.feedback:
+        print("\nFeedback:")
+        _print_feedback_stats(report.feedback.values())
     if report.tags:
         print("\nTags:")
         _print_table(
@@ -475,6 +533,7 @@ def add_versions(sub: Subparsers) -> None:
         "--order-by", metavar="KEY [ASC|DESC]", action="append", help="repeat for more keys"
     )
     _by_cost_arg(p)
+    _by_feedback_args(p)
     p.set_defaults(run=run_versions)
 
 
@@ -495,6 +554,7 @@ def run_versions(args: argparse.Namespace) -> int:
             ("first_seen", lambda r: _time(r["first_seen_ms"])),
             ("last_seen", lambda r: _time(r["last_seen_ms"])),
             *LLM_TABLE,
+            *FEEDBACK_TABLE,
         ],
     )
     return 0
@@ -539,6 +599,71 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_feedback_stats(stats: Any) -> None:
+    _print_table(
+        ["name", "count", "positive", "negative", "positive_rate", "mean"],
+        [
+            [
+                _cell(f.name),
+                str(f.count),
+                str(f.positive),
+                str(f.negative),
+                _rate_cell(f.positive_rate),
+                "" if f.mean is None else f"{f.mean:.3g}",
+            ]
+            for f in stats
+        ],
+    )
+
+
+def add_feedback(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "feedback",
+        help="users' feedback per day (per user, app version or other metadata key)",
+        parents=[_common(True)],
+    )
+    p.add_argument("--filter", metavar="FILTER", help="search_traces filter string")
+    p.add_argument("--user", metavar="USER_ID", help="one user's feedback")
+    p.add_argument("--key", metavar="KEY", help="split each day by this metadata key's values")
+    p.add_argument("--name", metavar="NAME", help="one feedback name (e.g. thumbs_up)")
+    p.add_argument("--days", type=_positive_int, default=30, help="window in days (default 30)")
+    p.set_defaults(run=run_feedback)
+
+
+def run_feedback(args: argparse.Namespace) -> int:
+    from ._analytics import feedback_over_time
+
+    rows = feedback_over_time(
+        args.filter,
+        user_id=args.user,
+        metadata_key=args.key,
+        name=args.name,
+        days=args.days,
+        store=open_store(args),
+    )
+    table: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [("date", lambda r: r["date"])]
+    if args.key:
+        table.append((args.key, lambda r: r["value"]))
+    emit(
+        args,
+        [r.to_dict() for r in rows],
+        [
+            *table,
+            *FEEDBACK_TABLE,
+            (
+                "by_name",
+                lambda r: "; ".join(
+                    f"{n}: {s['count']}"
+                    + ("" if s["positive_rate"] is None else f" {s['positive_rate']:.0%} positive")
+                    + ("" if s["mean"] is None else f" mean {s['mean']:.3g}")
+                    for n, s in r["feedback"].items()
+                ),
+            ),
+        ],
+    )
+    return 0
+
+
 def add_ui(sub: Subparsers) -> None:
     from .server._cli import add_ui_arguments, run_ui
 
@@ -569,6 +694,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_user,
     add_versions,
     add_models,
+    add_feedback,
     add_ui,
 ]
 

@@ -32,7 +32,7 @@ import datetime
 import functools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._entities import METADATA_SESSION, METADATA_USER
@@ -54,12 +54,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DailyActivity",
+    "DailyFeedback",
+    "FeedbackStats",
     "MetadataValueSummary",
     "ModelSummary",
     "SessionSummary",
     "SessionTurn",
     "UserReport",
     "UserSummary",
+    "feedback_over_time",
     "get_session_summary",
     "list_sessions",
     "list_users",
@@ -122,7 +125,55 @@ class _LLMTotals:
 
 
 @dataclasses.dataclass(frozen=True)
-class SessionSummary(_LLMTotals):
+class FeedbackStats:
+    """The valid (not overridden) feedback of one name on a group of traces.
+
+    ``count`` counts every value; ``positive``/``negative`` the boolean ``True``/
+    ``False`` ones, ``positive_rate`` is ``positive / (positive + negative)`` and
+    ``mean`` the mean of the numbers (booleans left out); each ``None`` without such
+    values. String and JSON values count in ``count`` only."""
+
+    name: str
+    count: int
+    positive: int
+    negative: int
+    positive_rate: float | None
+    mean: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "count": self.count,
+            "positive": self.positive,
+            "negative": self.negative,
+            "positive_rate": self.positive_rate,
+            "mean": self.mean,
+        }
+
+
+class _FeedbackTotals:
+    """The feedback fields of a group's record: ``feedback_count`` (valid feedback on
+    its traces), ``negative_feedback`` (boolean ``False`` values), ``satisfaction``
+    (the share of ``True`` among all boolean values, ``None`` without any) and
+    ``feedback`` (a ``FeedbackStats`` per name, names in order)."""
+
+    __slots__ = ()
+    feedback_count: int
+    negative_feedback: int
+    satisfaction: float | None
+    feedback: Mapping[str, FeedbackStats]
+
+    def _feedback_dict(self) -> dict[str, Any]:
+        return {
+            "feedback_count": self.feedback_count,
+            "negative_feedback": self.negative_feedback,
+            "satisfaction": self.satisfaction,
+            "feedback": {k: v.to_dict() for k, v in self.feedback.items()},
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSummary(_LLMTotals, _FeedbackTotals):
     """One conversation: its turns (traces), users, timing and errors."""
 
     session_id: str
@@ -141,6 +192,10 @@ class SessionSummary(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +210,7 @@ class SessionSummary(_LLMTotals):
             "mean_duration_ms": self.mean_duration_ms,
             "first_request_preview": self.first_request_preview,
             **self._llm_dict(),
+            **self._feedback_dict(),
         }
 
     @property
@@ -184,6 +240,7 @@ class SessionTurn(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -198,11 +255,12 @@ class SessionTurn(_LLMTotals):
             "user_id": self.user_id,
             "tags": dict(self.tags),
             **self._llm_dict(),
+            "feedback": tuple(_copy_json(f) for f in self.feedback),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class UserSummary(_LLMTotals):
+class UserSummary(_LLMTotals, _FeedbackTotals):
     user_id: str
     first_seen_ms: int
     last_seen_ms: int
@@ -217,6 +275,10 @@ class UserSummary(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -229,11 +291,12 @@ class UserSummary(_LLMTotals):
             "error_rate": self.error_rate,
             "mean_latency_ms": self.mean_latency_ms,
             **self._llm_dict(),
+            **self._feedback_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class DailyActivity(_LLMTotals):
+class DailyActivity(_LLMTotals, _FeedbackTotals):
     date: str  # YYYY-MM-DD, UTC
     traces: int
     errors: int
@@ -243,6 +306,10 @@ class DailyActivity(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -250,11 +317,12 @@ class DailyActivity(_LLMTotals):
             "traces": self.traces,
             "errors": self.errors,
             **self._llm_dict(),
+            **self._feedback_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class UserReport(_LLMTotals):
+class UserReport(_LLMTotals, _FeedbackTotals):
     """A user's activity in the last ``days`` days (``first_seen_ms``/``last_seen_ms``
     cover all time). ``tags`` maps each tag key to value counts, most common first."""
 
@@ -277,6 +345,10 @@ class UserReport(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -294,11 +366,12 @@ class UserReport(_LLMTotals):
             "daily_activity": tuple(d.to_dict() for d in self.daily_activity),
             "tags": {k: dict(v) for k, v in self.tags.items()},
             **self._llm_dict(),
+            **self._feedback_dict(),
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class MetadataValueSummary(_LLMTotals):
+class MetadataValueSummary(_LLMTotals, _FeedbackTotals):
     """Traces carrying one value of a metadata key (an app version, an environment)."""
 
     key: str
@@ -316,6 +389,10 @@ class MetadataValueSummary(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -329,6 +406,7 @@ class MetadataValueSummary(_LLMTotals):
             "first_seen_ms": self.first_seen_ms,
             "last_seen_ms": self.last_seen_ms,
             **self._llm_dict(),
+            **self._feedback_dict(),
         }
 
 
@@ -382,6 +460,108 @@ LLM_FIELD_NAMES = (
 
 def _llm(values: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(LLM_FIELD_NAMES, values, strict=True))
+
+
+# -- feedback -----------------------------------------------------------------------
+
+# Roll-ups count the valid (not overridden) feedback on the traces ``t`` they group:
+# each assessment is joined to its trace, so feedback written before its trace row
+# counts once the row arrives. Per group and name: every value, the True and False
+# ones, and the sum and number of the numbers (booleans have value_bool set).
+_FEEDBACK = "a.kind = 'feedback' AND a.valid = 1"
+_FEEDBACK_SQL = (
+    "a.name, count(*), count(*) FILTER (WHERE a.value_bool = 1), "
+    "count(*) FILTER (WHERE a.value_bool = 0), "
+    "sum(a.value_num) FILTER (WHERE a.value_bool IS NULL), "
+    "count(a.value_num) FILTER (WHERE a.value_bool IS NULL)"
+)
+# Ordering groups by feedback: each trace's valid feedback counted once (the join
+# keeps one row a trace), only when an order key asks for it.
+_FEEDBACK_JOIN = (
+    " LEFT JOIN (SELECT a.trace_id, count(*) AS n, "
+    "count(*) FILTER (WHERE a.value_bool = 1) AS pos, "
+    "count(*) FILTER (WHERE a.value_bool = 0) AS neg FROM assessments a "
+    "WHERE a.kind = 'feedback' AND a.valid = 1 GROUP BY a.trace_id) f "
+    "ON f.trace_id = t.trace_id"
+)
+_FEEDBACK_ORDER = {
+    "feedback_count": "coalesce(sum(f.n), 0)",
+    "negative_feedback": "coalesce(sum(f.neg), 0)",
+    # a double on both engines (PostgreSQL's sum of bigints is numeric)
+    "satisfaction": "CAST(sum(f.pos) AS DOUBLE PRECISION) / nullif(sum(f.pos) + sum(f.neg), 0)",
+}
+# Keys whose NULLs (groups without boolean feedback) sort last in either direction:
+# "satisfaction ASC" lists the least satisfied first, not those never asked.
+_NULLS_LAST = frozenset({"satisfaction"})
+
+# name -> [count, positive, negative, sum of numbers, numbers]
+_Tally = dict[str, list[Any]]
+
+
+def _feedback_sql(groups: Sequence[str], where: str, join: str = "") -> str:
+    """Valid feedback per ``groups`` (expressions over ``t``, ``a`` and ``join``'s
+    tables) and name, on the traces matching ``where``."""
+    keys = ", ".join(f"{expr} AS k{i}" for i, expr in enumerate(groups))
+    by = ", ".join(f"k{i}" for i in range(len(groups)))
+    return (
+        f"SELECT {keys}, {_FEEDBACK_SQL} FROM assessments a "  # noqa: S608
+        f"JOIN traces t ON t.trace_id = a.trace_id{join} "
+        f"WHERE {_FEEDBACK} AND {where} GROUP BY {by}, a.name"
+    )
+
+
+def _tally(rows: Iterable[Sequence[Any]], width: int = 1) -> dict[Any, _Tally]:
+    """``_feedback_sql``'s rows by group key (a tuple for ``width`` > 1), then name."""
+    out: dict[Any, _Tally] = {}
+    for row in rows:
+        key = row[0] if width == 1 else tuple(row[:width])
+        out.setdefault(key, {})[row[width]] = list(row[width + 1 :])
+    return out
+
+
+def _merge(into: _Tally, more: _Tally) -> None:
+    for name, (n, pos, neg, total, numbers) in more.items():
+        have = into.setdefault(name, [0, 0, 0, None, 0])
+        have[0] += n
+        have[1] += pos
+        have[2] += neg
+        if total is not None:
+            have[3] = total if have[3] is None else have[3] + total
+        have[4] += numbers
+
+
+def _feedback_fields(tally: _Tally | None) -> dict[str, Any]:
+    """A record's feedback fields from its group's tally (none: the defaults)."""
+    if not tally:
+        return {}
+    stats = {}
+    count = positive = negative = 0
+    for name in sorted(tally):
+        n, pos, neg, total, numbers = tally[name]
+        stats[name] = FeedbackStats(
+            name,
+            n,
+            pos,
+            neg,
+            pos / (pos + neg) if pos + neg else None,
+            total / numbers if numbers else None,
+        )
+        count += n
+        positive += pos
+        negative += neg
+    return {
+        "feedback_count": count,
+        "negative_feedback": negative,
+        "satisfaction": positive / (positive + negative) if positive + negative else None,
+        "feedback": stats,
+    }
+
+
+def _order_term(dialect: Dialect, key: str, expr: str, ascending: bool) -> str:
+    term = dialect.order_term(expr, ascending)
+    if key in _NULLS_LAST:
+        return f"CASE WHEN {expr} IS NULL THEN 1 ELSE 0 END, {term}"
+    return term
 
 
 # -- shared helpers -----------------------------------------------------------------
@@ -455,6 +635,7 @@ _GROUP_ORDER = {
     "output_tokens": "sum(t.output_tokens)",
     "llm_calls": "sum(t.llm_calls)",
     "unpriced_calls": "sum(t.unpriced_calls)",
+    **_FEEDBACK_ORDER,
 }
 _SESSION_ORDER = {**_GROUP_ORDER, "turns": "count(*)", "session_id": "t.session_id"}
 _SESSION_ORDER.pop("traces")
@@ -513,10 +694,11 @@ def _group_page(
         return [r[0] for r in rows], token, where
 
     offset = check_offset(state) if state is not None else 0
-    order_sql = ", ".join(dialect.order_term(order_keys[k], asc) for k, asc in keys)
+    order_sql = ", ".join(_order_term(dialect, k, order_keys[k], asc) for k, asc in keys)
+    join = _FEEDBACK_JOIN if any(k in _FEEDBACK_ORDER for k, _ in keys) else ""
     params["_offset"] = offset
     sql = (
-        f"SELECT t.{column} FROM traces t WHERE t.{column} IS NOT NULL "  # noqa: S608
+        f"SELECT t.{column} FROM traces t{join} WHERE t.{column} IS NOT NULL "  # noqa: S608
         f"AND {where.sql} GROUP BY t.{column} ORDER BY {order_sql}, t.{column} "
         "LIMIT :_limit OFFSET :_offset"
     )
@@ -563,8 +745,12 @@ def _session_summaries(
         "GROUP BY t.session_id"
     )
     by_id: dict[str, SessionSummary] = {}
+    conn = store.connection()
     with pattern_errors(where):
-        rows = store.connection().execute(sql, params).fetchall()
+        rows = conn.execute(sql, params).fetchall()
+        feedback = _tally(
+            conn.execute(_feedback_sql(["t.session_id"], f"{members} AND {where.sql}"), params)
+        )
     for row in rows:
         sid, first, last, turns, errors, total, mean, users, preview = row[:9]
         # Positional: the LLM fields follow in LLM_FIELD_NAMES order (no dict a row).
@@ -580,6 +766,7 @@ def _session_summaries(
             mean,
             preview,
             *row[9:],
+            **_feedback_fields(feedback.get(sid)),
         )
     return [by_id[s] for s in session_ids if s in by_id]
 
@@ -637,11 +824,12 @@ def session_flow(session_id: str, *, store: Store | None = None) -> list[Session
         )
         .fetchall()
     )
+    feedback = _turn_feedback(st, session_id) if rows else {}
     turns = []
     for n, (tid, ts, ms, state, name, user, root_id, spans, inputs, outputs, *rest) in enumerate(
         rows, 1
     ):
-        req_p, resp_p, tags = rest[:3]
+        req_p, resp_p, tags, calls, tokens_in, tokens_out, tokens, cost, unpriced = rest
         if spans is not None:  # the root span's inputs and outputs, from the spans array
             root = next((s for s in loads_marked(spans) if s["span_id"] == root_id), None)
             request, response = (None, None) if root is None else (root["inputs"], root["outputs"])
@@ -660,10 +848,53 @@ def session_flow(session_id: str, *, store: Store | None = None) -> list[Session
                 name,
                 user,
                 {} if tags is None else loads_strings(tags),
-                *rest[3:],  # the LLM fields, in order
+                calls,
+                tokens_in,
+                tokens_out,
+                tokens,
+                cost,
+                unpriced,
+                feedback.get(tid, ()),
             )
         )
     return turns
+
+
+def _turn_feedback(store: Store, session_id: str) -> dict[str, tuple[dict[str, Any], ...]]:
+    """The feedback on a session's traces by trace id, oldest first, overridden
+    values included (``valid`` False)."""
+    by_trace: dict[str, list[dict[str, Any]]] = {}
+    for (
+        tid,
+        aid,
+        name,
+        value,
+        rationale,
+        source_type,
+        source_id,
+        created,
+        valid,
+    ) in store.connection().execute(
+        "SELECT a.trace_id, a.assessment_id, a.name, a.value_json, a.rationale, "
+        "a.source_type, a.source_id, a.create_time_ms, a.valid FROM assessments a "
+        "JOIN traces t ON t.trace_id = a.trace_id "
+        "WHERE t.session_id = ? AND a.kind = 'feedback' "
+        "ORDER BY a.create_time_ms, a.assessment_id",
+        (session_id,),
+    ):
+        by_trace.setdefault(tid, []).append(
+            {
+                "assessment_id": aid,
+                "name": name,
+                "value": loads(value),
+                "rationale": rationale,
+                "source_type": source_type,
+                "source_id": source_id,
+                "create_time_ms": created,
+                "valid": bool(valid),
+            }
+        )
+    return {tid: tuple(items) for tid, items in by_trace.items()}
 
 
 def _preview(text: str | None) -> Any:
@@ -690,8 +921,12 @@ def _user_summaries(store: Store, user_ids: Sequence[str], where: Compiled) -> l
         f"FROM traces t WHERE {members} AND {where.sql} GROUP BY t.user_id"
     )
     by_id = {}
+    conn = store.connection()
     with pattern_errors(where):
-        rows = store.connection().execute(sql, params).fetchall()
+        rows = conn.execute(sql, params).fetchall()
+        feedback = _tally(
+            conn.execute(_feedback_sql(["t.user_id"], f"{members} AND {where.sql}"), params)
+        )
     for row in rows:
         uid, first, last, sessions, traces, errors, mean = row[:7]
         by_id[uid] = UserSummary(
@@ -704,6 +939,7 @@ def _user_summaries(store: Store, user_ids: Sequence[str], where: Compiled) -> l
             _rate(errors, traces),
             mean,
             *row[7:],
+            **_feedback_fields(feedback.get(uid)),
         )
     return [by_id[u] for u in user_ids if u in by_id]
 
@@ -762,14 +998,18 @@ def user_report(
         f"avg(t.execution_time_ms), {_LLM_SQL} FROM traces t WHERE {window}",
         params,
     ).fetchone()
+    by_day = _tally(conn.execute(_feedback_sql([_DAY], window), params))
     daily = tuple(
-        DailyActivity(_day(day), n, e, *rest)
+        DailyActivity(_day(day), n, e, *rest, **_feedback_fields(by_day.get(day)))
         for day, n, e, *rest in conn.execute(
             f"SELECT {_DAY} AS day, count(*), {_ERRORS}, {_LLM_SQL} "  # noqa: S608
             f"FROM traces t WHERE {window} GROUP BY day ORDER BY day",
             params,
         )
     )
+    feedback: _Tally = {}
+    for tally in by_day.values():
+        _merge(feedback, tally)
     tags: dict[str, dict[str, int]] = {}
     for key, value, n in conn.execute(
         "SELECT g.key, g.value, count(*) AS n FROM traces t "  # noqa: S608
@@ -793,6 +1033,7 @@ def user_report(
         daily_activity=daily,
         tags=tags,
         **_llm(llm),
+        **_feedback_fields(feedback),
     )
 
 
@@ -812,17 +1053,19 @@ def daily_activity(
     where = compile_search(filter_string, dialect=st.dialect)
     until = int(time.time() * 1000) if now_ms is None else now_ms
     params: dict[str, Any] = {**where.params, "_since": until - days * DAY_MS}
+    conn = st.connection()
+    window = f"t.request_time > :_since AND {where.sql}"
     with pattern_errors(where):
-        rows = (
-            st.connection()
-            .execute(
-                f"SELECT {_DAY} AS day, count(*), {_ERRORS}, {_LLM_SQL} FROM traces t "  # noqa: S608
-                f"WHERE t.request_time > :_since AND {where.sql} GROUP BY day ORDER BY day",
-                params,
-            )
-            .fetchall()
-        )
-    return tuple(DailyActivity(_day(day), n, e, **_llm(rest)) for day, n, e, *rest in rows)
+        rows = conn.execute(
+            f"SELECT {_DAY} AS day, count(*), {_ERRORS}, {_LLM_SQL} FROM traces t "  # noqa: S608
+            f"WHERE {window} GROUP BY day ORDER BY day",
+            params,
+        ).fetchall()
+        by_day = _tally(conn.execute(_feedback_sql([_DAY], window), params))
+    return tuple(
+        DailyActivity(_day(day), n, e, **_llm(rest), **_feedback_fields(by_day.get(day)))
+        for day, n, e, *rest in rows
+    )
 
 
 # -- metadata values ------------------------------------------------------------------
@@ -836,6 +1079,7 @@ _VALUE_ORDER = {
     "first_seen": "min(t.request_time)",
     "last_seen": "max(t.request_time)",
     **{k: v for k, v in _GROUP_ORDER.items() if k in LLM_FIELD_NAMES},
+    **_FEEDBACK_ORDER,
 }
 
 
@@ -845,14 +1089,15 @@ def _order_sql(
     allowed: Mapping[str, str],
     default: Sequence[tuple[str, bool]],
     tie: Sequence[tuple[str, bool]],
-) -> str:
-    """ORDER BY terms: ``order_by``'s keys (else ``default``), then ``tie``."""
-    keys = (
-        list(default)
-        if order_by is None
-        else [(allowed[k], asc) for k, asc in _parse_group_order(order_by, allowed)] + list(tie)
-    )
-    return ", ".join(dialect.order_term(expr, asc) for expr, asc in keys)
+) -> tuple[str, bool]:
+    """ORDER BY terms: ``order_by``'s keys (else ``default``), then ``tie``; and
+    whether a key orders by feedback (the query then needs ``_FEEDBACK_JOIN``)."""
+    if order_by is None:
+        return ", ".join(dialect.order_term(expr, asc) for expr, asc in default), False
+    keys = _parse_group_order(order_by, allowed)
+    terms = [_order_term(dialect, k, allowed[k], asc) for k, asc in keys]
+    terms += [dialect.order_term(expr, asc) for expr, asc in tie]
+    return ", ".join(terms), any(k in _FEEDBACK_ORDER for k, _ in keys)
 
 
 def metadata_breakdown(
@@ -876,9 +1121,10 @@ def metadata_breakdown(
         raise ValueError("key must be a non-empty string")
     _check_limit(max_results)
     st = _store(store)
-    order_sql = _order_sql(
+    order_sql, by_feedback = _order_sql(
         st.dialect, order_by, _VALUE_ORDER, [("n", False), ("v", True)], [("v", True)]
     )
+    join = _FEEDBACK_JOIN if by_feedback else ""
     where = compile_search(filter_string, dialect=st.dialect)
     params: dict[str, Any] = {**where.params, "_key": key, "_limit": max_results}
     aggregates = (
@@ -888,22 +1134,56 @@ def metadata_breakdown(
     column = {METADATA_USER: "user_id", METADATA_SESSION: "session_id"}.get(key)
     if column is not None:
         sql = (
-            f"SELECT t.{column} AS v, {aggregates} FROM traces t "  # noqa: S608
+            f"SELECT t.{column} AS v, {aggregates} FROM traces t{join} "  # noqa: S608
             f"WHERE t.{column} IS NOT NULL AND {where.sql} GROUP BY v "
             f"ORDER BY {order_sql} LIMIT :_limit"
         )
     else:
         sql = (
             f"SELECT m.value AS v, {aggregates} FROM trace_metadata m "  # noqa: S608
-            f"JOIN traces t ON t.trace_id = m.trace_id WHERE m.key = :_key AND {where.sql} "
+            f"JOIN traces t ON t.trace_id = m.trace_id{join} WHERE m.key = :_key AND {where.sql} "
             f"GROUP BY v ORDER BY {order_sql} LIMIT :_limit"
         )
+    conn = st.connection()
     with pattern_errors(where):
-        rows = st.connection().execute(sql, params).fetchall()
+        rows = conn.execute(sql, params).fetchall()
+        feedback = _value_feedback(st, key, [r[0] for r in rows], where) if rows else {}
     return [
-        MetadataValueSummary(key, v, n, users, errors, _rate(errors, n), mean, first, last, *rest)
+        MetadataValueSummary(
+            key,
+            v,
+            n,
+            users,
+            errors,
+            _rate(errors, n),
+            mean,
+            first,
+            last,
+            *rest,
+            **_feedback_fields(feedback.get(v)),
+        )
         for v, n, users, errors, mean, first, last, *rest in rows
     ]
+
+
+def _value_expr(key: str) -> tuple[str, str, str]:
+    """A metadata key's value over ``traces t``: the expression, the join it needs and
+    the condition that the trace has the key (``:_key`` bound to ``key``)."""
+    column = {METADATA_USER: "user_id", METADATA_SESSION: "session_id"}.get(key)
+    if column is not None:
+        return f"t.{column}", "", f"t.{column} IS NOT NULL"
+    return "m.value", " JOIN trace_metadata m ON m.trace_id = t.trace_id", "m.key = :_key"
+
+
+def _value_feedback(
+    store: Store, key: str, values: Sequence[str], where: Compiled
+) -> dict[Any, _Tally]:
+    """The feedback on the traces of each of ``values`` of ``key`` (and ``where``)."""
+    params: dict[str, Any] = {**where.params, "_key": key}
+    expr, join, has_key = _value_expr(key)
+    members = _in_list(store.dialect, expr, values, params)
+    sql = _feedback_sql([expr], f"{has_key} AND {members} AND {where.sql}", join)
+    return _tally(store.connection().execute(sql, params))
 
 
 # -- models -----------------------------------------------------------------------------
@@ -944,7 +1224,7 @@ def model_breakdown(
     _check_limit(max_results)
     st = _store(store)
     tie = [("s.model", True), ("s.provider", True)]
-    order_sql = _order_sql(st.dialect, order_by, _MODEL_ORDER, [("count(*)", False), *tie], tie)
+    order_sql, _ = _order_sql(st.dialect, order_by, _MODEL_ORDER, [("count(*)", False), *tie], tie)
     where = compile_search(filter_string, dialect=st.dialect)
     params: dict[str, Any] = {**where.params, "_limit": max_results}
     sql = (
@@ -961,3 +1241,83 @@ def model_breakdown(
         ModelSummary(model, provider, traces, users, *rest)
         for model, provider, traces, users, *rest in rows
     ]
+
+
+# -- feedback over time -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DailyFeedback(_FeedbackTotals):
+    """The valid feedback on one UTC day's traces (by the trace's start), for one
+    value of a metadata key when ``feedback_over_time`` was given one (else ``value``
+    is ``None``)."""
+
+    date: str  # YYYY-MM-DD, UTC
+    value: str | None
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"date": self.date, "value": self.value, **self._feedback_dict()}
+
+
+def feedback_over_time(
+    filter_string: str | None = None,
+    *,
+    user_id: str | None = None,
+    metadata_key: str | None = None,
+    name: str | None = None,
+    days: int | None = None,
+    now_ms: int | None = None,
+    store: Store | None = None,
+) -> tuple[DailyFeedback, ...]:
+    """Feedback per UTC day of its traces: count, negative values, satisfaction and
+    per-name ``FeedbackStats`` (the satisfaction-over-time charts).
+
+    ``user_id`` keeps one user's traces, ``metadata_key`` splits each day by the
+    traces' value of that key (``"app_version"``; traces without it are left out),
+    ``name`` keeps one feedback name, ``days`` the last ``days`` days (``None``: all
+    time), ``filter_string`` the matching traces. Days without feedback are left out;
+    rows come by date, then value.
+
+    >>> for d in sessiontrace.feedback_over_time(metadata_key="app_version", days=30):
+    ...     print(d.date, d.value, d.feedback_count, d.satisfaction)
+    """
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+        raise ValueError(f"days must be a positive integer or None, not {days!r}")
+    for label, given in (("user_id", user_id), ("metadata_key", metadata_key), ("name", name)):
+        if given is not None and (not isinstance(given, str) or not given):
+            raise ValueError(f"{label} must be a non-empty string or None")
+    st = _store(store)
+    where = compile_search(filter_string, dialect=st.dialect)
+    params: dict[str, Any] = dict(where.params)
+    conditions = [where.sql]
+    if days is not None:
+        until = int(time.time() * 1000) if now_ms is None else now_ms
+        params["_since"] = until - days * DAY_MS
+        conditions.append("t.request_time > :_since")
+    if user_id is not None:
+        params["_user"] = user_id
+        conditions.append("t.user_id = :_user")
+    if name is not None:
+        params["_name"] = name
+        conditions.append("a.name = :_name")
+    groups, join = [_DAY], ""
+    if metadata_key is not None:
+        params["_key"] = metadata_key
+        expr, join, has_key = _value_expr(metadata_key)
+        groups.append(expr)
+        conditions.append(has_key)
+    sql = _feedback_sql(groups, " AND ".join(conditions), join)
+    with pattern_errors(where):
+        by_group = _tally(st.connection().execute(sql, params), len(groups))
+    if metadata_key is None:
+        keyed = {(day, None): tally for day, tally in by_group.items()}
+    else:
+        keyed = by_group
+    return tuple(
+        DailyFeedback(_day(day), value, **_feedback_fields(keyed[day, value]))
+        for day, value in sorted(keyed, key=lambda k: (k[0], k[1] or ""))
+    )

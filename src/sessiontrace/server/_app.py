@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import _runtime
 from .._analytics import (
     daily_activity,
+    feedback_over_time,
     get_session_summary,
     list_sessions,
     list_users,
@@ -405,6 +406,31 @@ def api_daily(params: _Params, store: Store) -> Any:
     }
 
 
+def api_feedback_daily(params: _Params, store: Store) -> Any:
+    """Feedback per day: all of it, one user's (``user``), split by a metadata key's
+    values (``metadata_key``), one name's (``name``), matching traces (``filter``)."""
+    days = _int_param(params, "days", 30, lo=1, hi=3660)
+    key, name = params.get("metadata_key") or None, params.get("name") or None
+    until = int(time.time() * 1000)
+    rows = feedback_over_time(
+        _filter(params),
+        user_id=params.get("user") or None,
+        metadata_key=key,
+        name=name,
+        days=days,
+        now_ms=until,
+        store=store,
+    )
+    return {
+        "days": days,
+        "since_ms": until - days * 86_400_000,
+        "until_ms": until,
+        "key": key,
+        "name": name,
+        "rows": [r.to_dict() for r in rows],
+    }
+
+
 def api_versions(params: _Params, store: Store) -> Any:
     key = params.get("key") or "app_version"
     rows = metadata_breakdown(key, _filter(params), order_by=_order(params), store=store)
@@ -609,6 +635,7 @@ def create_app(
         "/api/versions": _Reader(api_versions, reads),
         "/api/models": _Reader(api_models, reads),
         "/api/daily": _Reader(api_daily, reads),
+        "/api/feedback/daily": _Reader(api_feedback_daily, reads),
     }
     # The readers are routes too (HEAD, and the router's 405 for other methods);
     # _ReadDispatch answers their GETs first.
