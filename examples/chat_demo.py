@@ -120,8 +120,11 @@ def _send_feedback(
     body: dict[str, Any] = {"trace_id": trace_id, "name": name, "value": value}
     if comment:
         body["comment"] = comment
-    with _request(base, "/feedback", body, headers) as response:
-        response.read()
+    try:  # the mount's root: /feedback would be redirected to it
+        with _request(base, "/feedback/", body, headers) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"/feedback refused the post: {exc.code} {exc.read().decode()}") from None
 
 
 def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
