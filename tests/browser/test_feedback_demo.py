@@ -17,7 +17,8 @@ from .conftest import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
         timeout=180,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp)},
+        # This checkout's package, whatever the venv's editable install points at.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp), "PYTHONPATH": str(ROOT / "src")},
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
