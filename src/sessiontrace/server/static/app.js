@@ -817,6 +817,12 @@ function satisfactionChart(series, sinceMs, untilMs) {
       g.appendChild(dot);
     });
     if (path) g.insertBefore(svg("path", { d: path.trim(), stroke: color, fill: "none", "stroke-width": 2, class: "fb-line" }), g.firstChild);
+    // The latest rate, written beside its point.
+    const last = g.lastChild;
+    if (last && last.tagName === "circle") {
+      const rate = Number(last.getAttribute("data-rate"));
+      g.appendChild(svg("text", { x: Number(last.getAttribute("cx")) - 7, y: y(rate) + (rate > 0.9 ? 14 : -7), "text-anchor": "end", class: "tick fb-last" }, fmtRate(rate)));
+    }
     chart.appendChild(g);
   });
   const legend =
@@ -832,7 +838,7 @@ function satisfactionChart(series, sinceMs, untilMs) {
 
 // The satisfaction section of the user and versions pages; the feedback read is its
 // own request, so a store without feedback (or an older server) still shows the page.
-function satisfactionSection(data, sinceMs, untilMs, empty) {
+function satisfactionSection(data, sinceMs, untilMs, empty, trim = false) {
   const section = h("section", { id: "satisfaction" }, h("h2", {}, "Satisfaction over time"));
   const rows = data && (data.rows ?? data.daily);
   const series = feedbackSeries(rows);
@@ -840,8 +846,13 @@ function satisfactionSection(data, sinceMs, untilMs, empty) {
     section.appendChild(h("p", { className: "muted empty" }, data ? empty : "Feedback could not be read."));
     return section;
   }
-  const since = (data && data.since_ms) ?? sinceMs;
   const until = (data && data.until_ms) ?? untilMs ?? Date.now();
+  let since = (data && data.since_ms) ?? sinceMs;
+  if (trim) {
+    // From the first day with feedback (a week at least), not a month of empty days.
+    const first = Math.min(...series.flatMap((s) => [...s.days.keys()].map((d) => Date.parse(d))));
+    since = Math.max(since ?? first, Math.min(first, until - 6 * 86400000));
+  }
   section.appendChild(satisfactionChart(series, since, until));
   section.appendChild(h("p", { className: "muted small" }, "The share of thumbs up among each day's yes/no feedback; overridden feedback is not counted."));
   return section;
@@ -981,7 +992,7 @@ async function versionsPage() {
   results.replaceChildren(
     table(columns, data.rows, sort),
     barChart(data.rows, (r) => r.value, (r) => r.traces, (r) => r.error_rate),
-    satisfactionSection(feedback, null, Date.now(), `No yes/no feedback on traces with ${key} yet.`),
+    satisfactionSection(feedback, null, Date.now(), `No yes/no feedback on traces with ${key} yet.`, true),
   );
 }
 
