@@ -208,6 +208,20 @@ function feedbackList(list, { withTime = false } = {}) {
 
 const hasNegative = (list) => (Array.isArray(list) ? list : []).map(assessmentOf).some((f) => f.valid && f.value === false);
 
+// A trace's valid feedback in a table cell: its thumbs, and how many other verdicts.
+function feedbackBrief(list) {
+  const valid = (Array.isArray(list) ? list : []).map(assessmentOf).filter((f) => f.valid && f.kind === "feedback");
+  if (!valid.length) return h("span", { className: "muted" }, "—");
+  const thumbs = valid.filter((f) => typeof f.value === "boolean");
+  const others = valid.length - thumbs.length;
+  return h(
+    "span",
+    { className: "fb-brief", title: valid.map((f) => `${f.name}: ${typeof f.value === "string" ? f.value : JSON.stringify(f.value)}${f.sourceId ? ` (${f.sourceId})` : ""}`).join("\n") },
+    thumbs.map((f) => thumb(f.value)),
+    others ? h("span", { className: "muted small" }, ` +${fmtInt(others)}`) : null,
+  );
+}
+
 // Satisfaction of a record (session, user, version, day): the positive rate over its
 // valid boolean feedback, with how many verdicts it rests on.
 function satisfactionCell(r) {
@@ -490,6 +504,8 @@ async function tracesPage() {
     { label: "Response", cell: (t) => h("span", { className: "preview" }, preview(t.response_preview)) },
     { label: "Tags", cell: (t) => tagList(t.tags) },
   ];
+  // The feedback column, when the server sends the rows' assessments.
+  if (data.traces.some((t) => Array.isArray(t.assessments))) columns.splice(6, 0, { label: "Feedback", key: "feedback", cell: (t) => feedbackBrief(t.assessments) });
   const rows = [];
   if (group) {
     const groups = new Map();
