@@ -269,6 +269,10 @@ class Assessment:
             d["valid"] = self.valid
         return d
 
+    def to_dict(self) -> dict[str, Any]:
+        """``to_dictionary()`` (the name this package's other records use)."""
+        return self.to_dictionary()
+
     @classmethod
     def from_dictionary(cls, d: dict[str, Any]) -> Assessment:
         """An assessment from ``to_dictionary()``'s form (MLflow's too)."""

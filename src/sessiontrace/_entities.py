@@ -345,6 +345,22 @@ def lazy_trace(build: Callable[[Any], tuple[TraceInfo, TraceData]], row: Any) ->
     return trace
 
 
+def with_assessments(trace: Trace, assessments: list[Assessment]) -> None:
+    """Give ``trace`` its assessments, now or (a ``lazy_trace``) when it is built."""
+    state = trace.__dict__
+    if "info" in state:
+        state["info"].assessments = assessments
+        return
+    build, row = state["_stored_trace"]
+
+    def built(r: Any) -> tuple[TraceInfo, TraceData]:
+        info, data = build(r)
+        info.assessments = assessments
+        return info, data
+
+    state["_stored_trace"] = (built, row)
+
+
 _start = operator.itemgetter("start_time_ns")
 
 

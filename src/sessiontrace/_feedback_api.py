@@ -61,13 +61,6 @@ def _require_trace(trace_id: str) -> None:
         raise TraceNotFoundError(trace_id)
 
 
-def _remote_only_reads() -> NotImplementedError:
-    return NotImplementedError(
-        "with an http(s) tracking URI assessments are stored by the server: read them "
-        "with its UI or JSON API, or point the tracking URI at the database"
-    )
-
-
 def _log(trace_id: str, assessment: Assessment) -> Assessment:
     assessment.trace_id = trace_id
     if not _runtime.store_is_local():
@@ -137,9 +130,8 @@ def log_expectation(
 
 
 def get_assessment(trace_id: str, assessment_id: str) -> Assessment:
-    """The assessment with that id on that trace; ``AssessmentNotFoundError`` if none."""
-    if not _runtime.store_is_local():
-        raise _remote_only_reads()
+    """The assessment with that id on that trace; ``AssessmentNotFoundError`` if none.
+    (With an http(s) tracking URI: ``ValueError``, as ``get_trace``: read on the server.)"""
     return _runtime.get_store().get_assessment(trace_id, assessment_id)
 
 

@@ -199,3 +199,17 @@ def test_feedback_round_trips_mlflow_dictionary() -> None:
     assert d["create_time"] == "2023-11-14T22:13:20.123Z"
     assert d["last_update_time"] == "2023-11-14T22:13:20Z"
     assert sessiontrace.Assessment.from_dictionary(d) == fb
+
+
+def test_dataframe_assessments_column(store: Any) -> None:
+    pytest.importorskip("pandas")
+    tids = [_logged_trace() for _ in range(2)]
+    fb = sessiontrace.log_feedback(trace_id=tids[0], name="thumbs_up", value=False, source=USER)
+    for include_spans in (True, False):
+        df = sessiontrace.search_traces(include_spans=include_spans)
+        by_id = dict(zip(df["trace_id"], df["assessments"], strict=True))
+        assert by_id[tids[1]] == []
+        assert by_id[tids[0]] == [fb.to_dictionary()]
+        traces = dict(zip(df["trace_id"], df["trace"], strict=True))
+        assert traces[tids[0]].info.assessments == [fb]  # built when first read
+        assert traces[tids[1]].info.assessments == []

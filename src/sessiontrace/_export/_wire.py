@@ -7,7 +7,10 @@ One batch is ``{"version": 1, "items": [...]}``; the items keep the pipeline's o
   ``tags``, ``client_request_id``, ``request_preview``, ``response_preview`` and
   ``spans`` (the root span has ``parent_id`` null);
 - ``"span"``: a child span that finished after its trace was logged, with ``trace_id``;
-- ``"tag"``: ``trace_id``, ``key``, ``value`` (null deletes the tag).
+- ``"tag"``: ``trace_id``, ``key``, ``value`` (null deletes the tag);
+- ``"assessment"``: ``trace_id``, ``op`` (``put``, ``override``, ``update``,
+  ``delete``), ``assessment_id`` and ``assessment`` (MLflow's dictionary form of a
+  feedback or expectation; null for ``delete``).
 
 A span is ``span_id``, ``parent_id``, ``name``, ``span_type``, ``start_ns``,
 ``end_ns``, ``status``, ``status_message``, ``inputs``, ``outputs``, ``attributes``
@@ -23,7 +26,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._records import SpanRecord, TagChange, TraceRecord
+from .._records import AssessmentChange, SpanRecord, TagChange, TraceRecord
 from .._serialize import dumps
 
 __all__ = ["WIRE_VERSION", "encode_batch", "encode_item"]
@@ -57,7 +60,8 @@ def _span(span: SpanRecord, *, with_trace_id: bool) -> str:
 
 
 def encode_item(item: Any) -> str:
-    """One record (``TraceRecord``, late ``SpanRecord`` or ``TagChange``) as JSON text."""
+    """One record (``TraceRecord``, late ``SpanRecord``, ``TagChange`` or
+    ``AssessmentChange``) as JSON text."""
     if isinstance(item, TraceRecord):
         spans = ",".join([_span(s, with_trace_id=False) for s in item.spans])
         return (
@@ -75,6 +79,12 @@ def encode_item(item: Any) -> str:
         return (
             f'{{"kind":"tag","trace_id":{_str(item.trace_id)},"key":{_str(item.key)},'
             f'"value":{_opt(item.value)}}}'
+        )
+    if isinstance(item, AssessmentChange):
+        return (
+            f'{{"kind":"assessment","trace_id":{_str(item.trace_id)},"op":{_str(item.op)},'
+            f'"assessment_id":{_str(item.assessment_id)},'
+            f'"assessment":{"null" if item.assessment is None else _str(item.assessment)}}}'
         )
     raise TypeError(f"cannot export {type(item).__name__}")
 

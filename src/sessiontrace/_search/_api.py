@@ -10,7 +10,15 @@ import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from .._entities import METADATA_SESSION, METADATA_USER, Span, Trace, decode_spans, span_dicts
+from .._entities import (
+    METADATA_SESSION,
+    METADATA_USER,
+    Span,
+    Trace,
+    decode_spans,
+    span_dicts,
+    with_assessments,
+)
 from .._serialize import loads_marked_many, loads_strings
 from .._store._dialect import Dialect
 from ._compile import NOT_NULL_COLUMNS, Compiled, compile_order_by, compile_search, pattern_errors
@@ -268,7 +276,7 @@ def search_traces(
         result = TraceList(resolved.traces_from_rows(rows, include_spans=include_spans))
         result.next_page_token = token
         return result
-    df = _frame_from_rows(rows) if include_spans else None
+    df = _frame_from_rows(rows, resolved) if include_spans else None
     if df is None:
         df = traces_to_frame(resolved.traces_from_rows(rows, include_spans=include_spans))
     df.attrs["next_page_token"] = token
@@ -375,6 +383,7 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     llm = [i.__dict__.get("_llm") or _NO_LLM for i in infos]  # see _store.info_from_row
     return _assemble(
         {
+            "assessments": [[a.to_dictionary() for a in i.assessments] for i in infos],
             **_llm_columns(list(zip(*llm, strict=True))),
             "trace_id": trace_id,
             "trace": list(traces),
@@ -391,17 +400,24 @@ def traces_to_frame(traces: Sequence[Trace]) -> pandas.DataFrame:
     )
 
 
-def _frame_from_rows(rows: list[Any]) -> pandas.DataFrame | None:
+def _frame_from_rows(rows: list[Any], store: Store) -> pandas.DataFrame | None:
     """The frame of ``trace_select()`` rows, column by column from the rows; ``None``
     unless every row has its metadata, tags and spans as JSON (no ``Trace`` needed).
 
-    The ``trace`` column's traces are built from their row when first read.
+    The ``trace`` column's traces are built from their row when first read (with
+    the assessments read here, one query for the page).
     """
     if not rows or any(row[10] is None or row[12] is None for row in rows):
         return None
     from .._store._rows import trace_from_row
 
     columns = list(zip(*rows, strict=False))  # rows may carry trailing sort keys
+    found = store.assessments_for(columns[0])
+    traces = [trace_from_row(row) for row in rows]
+    if found:
+        for trace, tid in zip(traces, columns[0], strict=True):
+            if tid in found:
+                with_assessments(trace, found[tid])
     metadata = loads_strings("[" + ",".join(columns[10]) + "]")
     for md, user, session in zip(metadata, columns[5], columns[6], strict=True):
         # Rows written by schema 1 keep user and session in their columns only.
@@ -414,8 +430,9 @@ def _frame_from_rows(rows: list[Any]) -> pandas.DataFrame | None:
     return _assemble(
         {
             **_llm_columns(columns[13:19]),
+            "assessments": [[a.to_dictionary() for a in found.get(t, ())] for t in trace_ids],
             "trace_id": list(trace_ids),
-            "trace": [trace_from_row(row) for row in rows],
+            "trace": traces,
             "client_request_id": list(columns[7]),
             "state": list(columns[3]),
             "request_time": list(columns[1]),
@@ -460,7 +477,6 @@ def _assemble(values: dict[str, list[Any]]) -> pandas.DataFrame:
     ]
     values["request"] = [r for r, _ in io]
     values["response"] = [r for _, r in io]
-    values["assessments"] = [[] for _ in metadata]
     columns: dict[str, list[Any]] = {
         name: values[_ALIASES.get(name, name)] for name in FRAME_COLUMNS + INFO_COLUMNS
     }

@@ -51,7 +51,8 @@ def assessments_ddl(text: str, id_collation: str = "", if_not_exists: str = "") 
     (PostgreSQL's ``COLLATE "C"``); ``if_not_exists`` for SQLite's idempotent script."""
     ids = f"{text}{id_collation}"
     real = "REAL" if text == "TEXT" else "double precision"
-    integer = "INTEGER" if text == "TEXT" else "bigint"
+    integer = "INTEGER" if text == "TEXT" else "integer"
+    bigint = "INTEGER" if text == "TEXT" else "bigint"
     return [
         f"""CREATE TABLE {if_not_exists}assessments (
     assessment_id {ids} PRIMARY KEY,
@@ -67,8 +68,8 @@ def assessments_ddl(text: str, id_collation: str = "", if_not_exists: str = "") 
     source_type {ids} NOT NULL,
     source_id {ids},
     span_id {ids},
-    create_time_ms {integer} NOT NULL,
-    last_update_time_ms {integer} NOT NULL,
+    create_time_ms {bigint} NOT NULL,
+    last_update_time_ms {bigint} NOT NULL,
     valid {integer} NOT NULL DEFAULT 1,
     overrides {ids},
     dedupe_key {ids}

@@ -2,8 +2,8 @@
 
 Validation is strict about shape and sizes and says where a payload is wrong; the
 validated items become the same records (``TraceRecord``, ``SpanRecord``,
-``TagChange``) that the in-process pipeline hands to the store, so both paths write
-identical rows.
+``TagChange``, ``AssessmentChange``) that the in-process pipeline hands to the store,
+so both paths write identical rows.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .._records import SpanRecord, TagChange, TraceRecord
+from .._assessments import Assessment
+from .._records import AssessmentChange, SpanRecord, TagChange, TraceRecord
 from .._serialize import dumps
 
 __all__ = ["Batch", "IngestError", "parse_batch"]
@@ -79,7 +80,55 @@ class WireTagOp(_Model):
     value: _VALUE | None
 
 
-_Item = Annotated[WireTrace | WireLateSpan | WireTagOp, Field(discriminator="kind")]
+_TEXT = Annotated[str, Field(max_length=20_000)]
+
+
+class WireSource(_Model):
+    source_type: Annotated[str, Field(max_length=100)]
+    source_id: _KEY | None = None
+
+
+class WireAssessmentError(_Model):
+    error_code: Annotated[str, Field(max_length=1000)]
+    error_message: _TEXT | None = None
+    stack_trace: _TEXT | None = None
+
+
+class WireFeedbackValue(_Model):
+    value: Any = None
+    error: WireAssessmentError | None = None
+
+
+class WireAssessment(_Model):
+    """``Assessment.to_dictionary()``'s shape, bounded; its values are checked again
+    when it becomes an ``Assessment``."""
+
+    assessment_id: _ID | None = None
+    assessment_name: Annotated[str, Field(min_length=1, max_length=256)]
+    trace_id: _ID | None = None
+    span_id: _ID | None = None
+    source: WireSource
+    create_time: Annotated[str, Field(max_length=64)] | int | None = None
+    last_update_time: Annotated[str, Field(max_length=64)] | int | None = None
+    feedback: WireFeedbackValue | None = None
+    expectation: dict[str, Any] | None = None
+    rationale: _TEXT | None = None
+    metadata: Annotated[dict[_KEY, _VALUE], Field(max_length=100)] | None = None
+    overrides: _ID | None = None
+    valid: bool | None = None
+
+
+class WireAssessmentOp(_Model):
+    kind: Literal["assessment"]
+    trace_id: _ID
+    op: Literal["put", "override", "update", "delete"]
+    assessment_id: _ID
+    assessment: WireAssessment | None = None
+
+
+_Item = Annotated[
+    WireTrace | WireLateSpan | WireTagOp | WireAssessmentOp, Field(discriminator="kind")
+]
 
 
 class Batch(_Model):
@@ -118,6 +167,13 @@ def parse_batch(body: bytes, *, max_items: int) -> list[Any]:
         raise IngestError(
             [{"loc": "items", "msg": f"at most {max_items} items a batch", "type": "too_long"}]
         )
+    bad = [
+        {"loc": f"items.{i}.assessment.assessment", "msg": message, "type": "value_error"}
+        for i, item in enumerate(batch.items)
+        if isinstance(item, WireAssessmentOp) and (message := _assessment_error(item))
+    ]
+    if bad:
+        raise IngestError(bad[:20])
     items = [_to_record(item) for item in batch.items]
     wrong = [i for i, item in enumerate(items) if item is None]
     if wrong:
@@ -153,10 +209,30 @@ def _span_record(trace_id: str, wire: WireSpan) -> SpanRecord:
     )
 
 
-def _to_record(item: WireTrace | WireLateSpan | WireTagOp) -> Any:
+def _assessment_error(item: WireAssessmentOp) -> str:
+    """What is wrong with an assessment change ("" when nothing): a missing
+    assessment, or one ``Assessment`` refuses (a NaN, an unknown source type)."""
+    if item.assessment is None:
+        return "" if item.op == "delete" else f"Value error, {item.op} needs an assessment"
+    try:
+        Assessment.from_dictionary(item.assessment.model_dump(exclude_none=True))
+    except (ValueError, TypeError, KeyError) as exc:
+        return f"Value error, {exc}"[:500]
+    return ""
+
+
+def _to_record(item: WireTrace | WireLateSpan | WireTagOp | WireAssessmentOp) -> Any:
     """The record of ``item``; ``None`` for a trace without exactly one root."""
     if isinstance(item, WireTagOp):
         return TagChange(item.trace_id, item.key, item.value)
+    if isinstance(item, WireAssessmentOp):
+        a = item.assessment
+        return AssessmentChange(
+            item.trace_id,
+            item.op,
+            item.assessment_id,
+            None if a is None else a.model_dump(exclude_none=True),
+        )
     if isinstance(item, WireLateSpan):
         return _span_record(item.trace_id, item)
     trace_id = item.trace_id
