@@ -144,8 +144,8 @@ class _Kind:
         elif kind == "number":
             ok = (
                 _is_number(value)
-                and math.isfinite(value)
-                and (not self.integral or isinstance(value, int) or float(value).is_integer())
+                and _representable(value)
+                and (not self.integral or isinstance(value, int) or value.is_integer())
                 and (self.low is None or value >= self.low)
                 and (self.high is None or value <= self.high)
             )
@@ -164,6 +164,16 @@ class _Kind:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_MAX_EXACT_INT: Final = 2**53  # JSON numbers beyond this lose digits in most readers
+
+
+def _representable(value: int | float) -> bool:
+    """Finite, and (for an int) exact as a double: the store keeps numbers as REAL too."""
+    if isinstance(value, int):
+        return -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT
+    return math.isfinite(value)
 
 
 def _clean(text: str) -> bool:
