@@ -169,8 +169,9 @@ def _rate_cell(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
 
 
-# The feedback columns of the sessions, users and versions tables: valid feedback,
-# the share of thumbs-up among boolean values, and the thumbs-down.
+# The feedback columns of the sessions, users and versions tables (before the LLM
+# columns): valid feedback, the share of thumbs-up among boolean values, and the
+# thumbs-down.
 FEEDBACK_TABLE: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("feedback", lambda r: r["feedback_count"]),
     ("satisfaction", lambda r: _rate_cell(r["satisfaction"])),
@@ -367,8 +368,8 @@ def run_sessions(args: argparse.Namespace) -> int:
             ("turns", lambda r: r["turns"]),
             ("errors", lambda r: r["errors"]),
             ("mean_ms", lambda r: _ms(r["mean_duration_ms"])),
-            *LLM_TABLE,
             *FEEDBACK_TABLE,
+            *LLM_TABLE,
             ("first_request", lambda r: r["first_request_preview"]),
         ],
         next_page_token=page.next_page_token,
@@ -432,8 +433,8 @@ def run_users(args: argparse.Namespace) -> int:
             ("traces", lambda r: r["traces"]),
             ("error_rate", lambda r: f"{r['error_rate']:.1%}"),
             ("mean_ms", lambda r: _ms(r["mean_latency_ms"])),
-            *LLM_TABLE,
             *FEEDBACK_TABLE,
+            *LLM_TABLE,
         ],
         next_page_token=page.next_page_token,
     )
@@ -493,7 +494,8 @@ def run_user(args: argparse.Namespace) -> int:
         elif key.endswith("_tokens"):
             value = _tokens(report.__dict__[key])
         if key not in ("user_id", "days"):
-            print(f"{key + ':':<19}{'' if value is None else value}")
+            label = {"feedback_count": "feedback", "negative_feedback": "negative"}.get(key, key)
+            print(f"{label + ':':<17}{'' if value is None else value}")
     print("\nDaily activity:")
     _print_table(
         ["date", "traces", "errors", "llm_calls", "tokens", "cost"],
@@ -553,8 +555,8 @@ def run_versions(args: argparse.Namespace) -> int:
             ("mean_ms", lambda r: _ms(r["mean_latency_ms"])),
             ("first_seen", lambda r: _time(r["first_seen_ms"])),
             ("last_seen", lambda r: _time(r["last_seen_ms"])),
-            *LLM_TABLE,
             *FEEDBACK_TABLE,
+            *LLM_TABLE,
         ],
     )
     return 0

@@ -464,11 +464,12 @@ def _llm(values: Sequence[Any]) -> dict[str, Any]:
 
 # -- feedback -----------------------------------------------------------------------
 
-# Roll-ups count the valid (not overridden) feedback on the traces ``t`` they group:
-# each assessment is joined to its trace, so feedback written before its trace row
-# counts once the row arrives. Per group and name: every value, the True and False
-# ones, and the sum and number of the numbers (booleans have value_bool set).
-_FEEDBACK = "a.kind = 'feedback' AND a.valid = 1"
+# Roll-ups count the valid (not overridden) feedback with a value (not only an error)
+# on the traces ``t`` they group: each assessment is joined to its trace, so feedback
+# written before its trace row counts once the row arrives. Per group and name: every
+# value, the True and False ones, and the sum and number of the numbers (booleans
+# have value_bool set).
+_FEEDBACK = "a.kind = 'feedback' AND a.valid = 1 AND a.value_json IS NOT NULL"
 _FEEDBACK_SQL = (
     "a.name, count(*), count(*) FILTER (WHERE a.value_bool = 1), "
     "count(*) FILTER (WHERE a.value_bool = 0), "
@@ -481,7 +482,8 @@ _FEEDBACK_JOIN = (
     " LEFT JOIN (SELECT a.trace_id, count(*) AS n, "
     "count(*) FILTER (WHERE a.value_bool = 1) AS pos, "
     "count(*) FILTER (WHERE a.value_bool = 0) AS neg FROM assessments a "
-    "WHERE a.kind = 'feedback' AND a.valid = 1 GROUP BY a.trace_id) f "
+    "WHERE a.kind = 'feedback' AND a.valid = 1 AND a.value_json IS NOT NULL "
+    "GROUP BY a.trace_id) f "
     "ON f.trace_id = t.trace_id"
 )
 _FEEDBACK_ORDER = {

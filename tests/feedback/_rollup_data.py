@@ -91,7 +91,7 @@ def _row(n: int, trace_id: str, name: str, value: Any, valid: int, kind: str) ->
         trace_id,
         kind,
         name,
-        json.dumps(value),
+        None if value is None else json.dumps(value),  # None: feedback with only an error
         float(value) if boolean or number else None,
         int(value) if boolean else None,
         None,
@@ -110,20 +110,6 @@ class Assessments:
         self.uri = tracking_uri
         self.count = 0
         _runtime.get_store().count_traces()  # the store's schema exists
-        # TEMPORARY until fb-core's schema 5 is merged: the contract's table.
-        real, big = (
-            ("REAL", "INTEGER")
-            if tracking_uri.startswith("sqlite")
-            else ("DOUBLE PRECISION", "BIGINT")
-        )
-        self._execute(
-            "CREATE TABLE IF NOT EXISTS assessments (assessment_id TEXT PRIMARY KEY, "
-            "trace_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, value_json TEXT, "
-            f"value_num {real}, value_bool INTEGER, rationale TEXT, metadata_json TEXT, "
-            "error_json TEXT, source_type TEXT NOT NULL, source_id TEXT, span_id TEXT, "
-            f"create_time_ms {big} NOT NULL, last_update_time_ms {big} NOT NULL, "
-            "valid INTEGER NOT NULL DEFAULT 1, overrides TEXT, dedupe_key TEXT)"
-        )
 
     def _execute(self, sql: str, rows: Sequence[tuple[Any, ...]] = ()) -> None:
         if self.uri.startswith("sqlite:///"):

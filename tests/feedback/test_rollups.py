@@ -196,6 +196,44 @@ def test_feedback_before_its_trace_counts_once_the_trace_arrives(
     assert sum(d.feedback_count for d in sessiontrace.feedback_over_time()) == 9
 
 
+def test_rollups_of_feedback_logged_through_the_public_api(assessments: Assessments) -> None:
+    """log_feedback, override_feedback, log_expectation and delete_assessment, live and
+    logged traces: only valid feedback with a value counts."""
+    human = sessiontrace.AssessmentSource(source_type="HUMAN", source_id="u1")
+    with sessiontrace.user_session(user_id="u1", session_id="live"):
+        with sessiontrace.start_span("turn"):
+            live = sessiontrace.get_current_active_span()
+            assert live is not None
+            sessiontrace.log_feedback(trace_id=live.trace_id, name="thumbs", value=False)
+        with sessiontrace.start_span("turn"):
+            pass
+    assert sessiontrace.flush(10)
+    later = sessiontrace.get_last_active_trace_id()
+    assert later is not None
+    first = sessiontrace.log_feedback(trace_id=later, name="thumbs", value=False, source=human)
+    sessiontrace.override_feedback(later, first.assessment_id, value=True)
+    sessiontrace.log_feedback(trace_id=later, name="stars", value=5, rationale="great")
+    gone = sessiontrace.log_feedback(trace_id=later, name="stars", value=1)
+    sessiontrace.delete_assessment(later, gone.assessment_id)
+    sessiontrace.log_feedback(trace_id=later, name="judge", error=RuntimeError("timed out"))
+    sessiontrace.log_expectation(trace_id=later, name="thumbs", value=False)
+    summary = sessiontrace.get_session_summary("live")
+    assert summary is not None
+    assert summary.feedback == {
+        "stars": FeedbackStats("stars", 1, 0, 0, None, 5.0),
+        "thumbs": FeedbackStats("thumbs", 2, 1, 1, 0.5, None),
+    }
+    turns = sessiontrace.session_flow("live")
+    assert [(f["name"], f["value"], f["valid"]) for f in turns[1].feedback] == [
+        ("thumbs", False, False),
+        ("thumbs", True, True),
+        ("stars", 5, True),
+        ("judge", None, True),
+    ]
+    assert turns[1].feedback[2]["rationale"] == "great"
+    assert turns[1].feedback[0]["source_id"] == "u1"
+
+
 # -- ordering -------------------------------------------------------------------------
 
 
@@ -289,7 +327,7 @@ FEEDBACK_ROWS = st.lists(
             st.booleans(),
             st.integers(-5, 5),
             st.floats(-10, 10, allow_nan=False).map(lambda f: round(f, 3)),
-            st.sampled_from(["ok", "bad"]),
+            st.sampled_from(["ok", "bad", None]),
         ),
         st.sampled_from([1, 1, 1, 0]),
         st.sampled_from(["feedback", "feedback", "feedback", "expectation"]),
@@ -305,7 +343,7 @@ def _recompute(
     traces = {t[0]: t for t in TRACES}
     groups: dict[Any, dict[str, list[Any]]] = {}
     for trace_id, name, value, valid, kind in rows:
-        if trace_id not in traces or not valid or kind != "feedback":
+        if trace_id not in traces or not valid or kind != "feedback" or value is None:
             continue
         tally = groups.setdefault(key(traces[trace_id]), {}).setdefault(name, [])
         tally.append(value)

@@ -38,7 +38,8 @@ def _table(text: str) -> list[list[str]]:
 def test_sessions_table_and_sort_flags(db: str, rollup_store: Assessments) -> None:
     rows = _table(cli("sessions", "--db", db, "--by-satisfaction"))
     header = rows[0]
-    assert header[-4:] == ["feedback", "satisfaction", "negative", "first_request"]
+    at = header.index("feedback")
+    assert header[at : at + 4] == ["feedback", "satisfaction", "negative", "llm_calls"]
     assert [r[0] for r in rows[1:]] == ["s2", "s1", "s3", "s4", "s5"]
     cells = list(csv.reader(io.StringIO(cli("sessions", "--db", db, "--csv"))))
     at = cells[0].index("feedback")
@@ -72,7 +73,8 @@ def test_session_turns_and_user_report(db: str, rollup_store: Assessments) -> No
     assert lines[2].endswith("thumbs=true; score=4")
     assert lines[3].endswith('thumbs=false; score=2; comment="meh"')  # not the overridden one
     report = cli("user", "u1", "--db", db, "--days", "3660")
-    assert "satisfaction:      50.0%" in report
+    assert "satisfaction:    50.0%" in report
+    assert "negative:        1" in report
     assert "Feedback:" in report
     assert ["thumbs", "2", "1", "1", "50.0%"] in [line.split() for line in report.splitlines()]
 

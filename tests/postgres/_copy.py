@@ -7,11 +7,11 @@ import sqlite3
 
 import psycopg
 
-TABLES = ("traces", "trace_metadata", "trace_tags", "spans")
+TABLES = ("traces", "trace_metadata", "trace_tags", "spans", "assessments")
 
 
 def copy_rows(sqlite_path: str, uri: str) -> None:
-    """Every row of the SQLite store's four tables, into PostgreSQL's (same columns)."""
+    """Every row of the SQLite store's tables, into PostgreSQL's (same columns)."""
     source = sqlite3.connect(sqlite_path)
     try:
         with psycopg.connect(uri) as conn, conn.cursor() as cur:

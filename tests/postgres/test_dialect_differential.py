@@ -23,6 +23,7 @@ import sessiontrace
 from sessiontrace import FilterSyntaxError, _runtime, _tracing
 from sessiontrace._analytics import (
     daily_activity,
+    feedback_over_time,
     get_session_summary,
     list_sessions,
     list_users,
@@ -51,10 +52,12 @@ MODELS = [("gpt-4o-mini", "openai", 0.0002), ("claude-x", "anthropic", None), (N
 def _write_traces(clock: dict[str, int]) -> None:
     """About 150 traces: 18 sessions of 10 users (two sessions shared), traces without
     a user or session, errors, tags set later, LLM calls priced and not, span
-    attributes of every JSON type, and names full of LIKE and GLOB metacharacters."""
+    attributes of every JSON type, names full of LIKE and GLOB metacharacters, and
+    feedback: booleans, numbers, strings, overridden values and expectations."""
     rng = random.Random(12)
     users = [f"user-{i}" for i in range(8)] + ["User-0", "_u"]
     later_tags: list[str] = []
+    feedback: list[str] = []
 
     def app(n: int, user: str | None, session: str | None) -> None:
         metadata = {"app_version": rng.choice(["1.0", "1.1", "2.0"]), "environment": "prod"}
@@ -108,7 +111,20 @@ def _write_traces(clock: dict[str, int]) -> None:
             traced(n, user, session)
         if n % 11 == 0:
             later_tags.append(sessiontrace.get_last_active_trace_id() or "")
+        feedback.append(sessiontrace.get_last_active_trace_id() or "")
     assert sessiontrace.flush(30)
+    for n, trace_id in enumerate(feedback):
+        if n % 3 != 1:  # a thumbs up or down on two traces in three
+            thumbs = sessiontrace.log_feedback(trace_id=trace_id, name="thumbs", value=n % 4 != 0)
+            if n % 10 == 0:  # changed its mind: the original stays, invalid
+                sessiontrace.override_feedback(trace_id, thumbs.assessment_id, value=True)
+        if n % 5 == 0:
+            sessiontrace.log_feedback(
+                trace_id=trace_id, name="score", value=rng.choice([0.1, 2, 0.7])
+            )
+        if n % 7 == 0:
+            sessiontrace.log_feedback(trace_id=trace_id, name="comment", value="Émile says 100%")
+            sessiontrace.log_expectation(trace_id=trace_id, name="thumbs", value=False)
     for k, trace_id in enumerate(later_tags):  # tags changed after writing: rows, not JSON
         sessiontrace.set_trace_tag(trace_id, "reviewed", "yes" if k % 2 else "no")
     assert sessiontrace.flush(30)
@@ -283,11 +299,12 @@ def test_search_pages_match(stores: tuple[Any, Any], order_by: list[str] | None)
 SESSION_KEYS = [
     "last_seen", "first_seen", "turns", "errors", "total_duration_ms", "mean_duration_ms",
     "session_id", "cost", "total_tokens", "input_tokens", "output_tokens", "llm_calls",
-    "unpriced_calls",
+    "unpriced_calls", "feedback_count", "negative_feedback", "satisfaction",
 ]  # fmt: skip
 USER_KEYS = [
     "last_seen", "first_seen", "traces", "sessions", "errors", "mean_latency_ms", "user_id",
     "cost", "total_tokens", "input_tokens", "output_tokens", "llm_calls", "unpriced_calls",
+    "feedback_count", "negative_feedback", "satisfaction",
 ]  # fmt: skip
 
 
@@ -349,6 +366,7 @@ def test_daily_activity_matches(stores: tuple[Any, Any], text: str | None) -> No
     [
         None, "traces", "users DESC", "errors", "mean_latency_ms", "first_seen",
         "last_seen ASC", "cost DESC", "total_tokens", "llm_calls", "unpriced_calls",
+        "feedback_count", "negative_feedback ASC", "satisfaction", "satisfaction ASC",
     ],
 )  # fmt: skip
 def test_metadata_breakdown_matches(
@@ -356,6 +374,30 @@ def test_metadata_breakdown_matches(
 ) -> None:
     same(stores, lambda s: metadata_breakdown(key, order_by=order_by, store=s))
     same(stores, lambda s: metadata_breakdown(key, "status = 'OK'", order_by=order_by, store=s))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"days": 3, "now_ms": NOW_MS},
+        {"user_id": "user-1"},
+        {"metadata_key": "app_version"},
+        {"metadata_key": "mlflow.trace.user", "name": "thumbs"},
+        {"metadata_key": "mlflow.trace.session", "filter_string": "status = 'OK'"},
+        {"name": "score", "filter_string": "name RLIKE '^c'"},
+    ],
+)
+def test_feedback_over_time_matches(stores: tuple[Any, Any], kwargs: dict[str, Any]) -> None:
+    assert same(stores, lambda s: feedback_over_time(store=s, **kwargs))
+
+
+def test_feedback_is_in_the_data_set(stores: tuple[Any, Any]) -> None:
+    worst = same(stores, lambda s: list_sessions(order_by="satisfaction ASC", store=s))
+    assert worst.items[0].satisfaction is not None and worst.items[0].satisfaction < 1
+    assert worst.items[0].feedback["thumbs"].negative
+    scores = [s.feedback["score"].mean for s in worst if "score" in s.feedback]
+    assert scores and any(m != round(m) for m in scores)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ NO_LLM = {
     "cost": None,
     "unpriced_calls": 0,
 }
+NO_FEEDBACK = {"feedback_count": 0, "negative_feedback": 0, "satisfaction": None, "feedback": {}}
 
 
 def by_session(records: list[Record]) -> dict[str, list[Record]]:
@@ -110,6 +111,7 @@ def test_session_summary_and_flow(dataset: list[Record]) -> None:
             "user_id": r.user,
             "tags": r.tags,
             **NO_LLM,
+            "feedback": (),
         }
         for i, r in enumerate(rs, 1)
     ]
@@ -169,7 +171,8 @@ def test_user_report_matches_analyze_user_behavior(dataset: list[Record], days: 
     categories = Counter(r.tags["query_category"] for r in window if r.tags)
     assert report.tags == ({"query_category": dict(categories)} if categories else {})
     assert (
-        report.to_dict()["daily_activity"][0].keys() == {"date", "traces", "errors", *NO_LLM}
+        report.to_dict()["daily_activity"][0].keys()
+        == {"date", "traces", "errors", *NO_LLM, *NO_FEEDBACK}
         or not window
     )
 
@@ -240,6 +243,9 @@ def test_every_record_to_dict_is_what_asdict_gives(dataset: list[Record]) -> Non
         *sessiontrace.metadata_breakdown("app_version"),
         # no LLM calls in this dataset: tests/cost/ has those
         sessiontrace.ModelSummary("gpt-4o-mini", "openai", 1, 1, 2, 30, 4, 34, 0.5, 1),
+        # no feedback in this dataset: tests/feedback/ has that
+        sessiontrace.FeedbackStats("thumbs", 3, 2, 1, 2 / 3, None),
+        sessiontrace.DailyFeedback("2025-12-13", None),
     ]
     kinds = {type(r).__name__ for r in records}
     exported = {n for n in sessiontrace._analytics.__all__ if n[0].isupper()}

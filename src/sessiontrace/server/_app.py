@@ -340,6 +340,7 @@ def _trace_row(trace: Trace) -> dict[str, Any]:
         "tags": info.tags,
         "metadata": info.trace_metadata,
         **llm_totals(info),
+        "assessments": [a.to_dictionary() for a in info.assessments],
     }
 
 
