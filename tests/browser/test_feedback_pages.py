@@ -243,3 +243,26 @@ def test_hostile_feedback_stays_inert_without_csp(
     _hostile_feedback(seeded)
     _visit(page_without_csp, live_server.url, seeded)
     _no_js_errors(page_without_csp)
+
+
+def test_trace_list_shows_each_traces_thumbs(
+    page: Any, live_server: Any, seeded: list[str]
+) -> None:
+    _give_feedback(seeded)
+    page.goto(f"{live_server.url}/traces?" + urlencode({"filter": "session = 'session-alice-1'"}))
+    page.locator("table.grid tbody tr").first.wait_for()
+    cells = page.locator("td[data-col=feedback]")
+    expect(cells).to_have_count(3)
+    brief = {
+        cells.nth(i).locator("xpath=..").locator("a.mono").first.get_attribute("href"): (
+            cells.nth(i).locator("svg.thumb.up").count(),
+            cells.nth(i).locator("svg.thumb.down").count(),
+            cells.nth(i).inner_text().strip(),
+        )
+        for i in range(3)
+    }
+    assert brief[f"/trace?id={seeded[0]}"] == (1, 0, "")
+    assert brief[f"/trace?id={seeded[1]}"] == (0, 1, "")
+    # The overridden thumbs-down is not shown; the correction is, with the rating as +1.
+    assert brief[f"/trace?id={seeded[2]}"] == (1, 0, "+1")
+    _no_js_errors(page)
