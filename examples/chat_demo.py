@@ -251,6 +251,10 @@ def print_summary(tracking_uri: str, shown: str) -> None:
             f"feedback, {user.negative_feedback} negative"
         )
 
+    print("\nIn the UI: /versions compares the two versions' satisfaction,")
+    print("/sessions?order_by=negative_feedback+DESC lists the most thumbs down first,")
+    print("and each session shows the verdicts under their turns.")
+
     # The analysis from MLflow's "Track Users & Sessions" page, unchanged but the import.
     user_id = "user-alice"
     df = sessiontrace.search_traces(filter_string=f"metadata.`mlflow.trace.user` = '{user_id}'")
