@@ -158,6 +158,16 @@ def test_trace_page_lists_its_feedback(page: Any, live_server: Any, seeded: list
     overridden = page.locator("#feedback .fb.overridden")
     assert overridden.locator(".fb-comment").inner_text() == given["overridden"].rationale
     assert "correction" in page.locator("#feedback .fb", has_text="misclicked").inner_text()
+    # An expectation (the answer wanted) is listed as one, not counted as feedback.
+    sessiontrace.log_expectation(seeded[0], "expected_answer", {"answer": "An ML platform"})
+    page.goto(f"{live_server.url}/trace?id={seeded[0]}")
+    expected = page.locator("#feedback .fb", has_text="expected_answer")
+    expected.wait_for()
+    assert "(expected)" in expected.inner_text()
+    assert expected.locator(".fb-value").inner_text() == '{"answer":"An ML platform"}'
+    page.goto(f"{live_server.url}/session?id=session-alice-1")
+    page.locator("#chat li.turn").first.wait_for()
+    assert "expected_answer" not in page.locator("#chat").inner_text()
     page.goto(f"{live_server.url}/trace?id={seeded[3]}")
     expect(page.locator("#feedback")).to_have_text("No feedback on this trace.")
     _no_js_errors(page)

@@ -129,12 +129,21 @@ function assessmentOf(a) {
   const fb = isObject(a.feedback) ? a.feedback : null;
   const ex = isObject(a.expectation) ? a.expectation : null;
   const kind = a.kind ?? (ex || a.expectation !== undefined ? "expectation" : "feedback");
+  // MLflow writes an expectation's dict or list value as JSON text in serialized_value.
+  let exValue = ex ? ex.value : null;
+  if (ex && ex.value === undefined && isObject(ex.serialized_value)) {
+    try {
+      exValue = JSON.parse(ex.serialized_value.value);
+    } catch {
+      exValue = ex.serialized_value.value;
+    }
+  }
   const time = a.create_time_ms ?? a.last_update_time_ms ?? (typeof a.create_time === "string" ? Date.parse(a.create_time) : a.create_time);
   return {
     id: a.assessment_id ?? null,
     name: a.name ?? a.assessment_name ?? "feedback",
     kind,
-    value: a.value !== undefined ? a.value : fb ? fb.value : ex ? ex.value : null,
+    value: a.value !== undefined ? a.value : fb ? fb.value : exValue,
     error: a.error ?? (fb ? fb.error : null) ?? null,
     rationale: a.rationale ?? a.comment ?? null,
     sourceType: a.source_type ?? src.source_type ?? null,
