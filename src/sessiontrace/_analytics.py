@@ -411,10 +411,11 @@ class MetadataValueSummary(_LLMTotals, _FeedbackTotals):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSummary(_LLMTotals):
+class ModelSummary(_LLMTotals, _FeedbackTotals):
     """The LLM calls of one model (and provider) that count in their traces' totals.
 
-    ``model`` is ``None`` for calls that reported usage without a model name."""
+    ``model`` is ``None`` for calls that reported usage without a model name. The
+    feedback fields count the feedback on the traces with a call of the model."""
 
     model: str | None
     provider: str | None
@@ -426,6 +427,10 @@ class ModelSummary(_LLMTotals):
     total_tokens: int = 0
     cost: float | None = None
     unpriced_calls: int = 0
+    feedback_count: int = 0
+    negative_feedback: int = 0
+    satisfaction: float | None = None
+    feedback: Mapping[str, FeedbackStats] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -434,6 +439,7 @@ class ModelSummary(_LLMTotals):
             "traces": self.traces,
             "users": self.users,
             **self._llm_dict(),
+            **self._feedback_dict(),
         }
 
 
@@ -476,6 +482,8 @@ _FEEDBACK_SQL = (
     "sum(a.value_num) FILTER (WHERE a.value_bool IS NULL), "
     "count(a.value_num) FILTER (WHERE a.value_bool IS NULL)"
 )
+# The same over the rows ``x`` of a subquery with the assessments' name and values.
+_FEEDBACK_SQL_X = _FEEDBACK_SQL.replace("a.", "x.")
 # Ordering groups by feedback: each trace's valid feedback counted once (the join
 # keeps one row a trace), only when an order key asks for it.
 _FEEDBACK_JOIN = (
@@ -500,15 +508,27 @@ _NULLS_LAST = frozenset({"satisfaction"})
 _Tally = dict[str, list[Any]]
 
 
-def _feedback_sql(groups: Sequence[str], where: str, join: str = "") -> str:
+def _feedback_sql(
+    groups: Sequence[str], where: str, join: str = "", *, traces_first: bool = False
+) -> str:
     """Valid feedback per ``groups`` (expressions over ``t``, ``a`` and ``join``'s
-    tables) and name, on the traces matching ``where``."""
+    tables) and name, on the traces matching ``where``.
+
+    ``traces_first`` for a page's few keys: the traces are found first (by their
+    session or user index), then each one's feedback. SQLite, without statistics,
+    would otherwise read every feedback row through the ``(kind, name, valid)``
+    index; its CROSS JOIN keeps the order as written, which PostgreSQL, planning
+    with statistics, reads as a plain join."""
     keys = ", ".join(f"{expr} AS k{i}" for i, expr in enumerate(groups))
     by = ", ".join(f"k{i}" for i in range(len(groups)))
+    source = (
+        f"traces t CROSS JOIN assessments a{join} WHERE a.trace_id = t.trace_id AND"
+        if traces_first
+        else f"assessments a JOIN traces t ON t.trace_id = a.trace_id{join} WHERE"
+    )
     return (
-        f"SELECT {keys}, {_FEEDBACK_SQL} FROM assessments a "  # noqa: S608
-        f"JOIN traces t ON t.trace_id = a.trace_id{join} "
-        f"WHERE {_FEEDBACK} AND {where} GROUP BY {by}, a.name"
+        f"SELECT {keys}, {_FEEDBACK_SQL} FROM {source} "  # noqa: S608
+        f"{_FEEDBACK} AND {where} GROUP BY {by}, a.name"
     )
 
 
@@ -751,7 +771,10 @@ def _session_summaries(
     with pattern_errors(where):
         rows = conn.execute(sql, params).fetchall()
         feedback = _tally(
-            conn.execute(_feedback_sql(["t.session_id"], f"{members} AND {where.sql}"), params)
+            conn.execute(
+                _feedback_sql(["t.session_id"], f"{members} AND {where.sql}", traces_first=True),
+                params,
+            )
         )
     for row in rows:
         sid, first, last, turns, errors, total, mean, users, preview = row[:9]
@@ -878,9 +901,9 @@ def _turn_feedback(store: Store, session_id: str) -> dict[str, tuple[dict[str, A
         valid,
     ) in store.connection().execute(
         "SELECT a.trace_id, a.assessment_id, a.name, a.value_json, a.rationale, "
-        "a.source_type, a.source_id, a.create_time_ms, a.valid FROM assessments a "
-        "JOIN traces t ON t.trace_id = a.trace_id "
-        "WHERE t.session_id = ? AND a.kind = 'feedback' "
+        "a.source_type, a.source_id, a.create_time_ms, a.valid "
+        "FROM traces t CROSS JOIN assessments a "  # the session's traces first
+        "WHERE t.session_id = ? AND a.trace_id = t.trace_id AND a.kind = 'feedback' "
         "ORDER BY a.create_time_ms, a.assessment_id",
         (session_id,),
     ):
@@ -927,7 +950,10 @@ def _user_summaries(store: Store, user_ids: Sequence[str], where: Compiled) -> l
     with pattern_errors(where):
         rows = conn.execute(sql, params).fetchall()
         feedback = _tally(
-            conn.execute(_feedback_sql(["t.user_id"], f"{members} AND {where.sql}"), params)
+            conn.execute(
+                _feedback_sql(["t.user_id"], f"{members} AND {where.sql}", traces_first=True),
+                params,
+            )
         )
     for row in rows:
         uid, first, last, sessions, traces, errors, mean = row[:7]
@@ -1000,7 +1026,7 @@ def user_report(
         f"avg(t.execution_time_ms), {_LLM_SQL} FROM traces t WHERE {window}",
         params,
     ).fetchone()
-    by_day = _tally(conn.execute(_feedback_sql([_DAY], window), params))
+    by_day = _tally(conn.execute(_feedback_sql([_DAY], window, traces_first=True), params))
     daily = tuple(
         DailyActivity(_day(day), n, e, *rest, **_feedback_fields(by_day.get(day)))
         for day, n, e, *rest in conn.execute(
@@ -1237,10 +1263,37 @@ def model_breakdown(
         f"WHERE s.llm = 1 AND {where.sql} GROUP BY s.model, s.provider "
         f"ORDER BY {order_sql} LIMIT :_limit"
     )
+    conn = st.connection()
     with pattern_errors(where):
-        rows = st.connection().execute(sql, params).fetchall()
+        rows = conn.execute(sql, params).fetchall()
+        # Each feedback once per model of its trace (a trace may call a model twice),
+        # starting from the feedback: no pass over every call.
+        feedback = (
+            _tally(
+                conn.execute(
+                    f"SELECT x.model, x.provider, {_FEEDBACK_SQL_X} FROM ("  # noqa: S608
+                    "SELECT DISTINCT a.assessment_id, s.model, s.provider, a.name, "
+                    "a.value_bool, a.value_num FROM assessments a "
+                    "JOIN traces t ON t.trace_id = a.trace_id "
+                    "JOIN spans s ON s.trace_id = a.trace_id "
+                    f"WHERE s.llm = 1 AND {_FEEDBACK} AND {where.sql}) x "
+                    "GROUP BY x.model, x.provider, x.name",
+                    params,
+                ),
+                2,
+            )
+            if rows
+            else {}
+        )
     return [
-        ModelSummary(model, provider, traces, users, *rest)
+        ModelSummary(
+            model,
+            provider,
+            traces,
+            users,
+            *rest,
+            **_feedback_fields(feedback.get((model, provider))),
+        )
         for model, provider, traces, users, *rest in rows
     ]
 

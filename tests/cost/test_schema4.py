@@ -37,7 +37,7 @@ def test_a_schema_3_file_is_upgraded_in_place(tmp_path: Path) -> None:
         llm_call(tokens=usage(1000, 100, cache_read=400))
     new = last_trace()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         columns = [r[1] for r in conn.execute("PRAGMA table_info(traces)")]
         assert columns[-6:] == [
             "input_tokens",

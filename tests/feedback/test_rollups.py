@@ -234,6 +234,41 @@ def test_rollups_of_feedback_logged_through_the_public_api(assessments: Assessme
     assert turns[1].feedback[0]["source_id"] == "u1"
 
 
+def test_model_breakdown_counts_each_feedback_once_per_model(assessments: Assessments) -> None:
+    usage = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+
+    def call(model: str) -> None:
+        attributes = {"mlflow.chat.tokenUsage": usage, "mlflow.llm.model": model}
+        with sessiontrace.start_span("llm", span_type="LLM", attributes=attributes):
+            pass
+
+    ids = []
+    for models in (["m-1", "m-1", "m-2"], ["m-2"], ["m-1"]):
+        with sessiontrace.start_span("turn"):
+            for model in models:
+                call(model)
+        ids.append(sessiontrace.get_last_active_trace_id())
+    assert sessiontrace.flush(10)
+    assessments.add(
+        [
+            (ids[0], "thumbs", False, 1, "feedback"),
+            (ids[0], "score", 3, 1, "feedback"),
+            (ids[1], "thumbs", True, 1, "feedback"),
+            (ids[1], "thumbs", False, 0, "feedback"),
+        ]
+    )
+    by_model = {m.model: m for m in sessiontrace.model_breakdown()}
+    assert by_model["m-1"].llm_calls == 3
+    assert by_model["m-1"].feedback == {  # trace 0 called m-1 twice: its feedback counts once
+        "score": FeedbackStats("score", 1, 0, 0, None, 3.0),
+        "thumbs": FeedbackStats("thumbs", 1, 0, 1, 0.0, None),
+    }
+    assert (by_model["m-2"].feedback_count, by_model["m-2"].satisfaction) == (3, 0.5)
+    only = sessiontrace.model_breakdown("trace.timestamp_ms >= 0 AND session IS NULL")
+    assert {m.model: m.feedback_count for m in only} == {"m-1": 2, "m-2": 3}
+    assert {m.model: m.to_dict() for m in only} == {m.model: dataclasses.asdict(m) for m in only}
+
+
 # -- ordering -------------------------------------------------------------------------
 
 
@@ -427,6 +462,13 @@ def test_rollups_equal_a_recomputation_from_the_rows(
     assert negative == sorted(
         negative, key=lambda s: (-counts.get(s, NONE)["negative_feedback"], s)
     )
+    least = [s.session_id for s in sessiontrace.list_sessions(order_by="satisfaction ASC")]
+
+    def satisfaction_order(session: str) -> tuple[Any, ...]:
+        rate = counts.get(session, NONE)["satisfaction"]
+        return (rate is None, rate or 0.0, session)
+
+    assert least == sorted(least, key=satisfaction_order)
 
 
 def _date(ms: int) -> str:

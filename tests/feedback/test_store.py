@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import sessiontrace
 from sessiontrace import (
     AssessmentError,
     AssessmentNotFoundError,
@@ -173,6 +176,29 @@ def test_dedupe_is_atomic_under_concurrent_posts(store: Any, tracking_uri: str) 
     assert len(store.assessments_for(["tr-1"])["tr-1"]) == 1
 
 
+@pytest.mark.slow
+def test_dedupe_is_atomic_across_processes(store: Any, tracking_uri: str) -> None:
+    """Four processes post twenty times each under one key, starting together."""
+    import multiprocessing
+    import time
+
+    from tests.feedback._traces import post_under_key
+
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 3  # after every process has started and connected
+    with ctx.Pool(4) as pool:
+        answers = pool.starmap(
+            post_under_key,
+            [(tracking_uri, "tr-1\x1fthumbs_up\x1fu", w, start_at) for w in range(4)],
+        )
+        pool.close()
+        pool.join()
+    ids = {i for answer in answers for i in answer}
+    assert len(ids) == 1
+    rows = store.assessments_for(["tr-1"])["tr-1"]
+    assert [r.assessment_id for r in rows] == list(ids)
+
+
 def test_trace_owner(store: Any) -> None:
     import sessiontrace
 
@@ -189,40 +215,31 @@ def test_trace_owner(store: Any) -> None:
     assert store.trace_owner("tr-missing") is None
 
 
-def test_sqlite_migrates_a_schema_4_file(tmp_path: Any, backend: str) -> None:
+# Written by the code of commit 5ef0595 (schema 4); not named *.db, which git ignores.
+SCHEMA_4 = Path(__file__).parent / "data" / "schema4.sqlite3"
+
+
+def test_sqlite_migrates_a_schema_4_file(tmp_path: Path, backend: str) -> None:
     if backend != "sqlite":
         pytest.skip("SQLite's file")
-    import sessiontrace
-    from sessiontrace._store import SQLiteStore
-
-    path = tmp_path / "v4.db"
-    _write_v4_sqlite(path)
-    s = SQLiteStore(path)
-    try:
-        assert s.count_traces() == 1
-        tid = s.list_trace_ids()[0]
-        a = s.put_assessment(_feedback(tid))
-        assert s.get_trace(tid).info.assessments == [a]  # type: ignore[union-attr]
-        version = s.connection().execute("PRAGMA user_version").fetchone()[0]
-        assert version == 5
-    finally:
-        s.close()
-    del sessiontrace
-
-
-def _write_v4_sqlite(path: Any) -> None:
-    """A file exactly as schema 4 left it: this code's tables without assessments
-    (schema 4's DDL is this one's minus that table), one trace in it."""
-    from tests.feedback._traces import one_trace
-
-    from sessiontrace._store import SQLiteStore
-
-    s = SQLiteStore(path)
-    s.export([one_trace()])
-    s.close()
+    path = tmp_path / "old.db"
+    shutil.copy(SCHEMA_4, path)
     with sqlite3.connect(path) as conn:
-        conn.execute("DROP TABLE assessments")
-        conn.execute("PRAGMA user_version = 4")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        old_rows = conn.execute("SELECT * FROM traces ORDER BY trace_id").fetchall()
+    conn.close()
+    sessiontrace.configure(tracking_uri=f"sqlite:///{path}")
+    fb = sessiontrace.log_feedback(trace_id="tr-schema4-0002", name="thumbs_up", value=False)
+    old = sessiontrace.get_trace("tr-schema4-0001")
+    assert old is not None and old.info.tags == {"kind": "old"} and old.info.assessments == []
+    assert sessiontrace.get_trace("tr-schema4-0002").info.assessments == [fb]  # type: ignore[union-attr]
+    found = sessiontrace.search_traces("feedback.thumbs_up = false", return_type="list")
+    assert [t.info.trace_id for t in found] == ["tr-schema4-0002"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("SELECT * FROM traces ORDER BY trace_id").fetchall() == old_rows
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(assessments)")}
+        assert {"assessments_trace", "assessments_name", "assessments_dedupe"} <= indexes
     conn.close()
 
 

@@ -57,7 +57,7 @@ def _write_traces(clock: dict[str, int]) -> None:
     rng = random.Random(12)
     users = [f"user-{i}" for i in range(8)] + ["User-0", "_u"]
     later_tags: list[str] = []
-    feedback: list[str] = []
+    all_ids: list[str] = []
 
     def app(n: int, user: str | None, session: str | None) -> None:
         metadata = {"app_version": rng.choice(["1.0", "1.1", "2.0"]), "environment": "prod"}
@@ -111,23 +111,35 @@ def _write_traces(clock: dict[str, int]) -> None:
             traced(n, user, session)
         if n % 11 == 0:
             later_tags.append(sessiontrace.get_last_active_trace_id() or "")
-        feedback.append(sessiontrace.get_last_active_trace_id() or "")
+        all_ids.append(sessiontrace.get_last_active_trace_id() or "")
     assert sessiontrace.flush(30)
-    for n, trace_id in enumerate(feedback):
-        if n % 3 != 1:  # a thumbs up or down on two traces in three
-            thumbs = sessiontrace.log_feedback(trace_id=trace_id, name="thumbs", value=n % 4 != 0)
-            if n % 10 == 0:  # changed its mind: the original stays, invalid
-                sessiontrace.override_feedback(trace_id, thumbs.assessment_id, value=True)
-        if n % 5 == 0:
-            sessiontrace.log_feedback(
-                trace_id=trace_id, name="score", value=rng.choice([0.1, 2, 0.7])
-            )
-        if n % 7 == 0:
-            sessiontrace.log_feedback(trace_id=trace_id, name="comment", value="Émile says 100%")
-            sessiontrace.log_expectation(trace_id=trace_id, name="thumbs", value=False)
     for k, trace_id in enumerate(later_tags):  # tags changed after writing: rows, not JSON
         sessiontrace.set_trace_tag(trace_id, "reviewed", "yes" if k % 2 else "no")
+    _log_assessments(all_ids, rng)
     assert sessiontrace.flush(30)
+
+
+def _log_assessments(trace_ids: list[str], rng: random.Random) -> None:
+    """Feedback of every value type on some traces, some overridden, and expectations."""
+    for k, trace_id in enumerate(trace_ids):
+        if k % 3 == 0:
+            fb = sessiontrace.log_feedback(trace_id=trace_id, name="thumbs_up", value=k % 2 == 0)
+            if k % 9 == 0:
+                sessiontrace.override_feedback(
+                    trace_id=trace_id, assessment_id=fb.assessment_id, value=k % 2 == 1
+                )
+        if k % 5 == 1:
+            sessiontrace.log_feedback(
+                trace_id=trace_id, name="score", value=rng.choice([0.2, 3, 4.5])
+            )
+        if k % 7 == 2:
+            sessiontrace.log_feedback(
+                trace_id=trace_id,
+                name="comment",
+                value=rng.choice(["great", "bad 50%", "a_b", "Ünï"]),
+            )
+        if k % 4 == 3:
+            sessiontrace.log_expectation(trace_id=trace_id, name="expected", value="Paris")
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +269,22 @@ FILTERS = [
     "cost IS NULL",
     "llm_calls = 0",
     "unpriced_calls >= 1",
+    "feedback.thumbs_up = true",
+    "feedback.thumbs_up = false AND user = 'user-1'",
+    "feedback.thumbs_up != true",
+    "feedback.thumbs_up = 'false'",
+    "feedback.thumbs_up IS NULL",
+    "feedback.score > 1",
+    "feedback.score <= 3",
+    "feedback.score = '4.5'",
+    "feedback.comment = 'great'",
+    "feedback.comment LIKE '%50%'",
+    "feedback.comment LIKE 'a_b'",
+    "feedback.comment ILIKE 'GREAT'",
+    "feedback.comment RLIKE '^b.d'",
+    "expectation.expected = 'Paris'",
+    "expectation.expected IS NOT NULL OR feedback.thumbs_up = true",
+    "NOT feedback.thumbs_up = true",
 ]
 
 
@@ -395,7 +423,7 @@ def test_feedback_over_time_matches(stores: tuple[Any, Any], kwargs: dict[str, A
 def test_feedback_is_in_the_data_set(stores: tuple[Any, Any]) -> None:
     worst = same(stores, lambda s: list_sessions(order_by="satisfaction ASC", store=s))
     assert worst.items[0].satisfaction is not None and worst.items[0].satisfaction < 1
-    assert worst.items[0].feedback["thumbs"].negative
+    assert worst.items[0].feedback["thumbs_up"].negative
     scores = [s.feedback["score"].mean for s in worst if "score" in s.feedback]
     assert scores and any(m != round(m) for m in scores)
 

@@ -18,6 +18,10 @@ from sessiontrace._store._dialect import POSTGRES, SQLITE, RegexError, pg_regex
 
 TAG_IN = "t.trace_id IN (SELECT _x.trace_id FROM trace_tags _x WHERE _x.key = :p0 AND "
 SPAN = "EXISTS (SELECT 1 FROM spans _s WHERE _s.trace_id = t.trace_id AND "
+FEEDBACK_IN = (
+    "t.trace_id IN (SELECT _a.trace_id FROM assessments _a "
+    "WHERE _a.kind = :p0 AND _a.name = :p1 AND _a.valid = 1"
+)
 PG_ATTR = "(replace(_s.attributes, '\\u0000', '\\ufffd')::json ->> :p0)"
 
 # filter -> (SQLite SQL, SQLite params, PostgreSQL SQL, PostgreSQL params)
@@ -140,6 +144,34 @@ BOTH: list[tuple[str, str, dict[str, object], str, dict[str, object]]] = [
         {"p0": '$."model"', "p1": "gpt-*"},
         f"{SPAN}{PG_ATTR} LIKE :p1 ESCAPE '')",
         {"p0": "model", "p1": "gpt-%"},
+    ),
+    (
+        "feedback.thumbs_up = false",
+        f"{FEEDBACK_IN} AND _a.value_bool = :p2)",
+        {"p0": "feedback", "p1": "thumbs_up", "p2": 0},
+        f"{FEEDBACK_IN} AND _a.value_bool = :p2)",
+        {"p0": "feedback", "p1": "thumbs_up", "p2": 0},
+    ),
+    (
+        "expectation.answer LIKE 'Par%'",
+        FEEDBACK_IN + " AND coalesce(CASE WHEN substr(_a.value_json, 1, 1) = '\"' "
+        "THEN json_extract(_a.value_json, '$') END, _a.value_json) GLOB :p2)",
+        {"p0": "expectation", "p1": "answer", "p2": "Par*"},
+        f"{FEEDBACK_IN} AND coalesce(CASE WHEN left(_a.value_json, 1) = '\"' "
+        "THEN replace(_a.value_json, '\\u0000', '\\ufffd')::json #>> '{}' END, _a.value_json) "
+        "LIKE :p2 ESCAPE '')",
+        {"p0": "expectation", "p1": "answer", "p2": "Par%"},
+    ),
+    (
+        "feedback.score > 0.5 AND user = 'u'",
+        "(EXISTS (SELECT 1 FROM assessments _a WHERE _a.trace_id = t.trace_id AND _a.kind = :p0 "
+        "AND _a.name = :p1 AND _a.valid = 1 AND _a.value_bool IS NULL AND _a.value_num > :p2) "
+        "AND t.user_id = :p3)",
+        {"p0": "feedback", "p1": "score", "p2": 0.5, "p3": "u"},
+        "(EXISTS (SELECT 1 FROM assessments _a WHERE _a.trace_id = t.trace_id AND _a.kind = :p0 "
+        "AND _a.name = :p1 AND _a.valid = 1 AND _a.value_bool IS NULL AND _a.value_num > :p2) "
+        "AND t.user_id = :p3)",
+        {"p0": "feedback", "p1": "score", "p2": 0.5, "p3": "u"},
     ),
     (
         "total_tokens < 5",

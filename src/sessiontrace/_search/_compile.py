@@ -139,6 +139,8 @@ class _Builder:
                 return f"NOT {exists}" if negate else exists
             member = "NOT IN" if negate else "IN"
             return f"{a}.trace_id {member} (SELECT _x.trace_id FROM {table} _x WHERE {cond})"  # noqa: S608
+        if f.kind in ("feedback", "expectation"):
+            return self.assessment(c)
         # spans: probe the (trace_id, span_id) index of this trace's few spans
         if f.kind == "span":
             cond = self.predicate(f"_s.{f.key}", c)
@@ -146,6 +148,40 @@ class _Builder:
             key = self.bind(self.d.json_key(f.key))
             cond = self.predicate(self.d.json_text.format(expr="_s.attributes", value=key), c)
         return f"EXISTS (SELECT 1 FROM spans _s WHERE _s.trace_id = {a}.trace_id AND {cond})"  # noqa: S608
+
+    def assessment(self, c: Compare) -> str:
+        """A valid (not overridden) assessment of the field's kind and name exists
+        (whose value compares); ``IS NULL``: none does. By the (kind, name, valid)
+        index, or per trace when an indexed equality narrows the traces."""
+        f, a = c.field, self.alias
+        cond = f"_a.kind = {self.bind(f.kind)} AND _a.name = {self.bind(f.key)} AND _a.valid = 1"
+        if c.op not in ("IS NULL", "IS NOT NULL"):
+            cond += " AND " + self.assessment_value(c)
+        negate = c.op == "IS NULL"
+        if self.correlated:
+            exists = (
+                f"EXISTS (SELECT 1 FROM assessments _a WHERE _a.trace_id = {a}.trace_id AND {cond})"  # noqa: S608
+            )
+            return f"NOT {exists}" if negate else exists
+        member = "NOT IN" if negate else "IN"
+        return f"{a}.trace_id {member} (SELECT _a.trace_id FROM assessments _a WHERE {cond})"  # noqa: S608
+
+    def assessment_value(self, c: Compare) -> str:
+        """How an assessment's value compares: a boolean by ``value_bool``, a number
+        (``>`` ...) by ``value_num`` (booleans excluded), a string against the string
+        value, or the JSON text of any other value (``= 'true'``, ``= '4'``)."""
+        op, value = c.op, c.value
+        if isinstance(value, bool):
+            flag = self.bind(1 if value else 0)
+            if op == "=":
+                return f"_a.value_bool = {flag}"
+            return (
+                f"_a.value_json IS NOT NULL AND (_a.value_bool IS NULL OR _a.value_bool <> {flag})"
+            )
+        if op in (">", ">=", "<", "<="):
+            return f"_a.value_bool IS NULL AND _a.value_num {op} {self.bind(value)}"
+        text = f"coalesce({self.d.json_string.format(expr='_a.value_json')}, _a.value_json)"
+        return self.predicate(text, c)
 
 
 def _holds_for_zero(op: str, value: Any) -> bool:

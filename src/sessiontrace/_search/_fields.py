@@ -1,10 +1,10 @@
 """The whitelist of searchable fields: what a name in a filter may refer to.
 
 A name is split on its first dot into an entity (``trace.``, ``attributes.``,
-``tag.``/``tags.``, ``metadata.``/``request_metadata.``, ``span.``) and a key; a
-name without a dot is a trace attribute. Nothing outside these tables ever
-reaches SQL: attributes map to fixed column names, and tag, metadata and span
-attribute keys are bound as parameters.
+``tag.``/``tags.``, ``metadata.``/``request_metadata.``, ``span.``, ``feedback.``,
+``expectation.``) and a key; a name without a dot is a trace attribute. Nothing
+outside these tables ever reaches SQL: attributes map to fixed column names, and
+tag, metadata and span attribute keys and assessment names are bound as parameters.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Literal
 from .._entities import METADATA_SESSION, METADATA_USER
 
 __all__ = [
+    "ASSESSMENT_OPS",
     "ATTRIBUTES",
     "ENTITIES",
     "NUMERIC_OPS",
@@ -24,11 +25,29 @@ __all__ = [
     "Field",
 ]
 
-FieldKind = Literal["column", "tag", "metadata", "span", "span_attribute"]
+FieldKind = Literal[
+    "column", "tag", "metadata", "span", "span_attribute", "feedback", "expectation"
+]
 
 NUMERIC_OPS = frozenset({"=", "!=", "<", "<=", ">", ">="})
 STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE", "RLIKE", "IN", "NOT IN"})
 SET_OPS = frozenset({"IS NULL", "IS NOT NULL"})
+# MLflow's VALID_ASSESSMENT_COMPARATORS, in the order its messages are shown here.
+ASSESSMENT_OP_ORDER = (
+    "!=",
+    "=",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "LIKE",
+    "ILIKE",
+    "RLIKE",
+    "IS NULL",
+    "IS NOT NULL",
+)
+ASSESSMENT_OPS = frozenset(ASSESSMENT_OP_ORDER)
+NUMERIC_ASSESSMENT_OPS = frozenset({">", ">=", "<", "<="})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +102,9 @@ ENTITIES: dict[str, str] = {
     "metadata": "metadata",
     "request_metadata": "metadata",
     "span": "span",
+    # a valid (not overridden) assessment of that name: feedback.<name>, expectation.<name>
+    "feedback": "feedback",
+    "expectation": "expectation",
 }
 
 SPAN_COLUMNS = {
@@ -115,6 +137,8 @@ class Field:
 
     @property
     def ops(self) -> frozenset[str]:
+        if self.kind in ("feedback", "expectation"):
+            return ASSESSMENT_OPS
         if self.numeric:
             return NUMERIC_OPS | SET_OPS if self.nullable else NUMERIC_OPS
         if self.kind in ("tag", "metadata") or self.nullable:

@@ -14,6 +14,11 @@ Grammar (keywords in any case)::
 
 MLflow accepts the AND-only subset; OR, NOT, parentheses, IN on tags and
 metadata, ``trace.state`` and the ``user``/``session`` shorthands are ours.
+
+``feedback.<name>`` and ``expectation.<name>`` take MLflow's comparators and values:
+a quoted string with ``=``, ``!=``, ``LIKE``, ``ILIKE``, ``RLIKE``; a number with
+``>``, ``>=``, ``<``, ``<=``; ``IS [NOT] NULL``; and ``true``/``false`` (unquoted)
+with ``=`` and ``!=`` only. Misuses MLflow rejects get MLflow's messages.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import re
 
 from ._errors import FilterSyntaxError
 from ._fields import (
+    ASSESSMENT_OP_ORDER,
     ATTRIBUTE_TO_METADATA,
     ATTRIBUTES,
     ENTITIES,
     METADATA_COLUMNS,
+    NUMERIC_ASSESSMENT_OPS,
     SPAN_COLUMNS,
     SPAN_NUMERIC_COLUMNS,
     Field,
@@ -48,7 +55,7 @@ MAX_COMPARISONS = 200
 MAX_IN_VALUES = 1000
 _INT64 = 2**63 - 1
 
-Value = str | int | float | tuple[str, ...] | None
+Value = str | bool | int | float | tuple[str, ...] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +87,9 @@ _FIELDS_HINT = (
     "name, request_id, client_request_id, total_tokens, input_tokens, output_tokens, cost, "
     "llm_calls, unpriced_calls), tag.<key>, metadata.<key>, span.name, span.type, "
     "span.status, span.model, span.provider, span.total_tokens, span.cost, "
-    "span.attributes.<key>, user or session"
+    "span.attributes.<key>, feedback.<name>, expectation.<name>, user or session"
 )
+_ASSESSMENT_OPS_TEXT = "{" + ", ".join(repr(o) for o in ASSESSMENT_OP_ORDER) + "}"
 
 
 def parse_filter(text: str | None) -> Node | None:
@@ -109,6 +117,10 @@ def parse_order_by(text: str) -> OrderKey:
     field = p.field()
     if field.kind in ("span", "span_attribute"):
         raise FilterSyntaxError(f"cannot order by {field.display}: a trace has many spans", text, 0)
+    if field.kind in ("feedback", "expectation"):
+        raise FilterSyntaxError(
+            f"cannot order by {field.display}: a trace has many assessments", text, 0
+        )
     ascending = True
     tok = p.peek
     if tok.kind == Kind.WORD and tok.upper in ("ASC", "DESC"):
@@ -216,6 +228,8 @@ class _Parser:
         field = self.field()
         op_tok = self.peek
         op = self.operator(field)
+        if field.kind in ("feedback", "expectation"):
+            return self.assessment_comparison(field, op, op_tok, start)
         if op not in field.ops:
             kind = "numeric" if field.numeric else "string"
             allowed = ", ".join(o for o in _OPERATOR_ORDER if o in field.ops)
@@ -229,6 +243,39 @@ class _Parser:
         if op in ("IN", "NOT IN"):
             return Compare(field, op, self.string_list(field), start.pos, at)
         return Compare(field, op, self.scalar(field, op), start.pos, at)
+
+    def assessment_comparison(self, field: Field, op: str, op_tok: Token, start: Token) -> Compare:
+        """A ``feedback.<name>``/``expectation.<name>`` comparison, checked as MLflow's
+        ``SearchTraceUtils`` checks it (its messages)."""
+        if op not in field.ops:
+            raise self.error(
+                f"assessment.{field.key} comparator '{op}' not one of '{_ASSESSMENT_OPS_TEXT}'",
+                op_tok.pos,
+            )
+        if op in ("IS NULL", "IS NOT NULL"):
+            return Compare(field, op, None, start.pos)
+        tok = self.peek
+        numeric_op = op in NUMERIC_ASSESSMENT_OPS
+        got = "the end of the filter" if tok.kind == Kind.END else self.text[tok.pos : tok.end]
+        if tok.kind == Kind.NUMBER and numeric_op:
+            self.advance()
+            return Compare(field, op, self.number(tok), start.pos, tok.pos)
+        if tok.kind in (Kind.STRING, Kind.DQSTRING) and not numeric_op:
+            return Compare(field, op, self.scalar(field, op), start.pos, tok.pos)
+        if tok.kind == Kind.WORD and tok.upper in ("TRUE", "FALSE") and op in ("=", "!="):
+            self.advance()  # ours: a boolean, compared as one
+            return Compare(field, op, tok.upper == "TRUE", start.pos, tok.pos)
+        if numeric_op:
+            message = (
+                f"Expected a numeric value for {field.kind} when using comparator '{op}'. "
+                f"Got value {got}"
+            )
+        else:
+            message = (
+                f"Expected a quoted string value for {field.kind} (e.g. 'my-value'). "
+                f"Got value {got}"
+            )
+        raise self.error(message, tok.pos)
 
     def field(self) -> Field:
         first = self.peek
@@ -258,11 +305,16 @@ class _Parser:
         if entity is None:
             raise self.error(
                 f"unknown field {display!r}: {head.text!r} is not one of "
-                "trace, attributes, tag, tags, metadata, request_metadata, span; " + _FIELDS_HINT,
+                "trace, attributes, tag, tags, metadata, request_metadata, span, feedback, "
+                "expectation; " + _FIELDS_HINT,
                 head.pos,
             )
         rest = parts[1:]
         key = ".".join(p.text for p in rest)
+        if entity in ("feedback", "expectation"):
+            if not key.strip("."):
+                raise self.error("Assessment field name cannot be empty", rest[0].pos)
+            return Field("feedback" if entity == "feedback" else "expectation", key, display)
         if key == "" or any(p.text == "" for p in rest):
             raise self.error(f"empty key in {display!r}", rest[0].pos)
         if entity == "attribute":

@@ -77,6 +77,7 @@ class Dialect:
     regex_value: Callable[[str], str]  # raises RegexError
     json_text: str  # {expr}: a JSON object's text; {value}: the bound key
     json_key: Callable[[str], str]
+    json_string: str  # {expr}: JSON text; the string it holds, NULL when not a string
     # {expr} over the group's rows where {where}, as JSON text (NULL over no rows on
     # PostgreSQL, '[]' on SQLite)
     json_array_agg: str
@@ -265,6 +266,7 @@ SQLITE = Dialect(
     regex_value=_same,
     json_text="CAST(json_extract({expr}, {value}) AS TEXT)",
     json_key=_sqlite_json_path,
+    json_string="CASE WHEN substr({expr}, 1, 1) = '\"' THEN json_extract({expr}, '$') END",
     json_array_agg="json_group_array({expr}) FILTER (WHERE {where})",
     json_object_agg="json_group_object({key}, {value})",
     array_params=False,
@@ -287,6 +289,10 @@ POSTGRES = Dialect(
     # text cannot hold): it becomes U+FFFD first, so such a span cannot fail a search.
     json_text="(replace({expr}, '\\u0000', '\\ufffd')::json ->> {value})",
     json_key=_same,
+    json_string=(
+        "CASE WHEN left({expr}, 1) = '\"' "
+        "THEN replace({expr}, '\\u0000', '\\ufffd')::json #>> '{{}}' END"
+    ),
     json_array_agg="json_agg({expr}) FILTER (WHERE {where})::text",
     # keys in order, as SQLite's scan of the (trace_id, key) primary key gives them
     json_object_agg="json_object_agg({key}, {value} ORDER BY {key})::text",
