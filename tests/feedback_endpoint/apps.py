@@ -3,10 +3,10 @@ middleware (``echo_trace_id=True``) outside and the feedback app mounted at /fee
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 from flask import Flask, Response, request
@@ -37,7 +37,7 @@ def asgi_app(
     async def stream(label: str) -> StreamingResponse:
         async def body() -> AsyncIterator[bytes]:
             yield b"thinking\n"  # the headers are out before the trace starts
-            await asyncio.sleep(0.01)
+            await anyio.sleep(0.01)
             yield (answer(label) + "\n").encode()
 
         return StreamingResponse(body(), media_type="text/plain")

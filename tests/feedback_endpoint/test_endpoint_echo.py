@@ -19,12 +19,12 @@ IDS = {"X-User-ID": "user-1", "X-Session-ID": "session-1"}
 def _app(server: str, **middleware: Any) -> Any:
     return (
         asgi_app(middleware=middleware)
-        if server in ASGI_SERVERS
+        if server in ASGI_SERVERS or server == "hypercorn-trio"
         else wsgi_app(middleware=middleware)
     )
 
 
-@pytest.mark.parametrize("server", ASGI_SERVERS + WSGI_SERVERS)
+@pytest.mark.parametrize("server", [*ASGI_SERVERS, "hypercorn-trio", *WSGI_SERVERS])
 def test_a_normal_and_a_streamed_response_name_their_traces(server: str) -> None:
     with serve(_app(server), server) as base, httpx.Client(base_url=base, headers=IDS) as client:
         normal = client.get("/chat", params={"label": "normal"})

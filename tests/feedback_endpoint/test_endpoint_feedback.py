@@ -31,7 +31,7 @@ BOB = {"X-User-ID": "bob", "X-Session-ID": "s-bob"}
 
 
 def _app(server: str, *, feedback: dict[str, Any] | None = None, **middleware: Any) -> Any:
-    if server in ASGI_SERVERS:
+    if server in ASGI_SERVERS or server == "hypercorn-trio":
         return asgi_app(middleware=middleware, feedback=feedback)
     return wsgi_app(middleware=middleware, feedback=feedback)
 
@@ -64,7 +64,7 @@ def stored_feedback(trace_id: str) -> list[Any]:
 # -- the front end's way --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", ASGI_SERVERS + WSGI_SERVERS)
+@pytest.mark.parametrize("server", [*ASGI_SERVERS, "hypercorn-trio", *WSGI_SERVERS])
 def test_thumbs_down_on_the_turn_just_shown_is_found_by_search(server: str) -> None:
     with serve(_app(server), server) as base, httpx.Client(base_url=base, headers=ALICE) as front:
         with front.stream("GET", "/stream", params={"label": "streamed"}) as streamed:
@@ -93,13 +93,12 @@ def test_thumbs_down_on_the_turn_just_shown_is_found_by_search(server: str) -> N
     traces = traces_by_label()
     assert traces["streamed"]["trace_id"] == streamed_id
     sessiontrace.flush(10)
-    found = sessiontrace.search_traces(filter_string="user = 'alice'", return_type="list")
-    negative = [
-        t.info.trace_id
-        for t in found
-        if any(a.name == "thumbs_up" and a.value is False for a in t.info.assessments)
-    ]
-    assert negative == [streamed_id]
+    found = sessiontrace.search_traces(
+        filter_string="feedback.thumbs_up = false AND user = 'alice'", return_type="list"
+    )
+    assert [t.info.trace_id for t in found] == [streamed_id]
+    rated = sessiontrace.search_traces(filter_string="feedback.rating >= 4", return_type="list")
+    assert [t.info.trace_id for t in rated] == [normal_id]
     (stored,) = stored_feedback(streamed_id)
     assert stored.source.source_type == "HUMAN" and stored.source.source_id == "alice"
     assert stored.rationale == "wrong" and stored.value is False
@@ -693,3 +692,31 @@ def test_without_a_local_store_the_answer_is_503(tracking_uri: str) -> None:
         sessiontrace.configure(tracking_uri=tracking_uri)
     assert answer.status_code == 503 and answer.json()["error"] == "unavailable"
     assert _runtime.get_stats()["internal_errors"] == {"feedback_store": 1}
+
+
+def test_delete_racing_another_delete_and_a_failing_delete(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _runtime.get_store()
+    real_delete = store.delete_assessment
+
+    def taken_first(trace_id: str, assessment_id: str) -> None:
+        real_delete(trace_id, assessment_id)  # the other DELETE
+        real_delete(trace_id, assessment_id)  # ours: AssessmentNotFoundError
+
+    def broken(trace_id: str, assessment_id: str) -> None:
+        raise OSError("disk full")
+
+    with (
+        serve(_app("uvicorn"), "uvicorn") as base,
+        httpx.Client(base_url=base, headers=ALICE) as front,
+    ):
+        tid = ask(front, "t")
+        post(front, {"trace_id": tid, "name": "thumbs_up", "value": True})
+        post(front, {"trace_id": tid, "name": "rating", "value": 2})
+        monkeypatch.setattr(store, "delete_assessment", taken_first)
+        raced = front.delete("/feedback/", params={"trace_id": tid, "name": "thumbs_up"})
+        monkeypatch.setattr(store, "delete_assessment", broken)
+        failed = front.delete("/feedback/", params={"trace_id": tid, "name": "rating"})
+    assert (raced.status_code, raced.json()["deleted"]) == (200, 0)
+    assert failed.status_code == 503 and failed.headers["Retry-After"] == "1"
+    assert [a.name for a in stored_feedback(tid)] == ["rating"]
+    assert _runtime.get_stats()["internal_errors"] == {"feedback_delete_assessment": 1}

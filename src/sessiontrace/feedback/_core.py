@@ -22,7 +22,7 @@ from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qs
 
 from .. import _runtime, _tracing
-from .._assessments import Assessment, AssessmentSource, Feedback
+from .._assessments import Assessment, AssessmentNotFoundError, AssessmentSource, Feedback
 
 __all__ = [
     "DEFAULT_NAMES",
@@ -437,6 +437,17 @@ def warn_unmounted() -> None:
         )
 
 
+def _failure(what: str, exc: Exception) -> _Unavailable:
+    """A store call failed: counted, logged by the exception's type only (a driver's
+    message may quote the row: ids, comments), and answered 503."""
+    _runtime.count_internal_error(f"feedback_{what}")
+    if _log_budget.allow(what):
+        logger.warning(
+            "sessiontrace: feedback %s failed (%s); answered 503", what, type(exc).__name__
+        )
+    return _Unavailable()
+
+
 def _unavailable() -> Reply:
     return error(503, "unavailable", "feedback cannot be stored right now; retry shortly", _RETRY)
 
@@ -463,12 +474,7 @@ class Handler:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            _runtime.count_internal_error(f"feedback_{what}")
-            if _log_budget.allow(what):
-                logger.warning(
-                    "sessiontrace: feedback %s failed (%s); answered 503", what, type(exc).__name__
-                )
-            raise _Unavailable from None
+            raise _failure(what, exc) from None
 
     def _store(self) -> Any:
         return self._call("store", _runtime.get_store)
@@ -567,12 +573,18 @@ class Handler:
                 return refused
             mine = self._mine(q.trace_id, user, session, q.name)
             store = self._store()
+            deleted = 0
             for a in mine:
-                aid = a.assessment_id
-                self._call("delete_assessment", store.delete_assessment, q.trace_id, aid)
+                try:
+                    store.delete_assessment(q.trace_id, a.assessment_id)
+                except AssessmentNotFoundError:  # a concurrent DELETE took it first
+                    continue
+                except Exception as exc:
+                    raise _failure("delete_assessment", exc) from None
+                deleted += 1
         except _Unavailable:
             return _unavailable()
-        return _json_reply(200, {"trace_id": q.trace_id, "name": q.name, "deleted": len(mine)})
+        return _json_reply(200, {"trace_id": q.trace_id, "name": q.name, "deleted": deleted})
 
 
 def _public(a: Assessment) -> dict[str, Any]:
