@@ -104,6 +104,11 @@ def _check_ui(page: Any, db: str, shots: Path) -> None:
 
         page.goto(f"{server.url}/users?order_by=satisfaction+ASC")
         expect(page.locator("table.grid tbody tr").first).to_contain_text("user-bob")
+        # The model every turn called: 5 of 8 thumbs up over all its traces.
+        page.goto(f"{server.url}/models")
+        model = page.locator("table.grid tbody td[data-col=satisfaction]")
+        expect(model).to_have_count(1)
+        assert model.inner_text().startswith("62.5%")
     assert page.js_errors == []
 
 

@@ -404,6 +404,7 @@ function filterBox(value, onSubmit, placeholder) {
         "execution_time_ms > 1000 OR span.type IN ('LLM', 'TOOL')",
         "trace.timestamp_ms > 1765560000000   name LIKE 'chat%'",
         "trace.cost > 0.01   trace.total_tokens > 1000   span.model = 'gpt-4o-mini'",
+        "feedback.thumbs_up = false   feedback.rating >= 4   expectation.label = 'spam'",
       ].map((x) => h("li", {}, h("code", {}, x))),
     ),
   );
@@ -1044,6 +1045,8 @@ async function modelsPage() {
     { label: "LLM calls", key: "calls", sort: "llm_calls", num: true, cell: (m) => fmtInt(m.llm_calls) },
     { label: "Traces", key: "traces", sort: "traces", num: true, cell: (m) => fmtInt(m.traces) },
     { label: "Users", key: "users", sort: "users", num: true, cell: (m) => fmtInt(m.users) },
+    // The feedback on the traces that called the model (not sortable here).
+    ...(data.models.some((m) => "feedback_count" in m) ? feedbackColumns().map(({ sort, ...c }) => c) : []),
     { label: "Input tokens", key: "input", sort: "input_tokens", num: true, cell: (m) => fmtInt(m.input_tokens) },
     { label: "Output tokens", key: "output", sort: "output_tokens", num: true, cell: (m) => fmtInt(m.output_tokens) },
     { label: "Total tokens", key: "tokens", sort: "total_tokens", num: true, cell: (m) => fmtInt(m.total_tokens) },
