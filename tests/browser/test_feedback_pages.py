@@ -190,6 +190,18 @@ def _hostile_feedback(ids: list[str]) -> None:
     fb(ids[1], "thumbs_up", False, source=_human("alice"), rationale=LONG)
     fb(ids[2], f"label{SVG}", HOSTILE, source=_human("alice"), metadata={"k": HOSTILE})
     fb(ids[4], "details", DETAILS, source=_human("bob"))
+
+    # An app version named by a payload: its line and legend on the versions chart.
+    @sessiontrace.trace(name="chat")
+    def chat() -> str:
+        sessiontrace.update_current_trace(metadata={"app_version": HOSTILE})
+        return "ok"
+
+    with sessiontrace.user_session(user_id="alice", session_id="session-evil"):
+        chat()
+    evil = sessiontrace.get_last_active_trace_id()
+    assert evil is not None and sessiontrace.flush(10)
+    fb(evil, "thumbs_up", False, source=_human("alice"), rationale=HOSTILE)
     assert sessiontrace.flush(10)
 
 
@@ -234,6 +246,14 @@ def _visit(page: Any, base: str, ids: list[str]) -> None:
     third = turns.nth(2).locator(".fb")
     assert third.locator(".fb-name").text_content() == f"label{SVG}"
     assert third.locator(".fb-value").text_content() == HOSTILE
+    page.goto(f"{base}/versions")
+    legend = page.locator("#satisfaction .legend-item", has_text="gnp")
+    legend.wait_for()
+    assert legend.text_content().strip() == HOSTILE
+    series = page.locator("#satisfaction g.series").evaluate_all(
+        "gs => gs.map(g => g.getAttribute('data-series'))"
+    )
+    assert HOSTILE in series
     page.goto(f"{base}/trace?id={ids[4]}")
     value = page.locator("#feedback .fb-value")
     value.wait_for()
