@@ -119,6 +119,7 @@ const llmStats = (r) => [
   ["Tokens", tokensStat(r)],
   ["Cost", costCell(r)],
 ];
+
 // -- feedback (users' verdicts on turns: MLflow's assessments) -----------------------
 // Names, values, comments and who gave them are untrusted text like any trace content.
 
@@ -157,12 +158,11 @@ function assessmentOf(a) {
 
 // A thumb drawn inline (an emoji would need a font the machine may not have).
 function thumb(up) {
-  const icon = svg(
+  return svg(
     "svg",
     { viewBox: "0 0 16 16", width: 14, height: 14, class: `thumb ${up ? "up" : "down"}`, role: "img", "aria-label": up ? "thumbs up" : "thumbs down" },
     svg("g", up ? {} : { transform: "rotate(180 8 8)" }, svg("rect", { x: 1, y: 7, width: 3, height: 8, rx: 0.6 }), svg("path", { d: "M5 7 L8 2.4 C8.6 1.5 10.1 1.9 10 3.1 L9.6 6.5 H14 C15 6.5 15.6 7.4 15.3 8.3 L13.6 14 C13.4 14.6 12.9 15 12.3 15 H5 Z" })),
   );
-  return icon;
 }
 
 // A value as the person gave it: a thumb for a boolean, the number, the text, or JSON.
@@ -238,7 +238,7 @@ function satisfactionCell(r) {
   if (!n) return h("span", { className: "muted" }, "—");
   const rate = r.satisfaction;
   const cls = rate == null ? "satisfaction" : rate < 0.5 ? "satisfaction low" : "satisfaction";
-  return h("span", { className: cls, title: `${plural(n, "rating")} · ${fmtInt(r.negative_feedback || 0)} negative` }, rate == null ? "n/a" : fmtRate(rate), h("span", { className: "muted small" }, ` (${fmtInt(n)})`));
+  return h("span", { className: cls, title: `${fmtInt(n)} feedback · ${fmtInt(r.negative_feedback || 0)} thumbs down` }, rate == null ? "n/a" : fmtRate(rate), h("span", { className: "muted small" }, ` (${fmtInt(n)})`));
 }
 function negativeCell(r) {
   const n = (r && r.negative_feedback) || 0;
@@ -839,7 +839,7 @@ function satisfactionChart(series, sinceMs, untilMs) {
       path += `${pen}${x(i).toFixed(1)},${y(rate).toFixed(1)} `;
       pen = "L";
       const dot = svg("circle", { cx: x(i), cy: y(rate), r: 3.5, fill: color, class: "fb-day", "data-date": date, "data-rate": rate.toFixed(4), "data-positive": d.positive, "data-negative": d.negative });
-      dot.appendChild(svg("title", {}, `${s.label ? `${s.label} · ` : ""}${date}: ${fmtRate(rate)} positive (${fmtInt(d.positive)} 👍, ${fmtInt(d.negative)} 👎)`));
+      dot.appendChild(svg("title", {}, `${s.label ? `${s.label} · ` : ""}${date}: ${fmtRate(rate)} positive (${fmtInt(d.positive)} up, ${fmtInt(d.negative)} down)`));
       g.appendChild(dot);
     });
     if (path) g.insertBefore(svg("path", { d: path.trim(), stroke: color, fill: "none", "stroke-width": 2, class: "fb-line" }), g.firstChild);
