@@ -11,6 +11,8 @@ Public API (re-exported from ``sessiontrace``)::
     user_report(user_id, days=7) -> UserReport | None
     metadata_breakdown(key="app_version", filter_string=None) -> list[MetadataValueSummary]
     model_breakdown(filter_string=None) -> list[ModelSummary]
+    feedback_over_time(filter_string=None, user_id=None, metadata_key=None, name=None,
+                       days=None) -> tuple[DailyFeedback, ...]
 
 Every function also takes ``store=`` (a ``Store``: SQLite or PostgreSQL; the
 configured one by default, after writing what is queued). ``filter_string`` is the
@@ -21,6 +23,9 @@ trace. Every record also has the LLM calls of its traces: ``llm_calls``,
 ``input_tokens``, ``output_tokens``, ``total_tokens`` (0 without calls), ``cost``
 in USD (``None`` when none was priced: unknown is never $0) and ``unpriced_calls``
 (calls without a cost, so ``cost`` covers ``llm_calls - unpriced_calls`` of them).
+The records of groups also have their traces' users' feedback: ``feedback_count``,
+``negative_feedback``, ``satisfaction`` and ``feedback`` (a ``FeedbackStats`` per
+name), counting only valid feedback with a value; session turns list theirs.
 Nothing here loads every trace into Python: each call is a few indexed
 queries, the default (most recent first) pages of sessions and users included.
 """
@@ -809,7 +814,10 @@ def list_sessions(
     ``order_by`` takes ``"<key> [ASC|DESC]"`` with keys ``last_seen``, ``first_seen``,
     ``turns``, ``errors``, ``total_duration_ms``, ``mean_duration_ms``, ``session_id``,
     and the LLM totals ``cost``, ``total_tokens``, ``input_tokens``, ``output_tokens``,
-    ``llm_calls``, ``unpriced_calls`` (``"cost DESC"``: the most expensive first).
+    ``llm_calls``, ``unpriced_calls`` (``"cost DESC"``: the most expensive first), and
+    the feedback ``negative_feedback``, ``satisfaction``, ``feedback_count``
+    (``"negative_feedback DESC"``: the sessions with thumbs-down first; sessions
+    without boolean feedback sort last by ``satisfaction`` either way).
     With a ``filter_string`` only matching traces are counted.
 
     >>> page = sessiontrace.list_sessions(filter_string="user = 'user-123'")
@@ -985,9 +993,11 @@ def list_users(
     ``order_by`` keys: ``last_seen``, ``first_seen``, ``traces``, ``sessions``,
     ``errors``, ``mean_latency_ms``, ``user_id``, and the LLM totals ``cost``,
     ``total_tokens``, ``input_tokens``, ``output_tokens``, ``llm_calls``,
-    ``unpriced_calls``.
+    ``unpriced_calls``, and ``negative_feedback``, ``satisfaction``, ``feedback_count``
+    (users without boolean feedback sort last by ``satisfaction`` either way).
 
     >>> sessiontrace.list_users(order_by="cost DESC", max_results=10)   # the most expensive
+    >>> sessiontrace.list_users(order_by="satisfaction ASC")   # the least satisfied first
     """
     st = _store(store)
     ids, token, where = _group_page(
@@ -1140,7 +1150,8 @@ def metadata_breakdown(
     value of a metadata key, most traces first; traces without the key are left out.
 
     ``order_by`` keys: ``traces``, ``users``, ``errors``, ``mean_latency_ms``,
-    ``first_seen``, ``last_seen`` and the LLM totals (``"cost DESC"``).
+    ``first_seen``, ``last_seen``, the LLM totals (``"cost DESC"``) and
+    ``negative_feedback``, ``satisfaction``, ``feedback_count``.
 
     >>> for v in sessiontrace.metadata_breakdown("app_version"):
     ...     print(v.value, v.traces, v.users, f"{v.error_rate:.1%}", v.mean_latency_ms, v.cost)

@@ -411,9 +411,9 @@ def test_metadata_breakdown_matches(
         {"days": 3, "now_ms": NOW_MS},
         {"user_id": "user-1"},
         {"metadata_key": "app_version"},
-        {"metadata_key": "mlflow.trace.user", "name": "thumbs"},
+        {"metadata_key": "mlflow.trace.user", "name": "thumbs_up"},
         {"metadata_key": "mlflow.trace.session", "filter_string": "status = 'OK'"},
-        {"name": "score", "filter_string": "name RLIKE '^c'"},
+        {"name": "score", "filter_string": "name ILIKE '%a%'"},
     ],
 )
 def test_feedback_over_time_matches(stores: tuple[Any, Any], kwargs: dict[str, Any]) -> None:

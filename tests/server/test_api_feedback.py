@@ -128,3 +128,18 @@ def test_bad_parameters_are_clear_400s(
         assert message in r.json()["error"]
     else:
         assert r.json()["position"] >= 0
+
+
+def test_trace_rows_and_trace_carry_their_assessments(
+    client: httpx.Client, rollup_store: Assessments
+) -> None:
+    rows = _ok(client, "/api/traces", filter="session = 's1'", order_by="timestamp ASC")
+    first = rows["traces"][0]
+    assert first["trace_id"] == "tr-1"
+    assert [(a["assessment_name"], a["valid"]) for a in first["assessments"]] == [
+        ("thumbs", True),
+        ("score", True),
+    ]
+    second = _ok(client, "/api/trace", id="tr-2")["info"]["assessments"]
+    assert [a.get("overrides") for a in second] == [None] * 4
+    assert [a["valid"] for a in second] == [False, True, True, True]
