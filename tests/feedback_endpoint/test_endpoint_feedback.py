@@ -720,3 +720,26 @@ def test_delete_racing_another_delete_and_a_failing_delete(monkeypatch: pytest.M
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "1"
     assert [a.name for a in stored_feedback(tid)] == ["rating"]
     assert _runtime.get_stats()["internal_errors"] == {"feedback_delete_assessment": 1}
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "werkzeug"])
+def test_a_bug_in_the_endpoint_is_a_500_and_the_app_goes_on(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessiontrace.feedback import _asgi, _wsgi
+
+    def crash(*args: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(_asgi, "parse_post", crash)
+    monkeypatch.setattr(_wsgi, "parse_post", crash)
+    with (
+        serve(_app(server), server) as base,
+        httpx.Client(base_url=base, headers=ALICE) as front,
+    ):
+        tid = ask(front, "t")
+        broken = post(front, {"trace_id": tid, "name": "thumbs_up", "value": True})
+        after = ask(front, "after")
+    assert broken.status_code == 500 and broken.json()["error"] == "internal_error"
+    assert after
+    assert _runtime.get_stats()["internal_errors"] == {"feedback_endpoint": 1}

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from .._context import get_user_session_context
 from .._runtime import count_internal_error
+from ..middleware._config import REQUEST_KEY
 from ._core import (
     FeedbackOptions,
     Handler,
@@ -99,7 +100,7 @@ class FeedbackApp:
         refused = precheck(options, method, _route_path(scope), content_type, content_length, True)
         if refused is not None:
             return refused
-        if "sessiontrace.request" not in scope:
+        if REQUEST_KEY not in scope:
             warn_unmounted()
         user, session = get_user_session_context()
         handler = self.handler

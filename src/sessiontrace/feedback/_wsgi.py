@@ -8,6 +8,7 @@ from typing import Any
 
 from .._context import get_user_session_context
 from .._runtime import count_internal_error
+from ..middleware._config import REQUEST_KEY
 from ._core import (
     FeedbackOptions,
     Handler,
@@ -69,7 +70,7 @@ class FeedbackWSGIApp:
         )
         if refused is not None:
             return refused
-        if "sessiontrace.request" not in environ:
+        if REQUEST_KEY not in environ:
             warn_unmounted()
         user, session = get_user_session_context()
         if method == "POST":
