@@ -75,6 +75,7 @@ def test_the_thumbs_down_is_on_its_turn(page: Any, live_server: Any, seeded: lis
     # The session's satisfaction: 2 of 3 valid thumbs are up (the rating is not a thumb).
     stats = page.locator(".stats").inner_text()
     assert re.search(r"Satisfaction\s+66\.7% · 4 feedback · +1\b", stats), stats
+    assert page.locator(".stats .fb-mean[data-name=rating]").inner_text() == "4.00 mean · 1"
     _no_js_errors(page)
 
 

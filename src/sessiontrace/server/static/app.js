@@ -261,7 +261,16 @@ function satisfactionStat(r) {
     h("span", { className: neg ? "negative small sub" : "muted small sub" }, thumb(false), ` ${fmtInt(neg)}`),
   );
 }
-const feedbackStats = (r) => [["Satisfaction", satisfactionStat(r)]];
+// Plus a box per numeric feedback name (a 1-5 rating): its mean and count.
+const feedbackStats = (r) => [
+  ["Satisfaction", satisfactionStat(r)],
+  ...Object.values(isObject(r && r.feedback) ? r.feedback : {})
+    .filter((f) => isObject(f) && typeof f.mean === "number")
+    .map((f) => [
+      h("span", { className: "mono" }, String(f.name)),
+      h("span", { className: "fb-mean", "data-name": f.name }, f.mean.toFixed(2), h("span", { className: "muted small sub" }, ` mean · ${fmtInt(f.count)}`)),
+    ]),
+];
 
 function preview(text, n = 120) {
   if (text == null) return "";
