@@ -5,10 +5,14 @@
 
 What happens: the fake OpenAI-compatible model (``fake_llm.py``) starts on
 127.0.0.1, the FastAPI example (``fastapi_app/app.py``, one middleware line) is
-served by uvicorn on another local port and calls it with the real ``openai``
-client (autologged: every call is a span with its model and tokens), and scripted
-clients send their messages with ``X-User-ID`` / ``X-Session-ID`` headers, some
-as streamed replies.
+served by uvicorn on two local ports, as two deployments of the app: version 1.0.0
+and a canary of 1.1.0 that some sessions are routed to. It calls the model with the
+real ``openai`` client (autologged: every call is a span with its model and tokens),
+and scripted clients send their messages with ``X-User-ID`` / ``X-Session-ID``
+headers, some as streamed replies. Like a chat front end, the client reads the
+``X-Trace-ID`` of each reply and posts the user's verdict on that turn (thumbs up or
+down, sometimes a comment) to the app's mounted ``/feedback`` endpoint; the users
+like the canary less.
 The app never mentions users or sessions; the summary printed at the end is read
 back from the store the app wrote: a SQLite file, or PostgreSQL when ``--db`` is a
 ``postgresql://`` URI (``make demo-postgres`` starts a throwaway server for it).
@@ -18,6 +22,7 @@ Everything stays offline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -52,6 +57,24 @@ SCRIPT = [
     ("user-bob", "session-b1", "Perfect", False),
 ]
 
+# Two deployments of the same app; the canary serves these sessions.
+VERSIONS = ("1.0.0", "1.1.0")
+CANARY_SESSIONS = {"session-b1", "session-a2", "session-c1"}
+
+# What each user posts to /feedback after a turn (by the turn's index in SCRIPT): one
+# or more (name, value, comment) posts; a second post of the same name replaces the
+# first (carol changes her mind). Turns not listed get no feedback, as in real life.
+FEEDBACK: dict[int, list[tuple[str, bool | int, str | None]]] = {
+    0: [("thumbs_up", True, "clear explanation")],
+    1: [("thumbs_up", False, "it missed the action items")],
+    2: [("thumbs_up", True, None)],
+    3: [("thumbs_up", False, None), ("thumbs_up", True, "fine after all")],
+    4: [("thumbs_up", False, "still too long")],
+    5: [("thumbs_up", False, "not a haiku: wrong syllable count")],
+    6: [("thumbs_up", True, None)],
+    8: [("thumbs_up", True, "great, thanks"), ("rating", 5, None)],
+}
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -59,22 +82,49 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _post(base: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> str:
+def _request(base: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
     request = urllib.request.Request(
         base + path,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **headers},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    return urllib.request.urlopen(request, timeout=30)
+
+
+def _chat(
+    base: str, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[str, str | None]:
+    """The reply, and the trace id the app echoed (X-Trace-ID) for the feedback."""
+    with _request(base, path, body, headers) as response:
+        trace_id = response.headers.get("X-Trace-ID")
         if not path.endswith("/stream"):
-            return str(json.load(response)["response"])
+            return str(json.load(response)["response"]), trace_id
         pieces = []
         for raw in response:  # server-sent events, one token each
             line = raw.decode().strip()
             if line.startswith("data: ") and line != "data: [DONE]":
                 pieces.append(json.loads(line[len("data: ") :]))
-        return "".join(pieces)
+        return "".join(pieces), trace_id
+
+
+def _send_feedback(
+    base: str,
+    trace_id: str,
+    name: str,
+    value: bool | int,
+    comment: str | None,
+    headers: dict[str, str],
+) -> None:
+    """What a chat front end does when the user clicks a thumb under the reply."""
+    body: dict[str, Any] = {"trace_id": trace_id, "name": name, "value": value}
+    if comment:
+        body["comment"] = comment
+    try:  # the mount's root: /feedback would be redirected to it
+        with _request(base, "/feedback/", body, headers) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"/feedback refused the post: {exc.code} {exc.read().decode()}") from None
 
 
 def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
@@ -91,35 +141,55 @@ def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
             time.sleep(0.1)
 
 
-def run_traffic(tracking_uri: str) -> None:
+@contextlib.contextmanager
+def _serve(version: str, env: dict[str, str]) -> Any:
+    """One deployment of the example app under uvicorn; yields its base URL."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    with fake_llm.FakeLLMServer() as llm:
+    cmd = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", "fastapi_app"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(cmd, cwd=EXAMPLES, env={**env, "SESSIONTRACE_APP_VERSION": version})
+    try:
+        yield base, server
+    finally:
+        server.terminate()  # uvicorn shuts down gracefully; the app flushes its traces
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def run_traffic(tracking_uri: str) -> None:
+    with fake_llm.FakeLLMServer() as llm, contextlib.ExitStack() as stack:
         env = {
             **os.environ,
             "SESSIONTRACE_TRACKING_URI": tracking_uri,
             "OPENAI_API_KEY": "fake-demo-key",  # the fake model, over HTTP
             "OPENAI_BASE_URL": llm.base_url,
         }
-        cmd = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", "fastapi_app"]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-        server = subprocess.Popen(cmd, cwd=EXAMPLES, env=env)
-        try:
+        # Both deployments start at once, then each is waited for.
+        servers = {v: stack.enter_context(_serve(v, env)) for v in VERSIONS}
+        for base, server in servers.values():
             _wait_until_up(base, server)
-            print(f"FastAPI example on {base}, model on {llm.base_url}\n")
-            for user, session, message, streamed in SCRIPT:
-                headers = {"X-User-ID": user, "X-Session-ID": session}
-                path = "/chat/stream" if streamed else "/chat"
-                reply = _post(base, path, {"message": message}, headers)
-                print(f"  {user:<11} {session:<11} > {message}")
-                print(f"  {'(streamed)' if streamed else '':<23} < {reply}")
-        finally:
-            server.terminate()  # uvicorn shuts down gracefully; the app flushes its traces
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stable, canary = (servers[v][0] for v in VERSIONS)
+        print(f"FastAPI example {VERSIONS[0]} on {stable}, {VERSIONS[1]} on {canary}")
+        print(f"model on {llm.base_url}\n")
+        for turn, (user, session, message, streamed) in enumerate(SCRIPT):
+            base = canary if session in CANARY_SESSIONS else stable
+            headers = {"X-User-ID": user, "X-Session-ID": session}
+            path = "/chat/stream" if streamed else "/chat"
+            reply, trace_id = _chat(base, path, {"message": message}, headers)
+            print(f"  {user:<11} {session:<11} > {message}")
+            print(f"  {'(streamed)' if streamed else '':<23} < {reply}")
+            for name, value, comment in FEEDBACK.get(turn, []):
+                if trace_id is None:
+                    raise SystemExit("the app sent no X-Trace-ID (echo_trace_id=True?)")
+                _send_feedback(base, trace_id, name, value, comment, headers)
+                shown = f"{name} {value}"
+                if isinstance(value, bool):
+                    shown = "thumbs up" if value else "thumbs down"
+                print(f"  {'':<23}   [{shown}{f': {comment}' if comment else ''}]")
 
 
 def print_summary(tracking_uri: str, shown: str) -> None:
@@ -164,6 +234,27 @@ def print_summary(tracking_uri: str, shown: str) -> None:
             f"{model.total_tokens} tokens, {cost}"
         )
 
+    # The users' feedback, posted to the app's /feedback endpoint: rolled up per app
+    # version and per user, as the UI's versions and users pages show it.
+    print("\nFeedback per app version (sessiontrace.metadata_breakdown('app_version')):")
+    print(f"  {'version':<8} {'traces':>6} {'feedback':>8} {'negative':>8} {'satisfaction':>12}")
+    versions = sessiontrace.metadata_breakdown("app_version")
+    for version in sorted(versions, key=lambda v: v.value):
+        print(
+            f"  {version.value:<8} {version.traces:>6} {version.feedback_count:>8} "
+            f"{version.negative_feedback:>8} {_rate(version.satisfaction):>12}"
+        )
+    print("\nUsers by satisfaction, lowest first (list_users(order_by='satisfaction ASC')):")
+    for user in sessiontrace.list_users(order_by="satisfaction ASC"):
+        print(
+            f"  {user.user_id:<12} {_rate(user.satisfaction):>6} of {user.feedback_count} "
+            f"feedback, {user.negative_feedback} negative"
+        )
+
+    print("\nIn the UI: /versions compares the two versions' satisfaction,")
+    print("/sessions?order_by=negative_feedback+DESC lists the most thumbs down first,")
+    print("and each session shows the verdicts under their turns.")
+
     # The analysis from MLflow's "Track Users & Sessions" page, unchanged but the import.
     user_id = "user-alice"
     df = sessiontrace.search_traces(filter_string=f"metadata.`mlflow.trace.user` = '{user_id}'")
@@ -173,6 +264,10 @@ def print_summary(tracking_uri: str, shown: str) -> None:
     success_rate = df["info.state"].value_counts().get("OK", 0) / total_interactions
     print(f"\n{user_id}: {total_interactions} interactions across {unique_sessions} sessions")
     print(f"  average response time {avg_response_time:.1f} ms, success rate {success_rate:.0%}")
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0%}"
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """A small chat app: FastAPI + sessiontrace; one middleware line gives every trace its
-user and session from the X-User-ID / X-Session-ID headers.
+user and session from the X-User-ID / X-Session-ID headers, and one mount takes the
+users' feedback on each turn.
 
     cd examples/fastapi_app && uvicorn app:app --port 8000
 """
@@ -22,7 +23,10 @@ import llm_client
 import sessiontrace
 
 app = FastAPI(title="sessiontrace chat example")
-app.add_middleware(sessiontrace.ASGIMiddleware, exclude_paths=["/healthz"])
+# echo_trace_id: each response names its trace (X-Trace-ID), so the chat front end can
+# send the user's thumbs up or down for the turn it just showed to /feedback.
+app.add_middleware(sessiontrace.ASGIMiddleware, exclude_paths=["/healthz"], echo_trace_id=True)
+app.mount("/feedback", sessiontrace.feedback_app())
 
 model = llm_client.from_env()
 # Conversation history per session, in memory: enough for an example.

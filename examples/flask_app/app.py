@@ -1,5 +1,6 @@
 """A small chat app: Flask + sessiontrace; wrapping ``wsgi_app`` gives every trace its
-user and session from the X-User-ID / X-Session-ID headers, streamed replies included.
+user and session from the X-User-ID / X-Session-ID headers, streamed replies included,
+and a mounted endpoint takes the users' feedback on each turn.
 
     cd examples/flask_app && flask --app app run --port 5000
 """
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flask import Flask, Response, request
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the model client
 
@@ -20,7 +22,13 @@ import llm_client
 import sessiontrace
 
 app = Flask(__name__)
-app.wsgi_app = sessiontrace.WSGIMiddleware(app.wsgi_app, exclude_paths=["/healthz"])  # type: ignore[method-assign]
+# /feedback takes the users' verdicts on their turns; echo_trace_id=True names each
+# response's trace (X-Trace-ID) so the front end knows which turn a verdict is for.
+app.wsgi_app = sessiontrace.WSGIMiddleware(  # type: ignore[method-assign]
+    DispatcherMiddleware(app.wsgi_app, {"/feedback": sessiontrace.feedback_wsgi_app()}),
+    exclude_paths=["/healthz"],
+    echo_trace_id=True,
+)
 
 model = llm_client.from_env()
 histories: dict[str, list[dict[str, str]]] = {}

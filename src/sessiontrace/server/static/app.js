@@ -119,6 +119,159 @@ const llmStats = (r) => [
   ["Tokens", tokensStat(r)],
   ["Cost", costCell(r)],
 ];
+
+// -- feedback (users' verdicts on turns: MLflow's assessments) -----------------------
+// Names, values, comments and who gave them are untrusted text like any trace content.
+
+// One assessment as the page needs it, whichever way the server spells it (our flat
+// dataclass fields, or MLflow's to_dictionary: assessment_name, feedback.value, ...).
+function assessmentOf(a) {
+  const src = isObject(a.source) ? a.source : {};
+  const fb = isObject(a.feedback) ? a.feedback : null;
+  const ex = isObject(a.expectation) ? a.expectation : null;
+  const kind = a.kind ?? (ex || a.expectation !== undefined ? "expectation" : "feedback");
+  // MLflow writes an expectation's dict or list value as JSON text in serialized_value.
+  let exValue = ex ? ex.value : null;
+  if (ex && ex.value === undefined && isObject(ex.serialized_value)) {
+    try {
+      exValue = JSON.parse(ex.serialized_value.value);
+    } catch {
+      exValue = ex.serialized_value.value;
+    }
+  }
+  const time = a.create_time_ms ?? a.last_update_time_ms ?? (typeof a.create_time === "string" ? Date.parse(a.create_time) : a.create_time);
+  return {
+    id: a.assessment_id ?? null,
+    name: a.name ?? a.assessment_name ?? "feedback",
+    kind,
+    value: a.value !== undefined ? a.value : fb ? fb.value : exValue,
+    error: a.error ?? (fb ? fb.error : null) ?? null,
+    rationale: a.rationale ?? a.comment ?? null,
+    sourceType: a.source_type ?? src.source_type ?? null,
+    sourceId: a.source_id ?? src.source_id ?? null,
+    valid: a.valid !== false,
+    overrides: a.overrides ?? null,
+    spanId: a.span_id ?? null,
+    time: typeof time === "number" && Number.isFinite(time) ? time : null,
+  };
+}
+
+// A thumb drawn inline (an emoji would need a font the machine may not have).
+function thumb(up) {
+  return svg(
+    "svg",
+    { viewBox: "0 0 16 16", width: 14, height: 14, class: `thumb ${up ? "up" : "down"}`, role: "img", "aria-label": up ? "thumbs up" : "thumbs down" },
+    svg("g", up ? {} : { transform: "rotate(180 8 8)" }, svg("rect", { x: 1, y: 7, width: 3, height: 8, rx: 0.6 }), svg("path", { d: "M5 7 L8 2.4 C8.6 1.5 10.1 1.9 10 3.1 L9.6 6.5 H14 C15 6.5 15.6 7.4 15.3 8.3 L13.6 14 C13.4 14.6 12.9 15 12.3 15 H5 Z" })),
+  );
+}
+
+// A value as the person gave it: a thumb for a boolean, the number, the text, or JSON.
+function verdict(v) {
+  if (v === true) return h("span", { className: "fb-value pos", title: "thumbs up (true)" }, thumb(true));
+  if (v === false) return h("span", { className: "fb-value neg", title: "thumbs down (false)" }, thumb(false));
+  if (typeof v === "number") return h("span", { className: "fb-value num" }, String(v));
+  if (v == null) return h("span", { className: "fb-value muted" }, "—");
+  return h("span", { className: "fb-value text" }, typeof v === "string" ? v : preview(JSON.stringify(v), 500));
+}
+
+const sourceText = (f) => {
+  const who = f.sourceId && f.sourceId !== "default" ? f.sourceId : null;
+  const type = f.sourceType && f.sourceType !== "HUMAN" ? f.sourceType.toLowerCase().replace("_", " ") : null;
+  return [who, type].filter(Boolean).join(", ");
+};
+
+// The assessments of a turn or a trace: value, name, who, comment; an overridden
+// one stays (as in MLflow) but struck through and marked.
+function feedbackList(list, { withTime = false } = {}) {
+  const items = (Array.isArray(list) ? list : []).map(assessmentOf);
+  if (!items.length) return null;
+  const overriddenBy = new Map(items.filter((f) => f.overrides).map((f) => [f.overrides, f]));
+  return h(
+    "ul",
+    { className: "feedback" },
+    items.map((f) => {
+      const replaced = !f.valid || overriddenBy.has(f.id);
+      const by = sourceText(f);
+      return h(
+        "li",
+        {
+          className: `fb${replaced ? " overridden" : ""}${f.value === false ? " fb-neg" : f.value === true ? " fb-pos" : ""}`,
+          "data-name": f.name,
+          "data-value": typeof f.value === "boolean" || typeof f.value === "number" ? String(f.value) : null,
+          "data-valid": replaced ? "false" : "true",
+        },
+        verdict(f.value),
+        " ",
+        h("span", { className: "fb-name mono" }, f.name),
+        f.kind === "expectation" ? h("span", { className: "fb-kind muted small" }, " (expected)") : null,
+        by ? [h("span", { className: "muted" }, " by "), h("span", { className: "fb-source mono" }, by)] : null,
+        withTime && f.time != null ? h("span", { className: "muted small" }, ` · ${fmtTime(f.time)}`) : null,
+        replaced ? h("span", { className: "fb-overridden badge", title: "replaced by a later assessment (override_feedback); not counted" }, "overridden") : null,
+        f.overrides ? h("span", { className: "muted small" }, " (correction)") : null,
+        f.rationale ? h("q", { className: "fb-comment" }, f.rationale) : null,
+        f.error ? h("span", { className: "errtext small" }, ` error: ${preview(typeof f.error === "string" ? f.error : JSON.stringify(f.error), 200)}`) : null,
+      );
+    }),
+  );
+}
+
+const hasNegative = (list) => (Array.isArray(list) ? list : []).map(assessmentOf).some((f) => f.valid && f.value === false);
+
+// A trace's valid feedback in a table cell: its thumbs, and how many other verdicts.
+function feedbackBrief(list) {
+  const valid = (Array.isArray(list) ? list : []).map(assessmentOf).filter((f) => f.valid && f.kind === "feedback");
+  if (!valid.length) return h("span", { className: "muted" }, "—");
+  const thumbs = valid.filter((f) => typeof f.value === "boolean");
+  const others = valid.length - thumbs.length;
+  return h(
+    "span",
+    { className: "fb-brief", title: valid.map((f) => `${f.name}: ${typeof f.value === "string" ? f.value : JSON.stringify(f.value)}${f.sourceId ? ` (${f.sourceId})` : ""}`).join("\n") },
+    thumbs.map((f) => thumb(f.value)),
+    others ? h("span", { className: "muted small" }, ` +${fmtInt(others)}`) : null,
+  );
+}
+
+// Satisfaction of a record (session, user, version, day): the positive rate over its
+// valid boolean feedback, with how many verdicts it rests on.
+function satisfactionCell(r) {
+  const n = (r && r.feedback_count) || 0;
+  if (!n) return h("span", { className: "muted" }, "—");
+  const rate = r.satisfaction;
+  const cls = rate == null ? "satisfaction" : rate < 0.5 ? "satisfaction low" : "satisfaction";
+  return h("span", { className: cls, title: `${fmtInt(n)} feedback · ${fmtInt(r.negative_feedback || 0)} thumbs down` }, rate == null ? "n/a" : fmtRate(rate), h("span", { className: "muted small" }, ` (${fmtInt(n)})`));
+}
+function negativeCell(r) {
+  const n = (r && r.negative_feedback) || 0;
+  return n ? h("span", { className: "negative", title: `${fmtInt(n)} thumbs down` }, thumb(false), " ", fmtInt(n)) : h("span", { className: "muted" }, "0");
+}
+const feedbackColumns = () => [
+  { label: "Satisfaction", key: "satisfaction", sort: "satisfaction", num: true, cell: satisfactionCell },
+  { label: "Negative", key: "negative", sort: "negative_feedback", num: true, cell: negativeCell },
+];
+// For the stats boxes: the rate, with the count and the negatives beside it.
+function satisfactionStat(r) {
+  const n = (r && r.feedback_count) || 0;
+  if (!n) return h("span", { className: "muted", title: "no feedback" }, "—");
+  const neg = r.negative_feedback || 0;
+  return h(
+    "span",
+    { className: "satisfaction-stat" },
+    h("span", { className: r.satisfaction != null && r.satisfaction < 0.5 ? "satisfaction low" : "satisfaction" }, r.satisfaction == null ? "n/a" : fmtRate(r.satisfaction)),
+    h("span", { className: "muted small sub" }, ` · ${fmtInt(n)} feedback · `),
+    h("span", { className: neg ? "negative small sub" : "muted small sub" }, thumb(false), ` ${fmtInt(neg)}`),
+  );
+}
+// Plus a box per numeric feedback name (a 1-5 rating): its mean and count.
+const feedbackStats = (r) => [
+  ["Satisfaction", satisfactionStat(r)],
+  ...Object.values(isObject(r && r.feedback) ? r.feedback : {})
+    .filter((f) => isObject(f) && typeof f.mean === "number")
+    .map((f) => [
+      h("span", { className: "mono" }, String(f.name)),
+      h("span", { className: "fb-mean", "data-name": f.name }, f.mean.toFixed(2), h("span", { className: "muted small sub" }, ` mean · ${fmtInt(f.count)}`)),
+    ]),
+];
+
 function preview(text, n = 120) {
   if (text == null) return "";
   const s = String(text);
@@ -260,6 +413,7 @@ function filterBox(value, onSubmit, placeholder) {
         "execution_time_ms > 1000 OR span.type IN ('LLM', 'TOOL')",
         "trace.timestamp_ms > 1765560000000   name LIKE 'chat%'",
         "trace.cost > 0.01   trace.total_tokens > 1000   span.model = 'gpt-4o-mini'",
+        "feedback.thumbs_up = false   feedback.rating >= 4   expectation.label = 'spam'",
       ].map((x) => h("li", {}, h("code", {}, x))),
     ),
   );
@@ -369,6 +523,8 @@ async function tracesPage() {
     { label: "Response", cell: (t) => h("span", { className: "preview" }, preview(t.response_preview)) },
     { label: "Tags", cell: (t) => tagList(t.tags) },
   ];
+  // The feedback column, when the server sends the rows' assessments.
+  if (data.traces.some((t) => Array.isArray(t.assessments))) columns.splice(6, 0, { label: "Feedback", key: "feedback", cell: (t) => feedbackBrief(t.assessments) });
   const rows = [];
   if (group) {
     const groups = new Map();
@@ -410,7 +566,8 @@ async function sessionsPage() {
   const setParams = (changes) => go("/sessions", { filter, order_by: order, ...changes });
   const box = filterBox(filter, (f) => setParams({ filter: f, page_token: "" }), "user = 'user-123'  (only matching traces are counted)");
   const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
-  render(h("h1", {}, "Sessions"), h("div", { className: "toolbar" }, box), results);
+  const worst = h("p", { className: "quick-sorts small" }, "Sort: ", link("/sessions", { filter, order_by: "negative_feedback DESC" }, "most negative feedback first", "sort-negative"), " · ", link("/sessions", { filter, order_by: "satisfaction ASC" }, "least satisfied first", "sort-satisfaction"));
+  render(h("h1", {}, "Sessions"), h("div", { className: "toolbar" }, box), worst, results);
   let data;
   try {
     data = await api("/api/sessions", { filter, order_by: order, page_token: token });
@@ -427,6 +584,7 @@ async function sessionsPage() {
     { label: "Turns", sort: "turns", num: true, cell: (s) => fmtInt(s.turns) },
     { label: "Total duration", sort: "total_duration_ms", num: true, cell: (s) => fmtDur(s.total_duration_ms) },
     { label: "Errors", sort: "errors", num: true, cell: (s) => (s.errors ? h("span", { className: "errtext" }, fmtInt(s.errors)) : "0") },
+    ...feedbackColumns(),
     ...llmColumns(),
     { label: "First message", cell: (s) => h("span", { className: "preview" }, preview(requestText(parseMaybe(s.first_request_preview)), 80)) },
   ];
@@ -459,7 +617,7 @@ async function sessionPage() {
   const turns = data.turns.map((t) =>
     h(
       "li",
-      { className: `turn${t.status === "ERROR" ? " turn-error" : ""}`, "data-turn": t.turn },
+      { className: `turn${t.status === "ERROR" ? " turn-error" : ""}${hasNegative(t.feedback) ? " turn-negative" : ""}`, "data-turn": t.turn, "data-trace-id": t.trace_id },
       h("div", { className: "bubble user" }, h("div", { className: "who" }, t.user_id ?? "user"), h("div", { className: "text" }, requestText(t.request))),
       h("div", { className: "bubble app" }, h("div", { className: "who" }, t.name ?? "app"), h("div", { className: "text" }, responseText(t.response))),
       h(
@@ -473,6 +631,7 @@ async function sessionPage() {
         " ",
         traceLink(t.trace_id, "trace →"),
       ),
+      feedbackList(t.feedback),
     ),
   );
   render(
@@ -486,6 +645,7 @@ async function sessionPage() {
       ["Total duration", fmtDur(s.total_duration_ms)],
       ["Mean latency", fmtDur(s.mean_duration_ms)],
       ["Errors", `${fmtInt(s.errors)} (${fmtRate(s.error_rate)})`],
+      ...feedbackStats(s),
       ...llmStats(s),
     ]),
     h("p", {}, link("/traces", { filter: `session = ${quote(s.session_id)}` }, "these traces in the trace list →")),
@@ -508,7 +668,8 @@ async function usersPage() {
     [7, 30, 90, 365].map((d) => h("option", { value: d, selected: d === days }, `last ${d} days`)),
   );
   const costSection = h("section", { id: "daily-cost" }, h("h2", {}, "Daily cost ", daySelect), h("p", { className: "muted" }, "Loading…"));
-  render(h("h1", {}, "Users"), h("div", { className: "toolbar" }, box), costSection, results);
+  const worst = h("p", { className: "quick-sorts small" }, "Sort: ", link("/users", { filter, order_by: "satisfaction ASC" }, "lowest satisfaction first", "sort-satisfaction"), " · ", link("/users", { filter, order_by: "negative_feedback DESC" }, "most negative feedback first", "sort-negative"));
+  render(h("h1", {}, "Users"), h("div", { className: "toolbar" }, box), worst, costSection, results);
   let data, daily;
   try {
     [data, daily] = await Promise.all([api("/api/users", { filter, order_by: order, page_token: token }), api("/api/daily", { filter, days })]);
@@ -527,6 +688,7 @@ async function usersPage() {
     { label: "Traces", sort: "traces", num: true, cell: (u) => fmtInt(u.traces) },
     { label: "Errors", sort: "errors", num: true, cell: (u) => `${fmtInt(u.errors)} (${fmtRate(u.error_rate)})` },
     { label: "Mean latency", sort: "mean_latency_ms", num: true, cell: (u) => fmtDur(u.mean_latency_ms) },
+    ...feedbackColumns(),
     ...llmColumns(),
   ];
   results.replaceChildren(
@@ -622,6 +784,115 @@ function costSummary(daily) {
   return h("p", { className: "cost-summary" }, "In this period: ", costCell(sum), " · ", tokensCell(sum), " tokens · ", plural(sum.llm_calls, "LLM call"));
 }
 
+// The per-day feedback rows of /api/feedback/daily as series: one per metadata value
+// (versions page) or a single one (user page); positives and negatives of every
+// boolean feedback name summed per day.
+function feedbackSeries(rows) {
+  const series = new Map();
+  for (const r of Array.isArray(rows) ? rows : []) {
+    if (!r || typeof r.date !== "string") continue;
+    const label = r.value ?? r.metadata_value ?? "";
+    if (!series.has(label)) series.set(label, new Map());
+    const days = series.get(label);
+    const d = days.get(r.date) || { date: r.date, count: 0, positive: 0, negative: 0 };
+    d.count += r.feedback_count ?? r.count ?? 0;
+    if (isObject(r.feedback)) {
+      for (const stat of Object.values(r.feedback)) {
+        d.positive += (stat && stat.positive) || 0;
+        d.negative += (stat && stat.negative) || 0;
+      }
+    } else {
+      d.positive += r.positive || 0;
+      d.negative += r.negative ?? r.negative_feedback ?? 0;
+    }
+    days.set(r.date, d);
+  }
+  return [...series.entries()].map(([label, days]) => ({ label, days }));
+}
+
+const SERIES_COLORS = ["#3457d5", "#c8322f", "#1f8a4c", "#b7791f", "#7b3fc4", "#0f8b9c"];
+
+// Satisfaction over time: the positive rate of each day's boolean feedback (0-100%),
+// a line per series; a day without boolean feedback is a gap, never a 0%.
+function satisfactionChart(series, sinceMs, untilMs) {
+  const dates = fillDays(
+    series.flatMap((s) => [...s.days.keys()]).sort().map((date) => ({ date })),
+    sinceMs,
+    untilMs,
+  ).map((d) => d.date);
+  const W = 720, H = 180, padL = 44, padB = 28, padT = 12, padR = 8;
+  const x = (i) => padL + ((W - padL - padR) * (i + 0.5)) / Math.max(dates.length, 1);
+  const y = (rate) => padT + (H - padT - padB) * (1 - rate);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart satisfaction-chart", role: "img", "aria-label": "satisfaction over time" });
+  for (const level of [0, 0.5, 1]) {
+    chart.appendChild(svg("line", { x1: padL, x2: W - padR, y1: y(level), y2: y(level), class: level ? "grid-line" : "axis" }));
+    chart.appendChild(svg("text", { x: padL - 6, y: y(level) + 4, "text-anchor": "end", class: "tick" }, `${level * 100}%`));
+  }
+  const every = Math.ceil(dates.length / 10);
+  dates.forEach((date, i) => {
+    if (i % every === 0) chart.appendChild(svg("text", { x: x(i), y: H - 8, "text-anchor": "middle", class: "tick" }, date.slice(5)));
+  });
+  series.forEach((s, k) => {
+    const color = SERIES_COLORS[k % SERIES_COLORS.length];
+    const g = svg("g", { class: "series", "data-series": s.label });
+    let path = "";
+    let pen = "M";
+    dates.forEach((date, i) => {
+      const d = s.days.get(date);
+      const rated = d ? d.positive + d.negative : 0;
+      if (!rated) {
+        pen = "M";
+        return;
+      }
+      const rate = d.positive / rated;
+      path += `${pen}${x(i).toFixed(1)},${y(rate).toFixed(1)} `;
+      pen = "L";
+      const dot = svg("circle", { cx: x(i), cy: y(rate), r: 3.5, fill: color, class: "fb-day", "data-date": date, "data-rate": rate.toFixed(4), "data-positive": d.positive, "data-negative": d.negative });
+      dot.appendChild(svg("title", {}, `${s.label ? `${s.label} · ` : ""}${date}: ${fmtRate(rate)} positive (${fmtInt(d.positive)} up, ${fmtInt(d.negative)} down)`));
+      g.appendChild(dot);
+    });
+    if (path) g.insertBefore(svg("path", { d: path.trim(), stroke: color, fill: "none", "stroke-width": 2, class: "fb-line" }), g.firstChild);
+    // The latest rate, written beside its point.
+    const last = g.lastChild;
+    if (last && last.tagName === "circle") {
+      const rate = Number(last.getAttribute("data-rate"));
+      g.appendChild(svg("text", { x: Number(last.getAttribute("cx")) - 7, y: y(rate) + (rate > 0.9 ? 14 : -7), "text-anchor": "end", class: "tick fb-last" }, fmtRate(rate)));
+    }
+    chart.appendChild(g);
+  });
+  const legend =
+    series.length > 1 || (series.length === 1 && series[0].label)
+      ? h(
+          "p",
+          { className: "legend muted small" },
+          series.map((s, k) => h("span", { className: "legend-item", "data-series": s.label }, svg("svg", { viewBox: "0 0 10 10", width: 10, height: 10, class: "legend-mark" }, svg("circle", { cx: 5, cy: 5, r: 4, fill: SERIES_COLORS[k % SERIES_COLORS.length] })), " ", h("span", { className: "mono" }, s.label), "  ")),
+        )
+      : null;
+  return h("div", { className: "satisfaction-box" }, chart, legend);
+}
+
+// The satisfaction section of the user and versions pages; the feedback read is its
+// own request, so a store without feedback (or an older server) still shows the page.
+function satisfactionSection(data, sinceMs, untilMs, empty, trim = false) {
+  const section = h("section", { id: "satisfaction" }, h("h2", {}, "Satisfaction over time"));
+  const rows = data && (data.rows ?? data.daily);
+  const series = feedbackSeries(rows);
+  if (!series.length) {
+    section.appendChild(h("p", { className: "muted empty" }, data ? empty : "Feedback could not be read."));
+    return section;
+  }
+  const until = (data && data.until_ms) ?? untilMs ?? Date.now();
+  let since = (data && data.since_ms) ?? sinceMs;
+  if (trim) {
+    // From the first day with feedback (a week at least), not a month of empty days.
+    const first = Math.min(...series.flatMap((s) => [...s.days.keys()].map((d) => Date.parse(d))));
+    since = Math.max(since ?? first, Math.min(first, until - 6 * 86400000));
+  }
+  section.appendChild(satisfactionChart(series, since, until));
+  section.appendChild(h("p", { className: "muted small" }, "The share of thumbs up among each day's yes/no feedback; overridden feedback is not counted."));
+  return section;
+}
+
 async function userPage() {
   const p = params();
   const id = p.get("id");
@@ -629,15 +900,16 @@ async function userPage() {
   if (!id) return render(errorBox(new Error("no user id")));
   const title = () => h("h1", {}, "User ", h("span", { className: "mono" }, id));
   render(title(), h("p", { className: "muted" }, "Loading…"));
-  let report, sessions, models;
+  let report, sessions, models, feedback;
   // The models over the report's period (the server's "now" is a few ms later: only a
   // trace started in between could differ).
   const since = Date.now() - days * 86400000;
   try {
-    [report, sessions, models] = await Promise.all([
+    [report, sessions, models, feedback] = await Promise.all([
       api("/api/user", { id, days }),
       api("/api/sessions", { filter: `user = ${quote(id)}`, max_results: 50 }),
       api("/api/models", { filter: `user = ${quote(id)} AND trace.timestamp_ms > ${since}`, order_by: "cost DESC" }),
+      api("/api/feedback/daily", { user: id, days }).catch(() => null),
     ]);
   } catch (err) {
     return render(title(), errorBox(err));
@@ -662,6 +934,7 @@ async function userPage() {
     { label: "Last seen", cell: (s) => timeCell(s.last_seen_ms) },
     { label: "Turns", num: true, cell: (s) => fmtInt(s.turns) },
     { label: "Errors", num: true, cell: (s) => fmtInt(s.errors) },
+    ...feedbackColumns().map(({ sort, ...c }) => c),
     ...llmColumns(),
     { label: "First message", cell: (s) => h("span", { className: "preview" }, preview(requestText(parseMaybe(s.first_request_preview)), 80)) },
   ];
@@ -676,6 +949,7 @@ async function userPage() {
       ["Mean latency", fmtDur(report.mean_latency_ms)],
       ["First seen", fmtTime(report.first_seen_ms)],
       ["Last seen", fmtTime(report.last_seen_ms)],
+      ...feedbackStats(report),
       ...llmStats(report),
     ]),
     h(
@@ -683,6 +957,7 @@ async function userPage() {
       { className: "chart-row" },
       h("section", { id: "daily-activity" }, h("h2", {}, "Daily activity"), activityChart(report.daily_activity, report.since_ms, report.until_ms)),
       h("section", { id: "daily-cost" }, h("h2", {}, "Daily cost"), costChart(report.daily_activity, report.since_ms, report.until_ms)),
+      satisfactionSection(feedback, report.since_ms, report.until_ms, "No yes/no feedback from this user in this period."),
     ),
     models.models.length ? h("section", { id: "user-models" }, h("h2", {}, "Models"), table(userModelColumns, models.models)) : null,
     h("h2", {}, "Tags"),
@@ -721,9 +996,12 @@ async function versionsPage() {
   const keyForm = h("form", { className: "filter", onsubmit: (e) => { e.preventDefault(); go("/versions", { key: keyInput.value.trim(), filter }); } }, h("label", {}, "metadata key "), keyInput, known, h("button", { type: "submit" }, "Show"));
   const results = h("div", { id: "results" }, h("p", { className: "muted" }, "Loading…"));
   render(h("h1", {}, "Versions"), h("div", { className: "toolbar" }, keyForm, box), results);
-  let data;
+  let data, feedback;
   try {
-    data = await api("/api/versions", { key, filter, order_by: order });
+    [data, feedback] = await Promise.all([
+      api("/api/versions", { key, filter, order_by: order }),
+      api("/api/feedback/daily", { metadata_key: key, filter }).catch(() => null),
+    ]);
   } catch (err) {
     if (err.status === 400) box.showError(err);
     results.replaceChildren(errorBox(err));
@@ -736,6 +1014,7 @@ async function versionsPage() {
     { label: "Errors", sort: "errors", num: true, cell: (r) => fmtInt(r.errors) },
     { label: "Error rate", num: true, cell: (r) => fmtRate(r.error_rate) },
     { label: "Mean latency", sort: "mean_latency_ms", num: true, cell: (r) => fmtDur(r.mean_latency_ms) },
+    ...feedbackColumns(),
     ...llmColumns(),
     { label: "First seen", sort: "first_seen", cell: (r) => timeCell(r.first_seen_ms) },
     { label: "Last seen", sort: "last_seen", cell: (r) => timeCell(r.last_seen_ms) },
@@ -745,7 +1024,11 @@ async function versionsPage() {
     results.replaceChildren(h("p", { className: "muted empty" }, `No trace has the metadata key ${key}.`));
     return;
   }
-  results.replaceChildren(table(columns, data.rows, sort), barChart(data.rows, (r) => r.value, (r) => r.traces, (r) => r.error_rate));
+  results.replaceChildren(
+    table(columns, data.rows, sort),
+    barChart(data.rows, (r) => r.value, (r) => r.traces, (r) => r.error_rate),
+    satisfactionSection(feedback, null, Date.now(), `No yes/no feedback on traces with ${key} yet.`, true),
+  );
 }
 
 // Models: the LLM calls that count in their traces' totals, per model and provider.
@@ -771,6 +1054,8 @@ async function modelsPage() {
     { label: "LLM calls", key: "calls", sort: "llm_calls", num: true, cell: (m) => fmtInt(m.llm_calls) },
     { label: "Traces", key: "traces", sort: "traces", num: true, cell: (m) => fmtInt(m.traces) },
     { label: "Users", key: "users", sort: "users", num: true, cell: (m) => fmtInt(m.users) },
+    // The feedback on the traces that called the model (not sortable here).
+    ...(data.models.some((m) => "feedback_count" in m) ? feedbackColumns().map(({ sort, ...c }) => c) : []),
     { label: "Input tokens", key: "input", sort: "input_tokens", num: true, cell: (m) => fmtInt(m.input_tokens) },
     { label: "Output tokens", key: "output", sort: "output_tokens", num: true, cell: (m) => fmtInt(m.output_tokens) },
     { label: "Total tokens", key: "tokens", sort: "total_tokens", num: true, cell: (m) => fmtInt(m.total_tokens) },
@@ -985,6 +1270,8 @@ async function tracePage() {
     h("h2", {}, "Spans"),
     h("div", { className: "timeline" }, rows),
     detail,
+    h("h2", {}, "Feedback"),
+    h("div", { id: "feedback" }, feedbackList(info.assessments, { withTime: true }) ?? h("p", { className: "muted" }, "No feedback on this trace.")),
     h("h2", {}, "Tags"),
     tagsSection,
     h("h2", {}, "Metadata ", h("span", { className: "muted small" }, "(immutable)")),
