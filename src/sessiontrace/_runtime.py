@@ -193,7 +193,10 @@ def store_is_local() -> bool:
     """True when this process writes the store itself and can read it back at once
     (SQLite, PostgreSQL); False when traces travel to a server over HTTP, where a tag
     edit has to follow its trace through the queue."""
-    return parse_tracking_uri(settings().tracking_uri).scheme in ("sqlite", "postgresql")
+    s = settings()
+    if s.otlp_only:  # traces go only to OTLP targets: nothing local to read or edit
+        return False
+    return parse_tracking_uri(s.tracking_uri).scheme in ("sqlite", "postgresql")
 
 
 def _sink(s: Settings) -> Sink:
