@@ -22,6 +22,11 @@ traces in the calling thread (its exporter threads running and competing for the
 then drains to the sink untimed. Reported: medians over rounds of µs per trace (wall
 and calling-thread CPU) and ratios of overhead (traced minus untraced), per round.
 
+Encoding. In the parent, 1000 such traces already recorded, encoded to request bytes by
+our encoder (``encode_bytes``) and by the SDK's (``encode_spans(...).SerializeToString()``
+on its ``ReadableSpan``s), alternately, median µs per trace (what the exporter thread
+pays before gzip and the POST).
+
 Throughput. In fresh processes, N traces produced back to back then flushed; the
 traces/s from the first trace until the sink has counted every span, and whether it did.
 
@@ -234,6 +239,69 @@ def worker(name: str, sink_url: str) -> None:
 # -- the parent -------------------------------------------------------------------------------
 
 
+def encode_costs(rounds: int) -> None:
+    sys.path.insert(0, str(SRC))
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from sessiontrace._otlp._encode import encode_bytes
+    from sessiontrace._records import SpanRecord, TraceRecord
+
+    n = 1000
+    records = []
+    usage = {"input_tokens": 30, "output_tokens": 12, "total_tokens": 42}
+    for i in range(n):
+        tid = f"tr-{i + 1:032x}"
+        root = SpanRecord(
+            tid, f"{i + 1:016x}", None, "chat_turn", "CHAIN", 1, 5, "OK", "",
+            '{"message":"What is ML vs. AI?"}', '"answer"', None, None,
+        )  # fmt: skip
+        llm = SpanRecord(
+            tid, f"{i + 10**6:016x}", root.span_id, "llm_call", "CHAT_MODEL", 2, 4, "OK", "",
+            '{"messages":[{"role":"user","content":"What is ML?"}]}', '"answer"',
+            {"mlflow.llm.model": "gpt-4o-mini", "mlflow.chat.tokenUsage": usage}, None,
+        )  # fmt: skip
+        metadata = {"mlflow.trace.user": f"user-{i % 8}", "mlflow.trace.session": f"s-{i % 32}"}
+        records.append(
+            TraceRecord(tid, 1, 5, "OK", root, (root, llm), metadata, {}, None, None, None)
+        )
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench")
+    for i in range(n):
+        with tracer.start_as_current_span("chat_turn") as root_span:
+            attributes = {"session.id": f"s-{i % 32}", "user.id": f"user-{i % 8}"}
+            root_span.set_attributes(
+                {**attributes, "input.value": '{"message":"What is ML vs. AI?"}',
+                 "input.mime_type": "application/json", "openinference.span.kind": "CHAIN",
+                 "output.value": "answer"}
+            )  # fmt: skip
+            with tracer.start_as_current_span("llm_call") as span:
+                span.set_attributes(
+                    {**attributes, "openinference.span.kind": "LLM",
+                     "input.value": '{"messages":[{"role":"user","content":"What is ML?"}]}',
+                     "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 30,
+                     "gen_ai.usage.output_tokens": 12, "output.value": "answer"}
+                )  # fmt: skip
+    spans = memory.get_finished_spans()
+    ours, theirs = [], []
+    for _ in range(rounds):
+        start = time.process_time()
+        encode_bytes(records)
+        ours.append((time.process_time() - start) / n * 1e6)
+        start = time.process_time()
+        encode_spans(spans).SerializeToString()
+        theirs.append((time.process_time() - start) / n * 1e6)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print("\nencoding 1000 two-span traces to request bytes (CPU µs per trace, medians)")
+    print(f"  sessiontrace encode_bytes  {a:8.1f}   (more attributes: the full mapping table)")
+    print(f"  opentelemetry-sdk encoder  {b:8.1f}")
+    print(f"  ratio                      {a / b:8.3f}x")
+
+
 def spawn(name: str, sink_url: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, __file__, "--worker", name, "--sink", sink_url],
@@ -273,6 +341,7 @@ def main() -> None:
                 time.sleep(0.05)
             url = f"http://127.0.0.1:{port_file.read_text()}/v1/traces"
             measure(url, rounds, block, total)
+            encode_costs(rounds)
         finally:
             sink.terminate()
             sink.wait(10)
