@@ -23,6 +23,7 @@ PUBLIC = [
     "LiveSpan",
     "MetadataValueSummary",
     "ModelSummary",
+    "OTLPTarget",
     "Page",
     "SQLiteStore",
     "SessionSummary",

@@ -86,6 +86,7 @@ from ._feedback_api import (
     override_feedback,
     update_assessment,
 )
+from ._export._otlp import OTLPTarget
 from ._runtime import configure, flush, get_stats, get_trace
 from ._search import FilterSyntaxError, Page, TraceList, search_traces
 from ._store import SQLiteStore, TraceNotFoundError
@@ -128,6 +129,7 @@ __all__ = [
     "LiveSpan",
     "MetadataValueSummary",
     "ModelSummary",
+    "OTLPTarget",
     "Page",
     "SQLiteStore",
     "SessionSummary",
