@@ -237,6 +237,12 @@ def _cross_site_refusal(
         if content_type != "application/json":
             return JSONResponse({"error": "ingest needs Content-Type: application/json"}, 415)
         return None
+    if path == "/v1/traces":
+        # OTLP's two types: neither can be sent cross-site without a preflight
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ("application/json", "application/x-protobuf"):
+            return JSONResponse({"code": 3, "message": "unsupported Content-Type"}, 415)
+        return None
     sent = headers.get(CSRF_HEADER, "")
     expected = cookies.get(CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
@@ -249,7 +255,7 @@ def _forbidden(message: str) -> Response:
 
 
 def _unauthorized(path: str) -> Response:
-    if path.startswith("/api/"):
+    if path.startswith(("/api/", "/v1/")):
         return JSONResponse(
             {"error": "authentication required: send Authorization: Bearer <token>"},
             status_code=401,
