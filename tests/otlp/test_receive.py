@@ -59,24 +59,27 @@ def test_otel_sdk_exporter_lands_sessions_users_and_tokens(url: str, processor: 
     turns = [("sess-A", "user-1", "What is ML?"), ("sess-A", "user-1", "And AI?")]
     turns.append(("sess-B", "user-2", "Hello"))
     for session, user, question in turns:
-        with tracer.start_as_current_span(
-            "chat_turn",
-            attributes={
-                "session.id": session,
-                "user.id": user,
-                "input.value": json.dumps({"message": question}),
-                "input.mime_type": "application/json",
-                "output.value": "an answer",
-                "openinference.span.kind": "CHAIN",
-            },
-        ), tracer.start_as_current_span(
-            "llm_call",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.model": "gpt-4o-mini",
-                "gen_ai.usage.input_tokens": 12,
-                "gen_ai.usage.output_tokens": 30,
-            },
+        with (
+            tracer.start_as_current_span(
+                "chat_turn",
+                attributes={
+                    "session.id": session,
+                    "user.id": user,
+                    "input.value": json.dumps({"message": question}),
+                    "input.mime_type": "application/json",
+                    "output.value": "an answer",
+                    "openinference.span.kind": "CHAIN",
+                },
+            ),
+            tracer.start_as_current_span(
+                "llm_call",
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.usage.input_tokens": 12,
+                    "gen_ai.usage.output_tokens": 30,
+                },
+            ),
         ):
             pass
     provider.shutdown()  # flushes
