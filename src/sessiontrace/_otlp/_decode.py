@@ -96,6 +96,8 @@ __all__ = [
 REMOTE_PARENT = "sessiontrace.otlp.remote_parent_id"
 _REMOTE = 0x300  # FLAG_HAS_IS_REMOTE | FLAG_PARENT_IS_REMOTE
 _STATUS = ("UNSET", "OK", "ERROR")
+# The spec's OTLP/JSON has integer enums; protobuf's JSON mapping writes names.
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _MAX_NAME = 1000
 _MAX_MESSAGE = 20_000
 _MAX_ID = 1000  # longer session/user ids are dropped (and said so)
@@ -104,6 +106,18 @@ _MAX_VALUE = 8000
 _LLM_TYPES = frozenset({"LLM", "CHAT_MODEL", "EMBEDDING"})
 _SESSION_KEYS = (LANGFUSE_SESSION_ID, SESSION_ID, GENAI_CONVERSATION_ID)
 _USER_KEYS = (LANGFUSE_USER_ID, USER_ID)
+_LLM_KEYS = frozenset(
+    {
+        GENAI_USAGE_INPUT_TOKENS,
+        GENAI_USAGE_OUTPUT_TOKENS,
+        LLM_TOKEN_COUNT_PROMPT,
+        LLM_TOKEN_COUNT_COMPLETION,
+        GENAI_REQUEST_MODEL,
+        GENAI_RESPONSE_MODEL,
+        LLM_MODEL_NAME,
+        "llm.cost.total",
+    }
+)
 _OPENINFERENCE_COST = ("llm.cost.prompt", "llm.cost.completion", "llm.cost.total")
 # What our own exporter adds to a span beside the span's own attributes.
 _DERIVED = frozenset(
@@ -134,6 +148,12 @@ _DERIVED = frozenset(
 _SKIP_RESOURCE = ("telemetry.sdk.", "telemetry.auto.", "process.", "mlflow.")
 # Attribute values MLflow (and our exporter) send as JSON text that we keep as dicts.
 _JSON_VALUED = (USAGE, COST)
+
+
+_new = tuple.__new__
+_quote = (
+    json.encoder.encode_basestring
+)  # a str as JSON text, in C  # a named tuple without its Python-level __new__
 
 
 class OtlpDecodeError(ValueError):
@@ -252,12 +272,14 @@ def _pb_attributes(kvs: Iterable[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in kvs:
         value = kv.value
+        # Most values are non-empty strings: reading string_value first skips the
+        # WhichOneof (the dearest call here) for them.
+        text = value.string_value
+        if text:
+            out[kv.key] = text
+            continue
         kind = value.WhichOneof("value")
-        if kind is None:
-            continue  # an empty AnyValue: no value
-        if kind == "string_value":
-            out[kv.key] = value.string_value
-        else:
+        if kind is not None:  # None: an empty AnyValue, no value
             out[kv.key] = _pb_value(value, kind)
     return out
 
@@ -393,7 +415,12 @@ def _json_span(span: Any, resource_md: dict[str, str] | None, ours: bool) -> Otl
     status = g("status") or {}
     if not isinstance(status, dict):
         raise _Reject("status must be an object")
-    code = _int(status.get("code"), "status.code")
+    code = status.get("code")
+    code = (
+        _STATUS_NAMES.get(code, 0)
+        if isinstance(code, str) and code[:1] == "S"
+        else _int(code, "status.code")
+    )
     message = status.get("message") or ""
     events = None
     raw_events = g("events")
@@ -516,32 +543,55 @@ def _span(
         raise _Reject("times must be between 0 and 2**63 nanoseconds")
     trace_id = "tr-" + trace_hex
     local_root = parent_id is None
-    if parent_id is not None and flags & _REMOTE == _REMOTE:
+    if not local_root and flags & _REMOTE == _REMOTE:
         a[REMOTE_PARENT] = parent_id
         parent_id, local_root = None, True
+    pop = a.pop
     session = user = None
     if SESSION_ID in a or GENAI_CONVERSATION_ID in a or LANGFUSE_SESSION_ID in a:
         session = _pick_id(a, _SESSION_KEYS)
     if USER_ID in a or LANGFUSE_USER_ID in a:
         user = _pick_id(a, _USER_KEYS)
-    inputs = _io(a, MLFLOW_SPAN_INPUTS, INPUT_VALUE, INPUT_MIME_TYPE, GENAI_INPUT_MESSAGES)
-    outputs = _io(a, MLFLOW_SPAN_OUTPUTS, OUTPUT_VALUE, OUTPUT_MIME_TYPE, GENAI_OUTPUT_MESSAGES)
-    span_type = _span_type(a)
+    # Inputs and outputs: the common case (input.value, maybe a mime type) inline.
+    inputs = outputs = None
+    if MLFLOW_SPAN_INPUTS in a or INPUT_VALUE in a or GENAI_INPUT_MESSAGES in a:
+        inputs = _io(a, MLFLOW_SPAN_INPUTS, INPUT_VALUE, INPUT_MIME_TYPE, GENAI_INPUT_MESSAGES)
+    if MLFLOW_SPAN_OUTPUTS in a or OUTPUT_VALUE in a or GENAI_OUTPUT_MESSAGES in a:
+        outputs = _io(a, MLFLOW_SPAN_OUTPUTS, OUTPUT_VALUE, OUTPUT_MIME_TYPE, GENAI_OUTPUT_MESSAGES)
+    kind = pop(OPENINFERENCE_SPAN_KIND, None)
+    span_type = _mlflow_span_type(pop(MLFLOW_SPAN_TYPE)) if MLFLOW_SPAN_TYPE in a else None
+    if span_type is None:
+        if type(kind) is str:
+            span_type = _FROM_KIND.get(kind) or SPAN_TYPE_FROM_KIND.get(kind.upper(), "UNKNOWN")
+        else:
+            if kind is not None:
+                a[OPENINFERENCE_SPAN_KIND] = kind
+            operation = a.get(GENAI_OPERATION_NAME)
+            span_type = (
+                SPAN_TYPE_FROM_GENAI_OPERATION.get(operation, "UNKNOWN")
+                if type(operation) is str
+                else "UNKNOWN"
+            )
     metadata: dict[str, str] | None = resource_md
     tags: dict[str, str] | None = None
     client_request_id = None
     if ours:
         for key in _DERIVED & a.keys():
             del a[key]
-    else:
+    elif span_type in _LLM_TYPES or not _LLM_KEYS.isdisjoint(a):
         _llm_attributes(a, span_type)
-    for key in _JSON_VALUED:
-        value = a.get(key)
-        if isinstance(value, str) and value[:1] == "{":
-            with contextlib.suppress(ValueError):
-                a[key] = json.loads(value)
+    if USAGE in a or COST in a:
+        for key in _JSON_VALUED:
+            value = a.get(key)
+            if isinstance(value, str) and value[:1] == "{":
+                with contextlib.suppress(ValueError):
+                    a[key] = json.loads(value)
     # Trace-level keys (mostly on the root): tags, metadata, the client's request id.
-    trace_keys = [k for k in a if k.startswith(_TRACE_PREFIXES)]
+    # One scan in C for the prefixes, most spans have none of them.
+    joined = "\n".join(a)
+    trace_keys = []
+    if "mlflow.traceTag." in joined or ".metadata." in joined:
+        trace_keys = [k for k in a if k.startswith(_TRACE_PREFIXES)]
     if trace_keys or TAG_TAGS in a or METADATA_JSON in a or CLIENT_REQUEST_ID in a:
         md: dict[str, str] = dict(metadata or {})
         found: dict[str, str] = {}
@@ -577,22 +627,25 @@ def _span(
         if isinstance(request_id, str) and request_id:
             client_request_id = request_id[:_MAX_NAME]
         metadata, tags = md, found or None
-    record = SpanRecord(
-        trace_id,
-        span_id,
-        parent_id,
-        name[:_MAX_NAME],
-        span_type,
-        start_ns,
-        end_ns or None,
-        _STATUS[code] if 0 <= code <= 2 else "UNSET",
-        message[:_MAX_MESSAGE],
-        inputs,
-        outputs,
-        a or None,
-        events,
+    record = _new(
+        SpanRecord,
+        (
+            trace_id,
+            span_id,
+            parent_id,
+            name[:_MAX_NAME],
+            span_type,
+            start_ns,
+            end_ns or None,
+            _STATUS[code] if 0 <= code <= 2 else "UNSET",
+            message[:_MAX_MESSAGE],
+            inputs,
+            outputs,
+            a or None,
+            events,
+        ),
     )
-    return OtlpSpan(record, local_root, session, user, metadata, tags, client_request_id)
+    return _new(OtlpSpan, (record, local_root, session, user, metadata, tags, client_request_id))
 
 
 _TRACE_PREFIXES = (MLFLOW_TRACE_TAG_PREFIX, METADATA_PREFIX, LANGFUSE_TRACE_METADATA_PREFIX)
@@ -632,10 +685,12 @@ def _json_text(value: Any, *, as_json: bool) -> str | None:
     ``as_json``), any other value encoded."""
     if isinstance(value, str) and as_json:
         try:
-            json.loads(value, parse_constant=_refuse)
+            _strict_loads(value)
         except ValueError:
-            return dumps(value)  # not JSON after all: keep it as a string
+            return _quote(value)  # not JSON after all: keep it as a string
         return value
+    if type(value) is str:
+        return _quote(value)
     return dumps(value)
 
 
@@ -643,23 +698,26 @@ def _refuse(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _span_type(a: dict[str, Any]) -> str:
-    value = a.pop(MLFLOW_SPAN_TYPE, None)
-    if isinstance(value, str) and value:
-        if value[:1] == '"':  # MLflow sends its attribute values as JSON text
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        if isinstance(value, str) and value:
-            a.pop(OPENINFERENCE_SPAN_KIND, None)
-            return value[:100]
-    kind = a.get(OPENINFERENCE_SPAN_KIND)
-    if isinstance(kind, str) and kind:
-        del a[OPENINFERENCE_SPAN_KIND]
-        return SPAN_TYPE_FROM_KIND.get(kind.upper(), "UNKNOWN")
-    operation = a.get(GENAI_OPERATION_NAME)
-    if isinstance(operation, str):
-        return SPAN_TYPE_FROM_GENAI_OPERATION.get(operation, "UNKNOWN")
-    return "UNKNOWN"
+def _strict_loader() -> Callable[[str], Any]:
+    # orjson is strict already (no NaN, no Infinity) and several times faster.
+    try:
+        import orjson
+    except ImportError:
+        return json.JSONDecoder(parse_constant=_refuse).decode
+    return orjson.loads
+
+
+_strict_loads = _strict_loader()
+
+
+def _mlflow_span_type(value: Any) -> str | None:
+    if isinstance(value, str) and value[:1] == '"':  # MLflow sends JSON text
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    return value[:100] if isinstance(value, str) and value else None
+
+
+_FROM_KIND = dict(SPAN_TYPE_FROM_KIND)
 
 
 def _first(a: dict[str, Any], *keys: str) -> Any:
