@@ -547,11 +547,21 @@ def _span(
         a[REMOTE_PARENT] = parent_id
         parent_id, local_root = None, True
     pop = a.pop
-    session = user = None
-    if SESSION_ID in a or GENAI_CONVERSATION_ID in a or LANGFUSE_SESSION_ID in a:
+    # The usual case, one key each (session.id, user.id), inline.
+    if GENAI_CONVERSATION_ID in a or LANGFUSE_SESSION_ID in a:
         session = _pick_id(a, _SESSION_KEYS)
-    if USER_ID in a or LANGFUSE_USER_ID in a:
+    else:
+        session = pop(SESSION_ID, None)
+        if session is not None and (type(session) is not str or not 0 < len(session) <= _MAX_ID):
+            a[SESSION_ID] = session
+            session = _pick_id(a, _SESSION_KEYS)
+    if LANGFUSE_USER_ID in a:
         user = _pick_id(a, _USER_KEYS)
+    else:
+        user = pop(USER_ID, None)
+        if user is not None and (type(user) is not str or not 0 < len(user) <= _MAX_ID):
+            a[USER_ID] = user
+            user = _pick_id(a, _USER_KEYS)
     # Inputs and outputs: the common case (input.value, maybe a mime type) inline.
     inputs = outputs = None
     if MLFLOW_SPAN_INPUTS in a or INPUT_VALUE in a or GENAI_INPUT_MESSAGES in a:
@@ -742,8 +752,11 @@ def _llm_attributes(a: dict[str, Any], span_type: str) -> None:
     """The ``mlflow.*`` LLM attributes our totals read, from GenAI and OpenInference ones
     (each only where the span does not have it already)."""
     if USAGE not in a:
-        inp = _count(_first(a, GENAI_USAGE_INPUT_TOKENS, LLM_TOKEN_COUNT_PROMPT))
-        out = _count(_first(a, GENAI_USAGE_OUTPUT_TOKENS, LLM_TOKEN_COUNT_COMPLETION))
+        get = a.get
+        inp = get(GENAI_USAGE_INPUT_TOKENS)
+        inp = _count(get(LLM_TOKEN_COUNT_PROMPT) if inp is None else inp)
+        out = get(GENAI_USAGE_OUTPUT_TOKENS)
+        out = _count(get(LLM_TOKEN_COUNT_COMPLETION) if out is None else out)
         if inp is not None or out is not None:
             total = _count(a.get(LLM_TOKEN_COUNT_TOTAL))
             inp, out = inp or 0, out or 0
