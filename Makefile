@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: help install demo demo-postgres test lint typecheck pytest pytest-sdk-old bench clean \
-	chromium postgresql
+	chromium postgresql otlp-servers
 
 help:
 	@echo "make demo   - create $(VENV), install, run the demo on the embedded SQLite store, open the UI"
@@ -78,8 +78,14 @@ postgresql:
 			&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null) \
 		|| { echo "could not install postgresql (needed by the PostgreSQL tests and demo-postgres)"; exit 1; }
 
+# Real MLflow and Phoenix servers for the OTLP round-trip tests (tests/otlp), each in a venv
+# of its own with pinned versions (.venv-mlflow, .venv-phoenix); kept while the pins hold.
+# In CI a server that cannot be installed or started fails those tests, never skips them.
+otlp-servers:
+	$(PYTHON) scripts/otlp_servers.py install mlflow phoenix
+
 # One throwaway PostgreSQL for the whole run; the fixtures find it in $$SESSIONTRACE_TEST_PG_URI.
-pytest: $(STAMP)-test chromium postgresql
+pytest: $(STAMP)-test chromium postgresql otlp-servers
 	$(PG_RUN) $(BIN)/python -m pytest
 
 # tests/llm once more on the previous majors of the SDKs (openai 1.x uses httpx, 3.x
@@ -108,4 +114,4 @@ bench: $(STAMP)-bench
 	$(BIN)/python bench/llm_overhead.py
 
 clean:
-	rm -rf $(VENV) $(SDK_OLD_VENV) .mypy_cache .ruff_cache .pytest_cache dist build
+	rm -rf $(VENV) $(SDK_OLD_VENV) .venv-mlflow .venv-phoenix .mypy_cache .ruff_cache .pytest_cache dist build

@@ -14,6 +14,7 @@ PUBLIC = [
     "LiveSpan",
     "MetadataValueSummary",
     "ModelSummary",
+    "OTLPTarget",
     "Page",
     "SQLiteStore",
     "SessionSummary",

@@ -62,6 +62,7 @@ from ._entities import (
     TraceInfo,
     TraceState,
 )
+from ._export._otlp import OTLPTarget
 from ._runtime import configure, flush, get_stats, get_trace
 from ._search import FilterSyntaxError, Page, TraceList, search_traces
 from ._store import SQLiteStore, TraceNotFoundError
@@ -94,6 +95,7 @@ __all__ = [
     "LiveSpan",
     "MetadataValueSummary",
     "ModelSummary",
+    "OTLPTarget",
     "Page",
     "SQLiteStore",
     "SessionSummary",

@@ -123,6 +123,27 @@ PARAMS: dict[str, _Param] = {
         _non_negative_float,
         "Seconds the exit hook waits for queued traces to be written.",
     ),
+    "otlp_endpoint": _Param(
+        "SESSIONTRACE_OTLP_ENDPOINT",
+        None,
+        str,
+        "Also send traces over OTLP/HTTP to this traces URL (.../v1/traces); else "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces "
+        "(sessiontrace[otlp]).",
+    ),
+    "otlp_headers": _Param(
+        "SESSIONTRACE_OTLP_HEADERS",
+        None,
+        str,
+        "Headers for otlp_endpoint, k1=v1,k2=v2 (else OTEL_EXPORTER_OTLP_TRACES_HEADERS, "
+        "else OTEL_EXPORTER_OTLP_HEADERS); a dict in configure().",
+    ),
+    "otlp_only": _Param(
+        "SESSIONTRACE_OTLP_ONLY",
+        None,
+        str,
+        "true: traces go only to the OTLP targets, not to tracking_uri.",
+    ),
     "prices": _Param(
         "SESSIONTRACE_PRICES",
         None,
@@ -149,6 +170,20 @@ class Settings:
     shutdown_timeout: float
     prices: str | None = None
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    otlp_endpoint: str | None = None
+    # Header values are often secrets (API keys): never in repr.
+    otlp_headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    otlp_targets: tuple[Any, ...] = dataclasses.field(default=(), repr=False)
+    otlp_only: bool = False
+
+    @property
+    def otlp_target_list(self) -> tuple[Any, ...]:
+        """Every OTLP target: ``otlp_endpoint`` (with ``otlp_headers``) and ``otlp_targets``."""
+        if not self.otlp_endpoint:
+            return self.otlp_targets
+        from ._export._otlp import OTLPTarget
+
+        return (OTLPTarget(self.otlp_endpoint, dict(self.otlp_headers)), *self.otlp_targets)
 
     def __repr__(self) -> str:
         # A PostgreSQL tracking URI may carry a password, and settings get logged.
@@ -176,6 +211,7 @@ class Settings:
         metadata = overrides.pop("metadata", None) or {}
         if not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+        otlp = _otlp_overrides(overrides)
         unknown = set(overrides) - set(PARAMS)
         if unknown:
             raise TypeError(f"configure() got unknown setting(s): {', '.join(sorted(unknown))}")
@@ -202,9 +238,93 @@ class Settings:
                     values[name] = param.default
             else:
                 values[name] = param.default
+        values.update(_resolve_otlp(values, otlp, environ, lenient=lenient))
         settings = cls(**values, metadata={str(k): str(v) for k, v in metadata.items()})
         parse_tracking_uri(settings.tracking_uri)  # fail at configure time, not at first trace
         return settings
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _otlp_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Take the OTLP keywords whose types PARAMS cannot check (dicts, lists, bools)."""
+    out: dict[str, Any] = {}
+    headers = overrides.pop("otlp_headers", None)
+    if headers is not None:
+        if isinstance(headers, str):
+            out["headers"] = headers
+        elif isinstance(headers, Mapping):
+            out["headers"] = {str(k): str(v) for k, v in headers.items()}
+        else:
+            raise TypeError(f"otlp_headers must be a dict, not {type(headers).__name__}")
+    only = overrides.pop("otlp_only", None)
+    if only is not None:
+        if not isinstance(only, bool):
+            raise TypeError(f"otlp_only must be a bool, not {type(only).__name__}")
+        out["only"] = only
+    targets = overrides.pop("otlp_targets", None)
+    if targets is not None:
+        from ._export._otlp import OTLPTarget
+
+        if isinstance(targets, (str, bytes)) or not isinstance(targets, (list, tuple)):
+            raise TypeError("otlp_targets must be a list of OTLPTarget (or dicts)")
+        out["targets"] = tuple(
+            t
+            if isinstance(t, OTLPTarget)
+            else OTLPTarget(**t)
+            if isinstance(t, Mapping)
+            else _bad(t)
+            for t in targets
+        )
+    return out
+
+
+def _bad(target: Any) -> Any:
+    raise TypeError(f"otlp_targets items must be OTLPTarget or dict, not {type(target).__name__}")
+
+
+def _resolve_otlp(
+    values: dict[str, Any], given: Mapping[str, Any], environ: Mapping[str, str], *, lenient: bool
+) -> dict[str, Any]:
+    """The OTLP settings: keywords, then SESSIONTRACE_OTLP_*, then the standard OTEL_* vars."""
+    from ._export._otlp import OTLPTarget, parse_headers
+
+    endpoint = values.pop("otlp_endpoint")
+    raw_headers = values.pop("otlp_headers")
+    raw_only = values.pop("otlp_only")
+    out: dict[str, Any] = {"otlp_targets": given.get("targets", ())}
+    try:
+        if endpoint is None:
+            if environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+                endpoint = environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+            elif environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+                endpoint = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+        headers: Any = given.get("headers", raw_headers)
+        if headers is None:
+            headers = environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get(
+                "OTEL_EXPORTER_OTLP_HEADERS"
+            )
+        if isinstance(headers, str):
+            headers = parse_headers(headers)
+        only = given.get("only")
+        if only is None:
+            text = (raw_only or "").strip().lower()
+            if text not in _TRUE + _FALSE:
+                raise ValueError(f"SESSIONTRACE_OTLP_ONLY: expected true or false, got {text!r}")
+            only = text in _TRUE
+        if endpoint:
+            OTLPTarget(endpoint, headers or {})  # a bad URL or header fails here
+        if only and not endpoint and not out["otlp_targets"]:
+            raise ValueError("otlp_only needs an OTLP endpoint or otlp_targets")
+    except (ValueError, TypeError) as exc:
+        if not lenient or "targets" in given:
+            raise
+        logger.error("sessiontrace ignores the OTLP settings: %s", exc)
+        return {"otlp_endpoint": None, "otlp_headers": {}, "otlp_only": False, **out}
+    out.update(otlp_endpoint=endpoint or None, otlp_headers=headers or {}, otlp_only=only)
+    return out
 
 
 def _parse(param: _Param, raw: str, where: str) -> Any:

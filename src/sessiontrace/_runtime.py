@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._config import ENV_VARS, Settings, parse_tracking_uri
@@ -15,6 +17,7 @@ from .llm import _pricing
 
 if TYPE_CHECKING:
     from ._entities import Trace
+    from ._export._otlp import FanOut
     from ._store._base import Store
 
 logger = logging.getLogger("sessiontrace")
@@ -87,6 +90,10 @@ def configure(
     flush_interval: float | None = None,
     shutdown_timeout: float | None = None,
     prices: str | os.PathLike[str] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_headers: dict[str, str] | str | None = None,
+    otlp_targets: list[Any] | None = None,
+    otlp_only: bool | None = None,
 ) -> Settings:
     """Set process-wide settings; an argument left out comes from the environment or default.
 
@@ -104,6 +111,11 @@ def configure(
     ``tracking_token`` is its ``--token``.
     ``prices`` names a JSON or TOML file of model prices (see ``set_model_price``);
     a malformed one raises ``ValueError`` here.
+
+    ``otlp_endpoint`` (a ``.../v1/traces`` URL) with ``otlp_headers`` also sends every
+    trace over OTLP/HTTP (``pip install 'sessiontrace[otlp]'``); ``otlp_targets`` adds
+    more (``sessiontrace.OTLPTarget.mlflow(...)``, ``.phoenix(...)``, ``.langfuse(...)``).
+    ``otlp_only=True`` sends them there instead of to ``tracking_uri``.
     """
     if prices is not None:
         prices = os.fspath(prices)
@@ -122,8 +134,14 @@ def configure(
             "flush_interval": flush_interval,
             "shutdown_timeout": shutdown_timeout,
             "prices": prices,
+            "otlp_endpoint": otlp_endpoint,
+            "otlp_headers": otlp_headers,
+            "otlp_targets": otlp_targets,
+            "otlp_only": otlp_only,
         }
     )
+    if new.otlp_target_list:
+        from ._otlp import _encode  # noqa: F401  # a missing otlp extra fails here
     if parse_tracking_uri(new.tracking_uri).scheme == "postgresql":
         from ._store import require_postgres
 
@@ -175,16 +193,67 @@ def store_is_local() -> bool:
     """True when this process writes the store itself and can read it back at once
     (SQLite, PostgreSQL); False when traces travel to a server over HTTP, where a tag
     edit has to follow its trace through the queue."""
-    return parse_tracking_uri(settings().tracking_uri).scheme in ("sqlite", "postgresql")
+    s = settings()
+    if s.otlp_only:  # traces go only to OTLP targets: nothing local to read or edit
+        return False
+    return parse_tracking_uri(s.tracking_uri).scheme in ("sqlite", "postgresql")
 
 
 def _sink(s: Settings) -> Sink:
+    targets = s.otlp_target_list
+    if not targets:
+        return _local_sink(s)
+    from ._export._otlp import FanOut, OTLPExporter
+
+    resource = otlp_resource(s)
+    return FanOut(
+        None if s.otlp_only else _local_sink(s),
+        [OTLPExporter(target, resource=resource) for target in targets],
+        max_queue_size=s.max_queue_size,
+        batch_size=min(s.batch_size, 512),
+        flush_interval=s.flush_interval,
+        max_block_seconds=s.max_block_seconds,
+        shutdown_timeout=s.shutdown_timeout,
+    )
+
+
+def _local_sink(s: Settings) -> Sink:
     location = parse_tracking_uri(s.tracking_uri)
     if location.scheme in ("http", "https"):
         from ._export import HttpExporter
 
         return HttpExporter(location.path, token=s.tracking_token)
     return get_store()
+
+
+def otlp_resource(s: Settings) -> dict[str, str]:
+    """OTLP resource attributes: OTEL_RESOURCE_ATTRIBUTES, then ours (service, version, env)."""
+    from urllib.parse import unquote
+
+    from ._version import __version__
+
+    resource: dict[str, str] = {}
+    for part in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            resource[unquote(key).strip()] = unquote(value).strip()
+    metadata = base_metadata()
+    service = os.environ.get("OTEL_SERVICE_NAME") or resource.get("service.name")
+    resource["service.name"] = service or metadata.get("mlflow.source.name") or "sessiontrace"
+    if s.app_version:
+        resource["service.version"] = s.app_version
+    if s.environment:
+        resource["deployment.environment.name"] = s.environment
+    if s.deployment_id:
+        resource["sessiontrace.resource.deployment_id"] = s.deployment_id
+    resource.update(
+        {
+            "telemetry.sdk.name": "sessiontrace",
+            "telemetry.sdk.language": "python",
+            "telemetry.sdk.version": __version__,
+        }
+    )
+    return resource
 
 
 def _pipeline() -> Pipeline:
@@ -226,9 +295,25 @@ def submit(item: Any) -> None:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Block until every trace finished so far is in the store; ``False`` on timeout."""
+    """Block until every trace finished so far is in the store (and sent to every OTLP
+    target); ``False`` on timeout."""
     pipeline = _state.pipeline
-    return True if pipeline is None else pipeline.flush(timeout)
+    if pipeline is None:
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = pipeline.flush(timeout)
+    fan_out = _fan_out(pipeline)
+    if done and fan_out is not None:
+        done = fan_out.flush(None if deadline is None else max(deadline - time.monotonic(), 0))
+    return done
+
+
+def _fan_out(pipeline: Pipeline) -> FanOut | None:
+    """The OTLP fan-out sink, when OTLP is configured (its module is loaded only then)."""
+    module = sys.modules.get("sessiontrace._export._otlp")
+    if module is not None and isinstance(pipeline.sink, module.FanOut):
+        return pipeline.sink  # type: ignore[no-any-return]
+    return None
 
 
 def _close_pipeline() -> None:
@@ -278,6 +363,8 @@ def get_stats() -> dict[str, Any]:
             "store_healthy": True,
         }
     )
+    fan_out = _fan_out(pipeline) if pipeline is not None else None
+    stats["otlp"] = fan_out.stats() if fan_out is not None else []
     stats["internal_errors"] = dict(_state.internal_errors)
     stats["llm_pricing"] = _pricing.pricing_stats()
     return stats
@@ -285,7 +372,9 @@ def get_stats() -> dict[str, Any]:
 
 def get_trace(trace_id: str) -> Trace | None:
     """The logged trace with this id, or ``None``; waits for queued traces to be written."""
-    flush(settings().shutdown_timeout)
+    pipeline = _state.pipeline
+    if pipeline is not None:  # the local store only: not the OTLP targets
+        pipeline.flush(settings().shutdown_timeout)
     return get_store().get_trace(trace_id)
 
 

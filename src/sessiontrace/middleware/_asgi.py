@@ -60,9 +60,10 @@ class ASGIMiddleware:
     - ``resolver``: ``resolver(scope) -> (user_id, session_id) | None``, sync or
       async, consulted before the headers: a non-``None`` id it returns wins,
       ``None`` falls back to the header. Its failures are logged, never raised.
-    - ``max_length`` (256) and ``allowed_chars`` (letters, digits, ``-_.:@+=/~``):
-      a value that is longer, has other characters, or comes several times
-      (repeated header, or comma-joined) is invalid. Surrounding whitespace is
+    - ``max_length`` (250: the longest session id MLflow's OTLP ingest takes) and
+      ``allowed_chars`` (letters, digits, ``-_.:@+=/~``): a value that is longer,
+      has other characters, or comes several times (repeated header, or
+      comma-joined) is invalid. Surrounding whitespace is
       stripped; an empty value counts as absent.
     - ``strict``: invalid values are dropped with a warning (default; the request
       continues anonymous) or, when ``True``, answered with ``400`` (websockets:
@@ -97,7 +98,7 @@ class ASGIMiddleware:
         session_header: str | None = "X-Session-ID",
         request_id_header: str | None = "X-Request-ID",
         resolver: Callable[[Scope], Any] | None = None,
-        max_length: int = 256,
+        max_length: int = 250,
         allowed_chars: str = DEFAULT_ALLOWED_CHARS,
         strict: bool = False,
         echo_session_id: bool = False,

@@ -60,7 +60,7 @@ class WSGIMiddleware:
         session_header: str | None = "X-Session-ID",
         request_id_header: str | None = "X-Request-ID",
         resolver: Callable[[Environ], Any] | None = None,
-        max_length: int = 256,
+        max_length: int = 250,
         allowed_chars: str = DEFAULT_ALLOWED_CHARS,
         strict: bool = False,
         echo_session_id: bool = False,
