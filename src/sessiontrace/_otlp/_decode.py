@@ -278,9 +278,8 @@ def _pb_attributes(kvs: Iterable[Any]) -> dict[str, Any]:
         if text:
             out[kv.key] = text
             continue
-        kind = value.WhichOneof("value")
-        if kind is not None:  # None: an empty AnyValue, no value
-            out[kv.key] = _pb_value(value, kind)
+        # An empty AnyValue (kind None) is OTLP's null.
+        out[kv.key] = _pb_value(value, value.WhichOneof("value"))
     return out
 
 
@@ -470,9 +469,7 @@ def _json_attributes(kvs: Any) -> dict[str, Any]:
                 string = value["stringValue"]
                 out[kv["key"]] = string if isinstance(string, str) else str(string)
                 continue
-            decoded = _json_value(value)
-            if decoded is not None:
-                out[kv["key"]] = decoded
+            out[kv["key"]] = _json_value(value)  # {}: OTLP's null
     return out
 
 
