@@ -347,3 +347,17 @@ def test_cross_site_posts_need_an_otlp_content_type(url: str) -> None:
     r = _post(url, body, {**PROTO, "origin": "http://evil.example"})
     assert r.status_code == 403
     assert wait_for(lambda: _post(url, body).status_code == 200)
+
+
+def test_concurrent_pieces_of_one_trace_all_land(url: str) -> None:
+    # Twenty requests at once, each one span of the same trace: the merge is serialised,
+    # so none overwrites another's span.
+    from concurrent.futures import ThreadPoolExecutor
+
+    pieces = [request(span(10, 1, name="root", end=100))]
+    pieces += [request(span(10, n, 1, name=f"c{n}", start=n, end=n + 1)) for n in range(2, 21)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: _post(url, body).status_code, pieces))
+    assert answers == [200] * 20
+    trace = _trace(trace_id(10))
+    assert len(trace.data.spans) == 20 and trace.info.state == "OK"

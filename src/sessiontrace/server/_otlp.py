@@ -27,6 +27,7 @@ orphan standing in as root. Session and user: the first non-empty value seen win
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -45,6 +46,8 @@ from .._store._base import Store
 from ..llm._keys import TRACE_COST, TRACE_TOKEN_USAGE
 
 __all__ = ["MAX_INFLATED_BYTES", "assemble", "otlp_traces_endpoint"]
+
+logger = logging.getLogger("sessiontrace")
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -78,7 +81,12 @@ def otlp_traces_endpoint(
     def write(spans: list[OtlpSpan]) -> None:
         with merge_lock:
             trace_ids = list(dict.fromkeys(s.record.trace_id for s in spans))
-            stored = {t.info.trace_id: t for t in writer.store.load_traces(trace_ids)}
+            try:
+                loaded = writer.store.load_traces(trace_ids)
+            except Exception as exc:  # locked, or the database away: the client retries
+                logger.debug("sessiontrace: OTLP: reading the stored traces failed", exc_info=True)
+                raise RetryableExportError(f"cannot read the store: {type(exc).__name__}") from exc
+            stored = {t.info.trace_id: t for t in loaded}
             writer.export(assemble(spans, stored))
 
     async def endpoint(request: Request) -> Response:
