@@ -561,9 +561,21 @@ def _span(
             user = _pick_id(a, _USER_KEYS)
     # Inputs and outputs: the common case (input.value, maybe a mime type) inline.
     inputs = outputs = None
-    if MLFLOW_SPAN_INPUTS in a or INPUT_VALUE in a or GENAI_INPUT_MESSAGES in a:
+    if INPUT_VALUE in a and MLFLOW_SPAN_INPUTS not in a:
+        value, mime = pop(INPUT_VALUE), pop(INPUT_MIME_TYPE, None)
+        if type(value) is str and mime != MIME_JSON:
+            inputs = _quote(value)
+        else:
+            inputs = _json_text(value, as_json=True)
+    elif MLFLOW_SPAN_INPUTS in a or GENAI_INPUT_MESSAGES in a:
         inputs = _io(a, MLFLOW_SPAN_INPUTS, INPUT_VALUE, INPUT_MIME_TYPE, GENAI_INPUT_MESSAGES)
-    if MLFLOW_SPAN_OUTPUTS in a or OUTPUT_VALUE in a or GENAI_OUTPUT_MESSAGES in a:
+    if OUTPUT_VALUE in a and MLFLOW_SPAN_OUTPUTS not in a:
+        value, mime = pop(OUTPUT_VALUE), pop(OUTPUT_MIME_TYPE, None)
+        if type(value) is str and mime != MIME_JSON:
+            outputs = _quote(value)
+        else:
+            outputs = _json_text(value, as_json=True)
+    elif MLFLOW_SPAN_OUTPUTS in a or GENAI_OUTPUT_MESSAGES in a:
         outputs = _io(a, MLFLOW_SPAN_OUTPUTS, OUTPUT_VALUE, OUTPUT_MIME_TYPE, GENAI_OUTPUT_MESSAGES)
     kind = pop(OPENINFERENCE_SPAN_KIND, None)
     span_type = _mlflow_span_type(pop(MLFLOW_SPAN_TYPE)) if MLFLOW_SPAN_TYPE in a else None
