@@ -11,7 +11,8 @@
   ``sessiontrace_csrf`` cookie (double submit) and any ``Origin`` must be ours.
   Ingest from the exporter on an open loopback server needs neither, but must be
   ``application/json`` (which no cross-site form can send without a preflight
-  this server never grants).
+  this server never grants); OTLP at ``/v1/traces`` likewise, as
+  ``application/json`` or ``application/x-protobuf``.
 - **Content.** Trace content is untrusted (LLM output is full of HTML). Pages only
   ever insert it as text; the Content-Security-Policy below forbids inline script
   and any other origin as a second line of defence.
