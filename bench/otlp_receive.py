@@ -186,6 +186,47 @@ def bench_decode(rounds: int, spans_per_request: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def bench_stages(rounds: int, requests: int, size: int) -> dict[str, float]:
+    """CPU time (this thread's) a span of each step the endpoint runs, in process on a
+    fresh SQLite file: less swayed by other work on the machine than wall time."""
+    from sessiontrace._store import SQLiteStore
+    from sessiontrace.llm._pricing import price_items
+    from sessiontrace.server._otlp import _inflate, assemble
+
+    steps = ("gunzip", "decode", "read stored", "assemble", "price", "store")
+    times: dict[str, list[float]] = {step: [] for step in steps}
+    first = 10**8
+    for _ in range(rounds):
+        bodies = make_bodies(requests, size, first, split=False)
+        first += requests * size
+        spent = dict.fromkeys(steps, 0.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SQLiteStore(Path(tmp) / "traces.db")
+            for body in bodies:
+                t0 = time.thread_time()
+                raw = _inflate(body, "gzip", 64 << 20)
+                t1 = time.thread_time()
+                spans = decode_protobuf(raw).spans
+                t2 = time.thread_time()
+                ids = list(dict.fromkeys(s.record.trace_id for s in spans))
+                stored = {t.info.trace_id: t for t in store.load_traces(ids)}
+                t3 = time.thread_time()
+                items = assemble(spans, stored)
+                t4 = time.thread_time()
+                items = price_items(items)
+                t5 = time.thread_time()
+                store.export(items)
+                t6 = time.thread_time()
+                for step, (a, b) in zip(
+                    steps, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6)), strict=True
+                ):
+                    spent[step] += b - a
+            store.close()
+        for step in steps:
+            times[step].append(spent[step] / (requests * size) * 1e6)
+    return {step: statistics.median(values) for step, values in times.items()}
+
+
 def make_bodies(requests: int, spans_per_request: int, first: int, split: bool) -> list[bytes]:
     """gzip'd protobuf requests of new traces (ids from ``first``); ``split``: each
     trace in two requests, the children first."""
@@ -344,6 +385,12 @@ def main() -> int:
     floor = decode["protobuf ParseFromString (floor)"]
     for name, us in decode.items():
         print(f"  {name:52s} {us:8.2f} us   x floor {us / floor:6.1f}")
+    stages = bench_stages(5 if not args.quick else 2, requests, size)
+    print("\nCPU a span of each step of the endpoint, in process (median of runs)")
+    for step, us in stages.items():
+        print(f"  {step:14s} {us:8.2f} us")
+    total = sum(stages.values())
+    print(f"  {'all':14s} {total:8.2f} us   = {1e6 / total:,.0f} spans/s of one core")
     peers = [p for p in args.peers.split(",") if p]
     if peers and not (ROOT / "scripts" / "otlp_servers.py").exists():
         print("\n  MLflow / Phoenix: scripts/otlp_servers.py is not here; left out")
