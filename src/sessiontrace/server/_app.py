@@ -51,6 +51,7 @@ from .._store._base import Store
 from .._store._rows import llm_totals
 from ..llm._pricing import price_items
 from ._ingest import IngestError, parse_batch
+from ._otlp import otlp_traces_endpoint
 from ._security import LOOPBACK_HOSTS, SESSION_COOKIE, Auth, SecurityMiddleware
 
 logger = logging.getLogger("sessiontrace")
@@ -644,6 +645,12 @@ def create_app(
         *(Route(path, reader.endpoint, methods=["GET"]) for path, reader in readers.items()),
         Route("/api/trace/tags", edit_tag, methods=["PUT", "DELETE"]),
         Route("/api/ingest", ingest, methods=["POST"]),
+        # OTLP/HTTP from any OpenTelemetry SDK or Collector (server/_otlp.py)
+        Route(
+            "/v1/traces",
+            otlp_traces_endpoint(writer, max_body_bytes=max_body_bytes),
+            methods=["POST"],
+        ),
         Route("/api/info", info, methods=["GET"]),
         Route("/api/login-links", login_links, methods=["POST"]),
         *(Route(p, page, methods=["GET"]) for p in PAGES),

@@ -11,7 +11,8 @@
   ``sessiontrace_csrf`` cookie (double submit) and any ``Origin`` must be ours.
   Ingest from the exporter on an open loopback server needs neither, but must be
   ``application/json`` (which no cross-site form can send without a preflight
-  this server never grants).
+  this server never grants); OTLP at ``/v1/traces`` likewise, as
+  ``application/json`` or ``application/x-protobuf``.
 - **Content.** Trace content is untrusted (LLM output is full of HTML). Pages only
   ever insert it as text; the Content-Security-Policy below forbids inline script
   and any other origin as a second line of defence.
@@ -237,6 +238,12 @@ def _cross_site_refusal(
         if content_type != "application/json":
             return JSONResponse({"error": "ingest needs Content-Type: application/json"}, 415)
         return None
+    if path == "/v1/traces":
+        # OTLP's two types: neither can be sent cross-site without a preflight
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ("application/json", "application/x-protobuf"):
+            return JSONResponse({"code": 3, "message": "unsupported Content-Type"}, 415)
+        return None
     sent = headers.get(CSRF_HEADER, "")
     expected = cookies.get(CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
@@ -249,7 +256,7 @@ def _forbidden(message: str) -> Response:
 
 
 def _unauthorized(path: str) -> Response:
-    if path.startswith("/api/"):
+    if path.startswith(("/api/", "/v1/")):
         return JSONResponse(
             {"error": "authentication required: send Authorization: Bearer <token>"},
             status_code=401,
