@@ -84,7 +84,10 @@ def enable(*names: str, tracer_provider: Any = None) -> None:
     """
     for name in check_names(names):
         with registry.lock:
-            bridge = registry.enabled.get(name) or _make(name)
+            bridge = registry.enabled.get(name)
+            if bridge is not None and (name != "opentelemetry" or tracer_provider is None):
+                continue  # already on (a middleware's bridges= keeps the provider chosen)
+            bridge = bridge or _make(name)
             if name == "opentelemetry":
                 bridge.install(tracer_provider=tracer_provider)
             else:

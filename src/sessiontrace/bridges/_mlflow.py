@@ -29,6 +29,8 @@ __all__ = ["MlflowBridge"]
 
 USER_KEY = "mlflow.trace.user"
 SESSION_KEY = "mlflow.trace.session"
+#: Where MLflow's span processor looks up the metadata ``mlflow.tracing.context`` declared.
+HOOK_MODULE = "mlflow.tracing.processor.base_mlflow"
 
 
 class MlflowBridge(Bridge):
@@ -52,7 +54,7 @@ class MlflowBridge(Bridge):
             return
         base_mlflow: Any
         try:
-            base_mlflow = importlib.import_module("mlflow.tracing.processor.base_mlflow")
+            base_mlflow = importlib.import_module(HOOK_MODULE)
         except ImportError:
             base_mlflow = None
         original = getattr(base_mlflow, "get_configured_trace_metadata", None)
