@@ -262,3 +262,40 @@ def test_openinference_bridge_alone_reaches_oi_spans_only(
     ]
     plain = [s for s in otel.exporter.get_finished_spans() if s.name == "plain"]
     assert all("user.id" not in (s.attributes or {}) for s in plain)
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_openinference_context_through_a_streamed_body(otel: Otel, kind: str) -> None:
+    from openinference.instrumentation import OITracer, TraceConfig
+
+    oi = OITracer(otel.tracer, config=TraceConfig())
+
+    def body(who: str) -> Iterator[str]:
+        for i in range(3):
+            with oi.start_as_current_span(f"{who}-{i}"):
+                yield f"{i}\n"
+
+    if kind == "asgi":
+
+        async def stream(req: Request) -> Response:
+            return StreamingResponse(body(req.path_params["who"]))
+
+        app: Any = ASGIMiddleware(
+            Starlette(routes=[Route("/stream/{who}", stream)]), bridges=["openinference"]
+        )
+        server = uvicorn_server(app)
+    else:
+        flask = Flask(__name__)
+
+        @flask.get("/stream/<who>")
+        def wsgi_stream(who: str) -> Any:
+            return flask.response_class(body(who), mimetype="text/plain")
+
+        server = werkzeug_server(WSGIMiddleware(flask.wsgi_app, bridges=["openinference"]))
+    with server as base, httpx.Client() as client:
+        assert client.get(f"{base}/stream/id", headers=ID).status_code == 200
+        assert client.get(f"{base}/stream/anon").status_code == 200
+    assert otel.ids() == {
+        **{f"id-{i}": ("session-1", "user-1") for i in range(3)},
+        **{f"anon-{i}": (None, None) for i in range(3)},
+    }
