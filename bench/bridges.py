@@ -83,6 +83,7 @@ def use_bridges(names: tuple[str, ...]) -> None:
     from sessiontrace.bridges._base import registry
 
     registry.scoped = tuple(registry.enabled[n] for n in names if registry.enabled[n].per_request)
+    registry.chunked = tuple(b for b in registry.scoped if b.per_chunk)
 
 
 def asgi_direct(names: tuple[str, ...], n: int) -> float:

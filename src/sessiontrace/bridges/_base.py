@@ -32,6 +32,8 @@ class Bridge:
     name = ""
     #: Whether the middleware must call ``enter``/``exit`` around each request.
     per_request = False
+    #: ...and around each chunk of a WSGI body (what a tracer reads while it streams).
+    per_chunk = True
 
     def install(self, **options: Any) -> None:
         """Hook into the other tracer (idempotent); raise ImportError if it is missing."""
@@ -54,10 +56,12 @@ class _Registry:
         self.lock = threading.Lock()
         self.enabled: dict[str, Bridge] = {}
         self.scoped: tuple[Bridge, ...] = ()
+        self.chunked: tuple[Bridge, ...] = ()
         self.warned: set[str] = set()
 
     def refresh(self) -> None:
         self.scoped = tuple(b for b in self.enabled.values() if b.per_request)
+        self.chunked = tuple(b for b in self.scoped if b.per_chunk)
 
 
 registry = _Registry()

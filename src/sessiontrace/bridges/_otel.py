@@ -83,6 +83,7 @@ _processors: dict[int, tuple[Any, SessionTraceSpanProcessor]] = {}
 class OpenTelemetryBridge(Bridge):
     name = "opentelemetry"
     per_request = True
+    per_chunk = False  # the outer server span is stamped once, at the request's start
 
     def install(self, *, tracer_provider: Any = None, **options: Any) -> None:
         if _trace is None:

@@ -212,7 +212,8 @@ class WSGIMiddleware:
             return iterable  # already materialised: nothing runs while it is sent
         if not traced:
             iterable = _ScopedResponse(iterable, node, clear_span)
-        return _BridgedResponse(iterable, node, bridged) if bridged else iterable
+        chunked = registry.chunked if bridged else ()
+        return _BridgedResponse(iterable, node, chunked) if chunked else iterable
 
     def _traced(
         self, environ: Environ, start_response: StartResponse, node: UserSession
