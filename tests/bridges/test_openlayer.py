@@ -106,3 +106,29 @@ def test_an_outer_value_comes_back(published: list[dict[str, Any]]) -> None:
         assert ol_context.UserSessionContext.get_user_id() == "outer-user"
     finally:
         ol_context._user_id_context.reset(user_token)
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_concurrent_keep_alive_requests_never_mix(
+    published: list[dict[str, Any]], kind: str
+) -> None:
+    import concurrent.futures
+
+    if kind == "asgi":
+        server = uvicorn_server(ASGIMiddleware(starlette_app(), bridges=["openlayer"]))
+    else:
+        server = werkzeug_server(WSGIMiddleware(flask_app().wsgi_app, bridges=["openlayer"]))
+
+    def call(base: str, i: int) -> None:
+        headers = {"X-User-ID": f"u{i}", "X-Session-ID": f"s{i}"} if i % 3 else {}
+        with httpx.Client() as client:
+            for j in range(3):
+                client.get(f"{base}/stream", params={"label": f"{i}.{j}"}, headers=headers)
+
+    with server as base, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: call(base, i), range(16)))
+    assert len(published) == 48
+    for row in published:
+        i = int(row["output"].split(".")[0])
+        expected = (f"s{i}", f"u{i}") if i % 3 else (None, None)
+        assert (row.get("session_id"), row.get("user_id")) == expected, row["output"]
