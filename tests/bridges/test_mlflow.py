@@ -177,3 +177,13 @@ def test_bad_bridge_names_are_refused() -> None:
         ASGIMiddleware(starlette_app(), bridges=["zipkin"])
     with pytest.raises(TypeError, match="list of names"):
         WSGIMiddleware(flask_app().wsgi_app, bridges="mlflow")
+
+
+def test_the_hashed_user_id_is_what_mlflow_gets(mlflow_store: Any) -> None:
+    key = b"k" * 32
+    app = ASGIMiddleware(starlette_app(), bridges=["mlflow"], user_id_hmac_key=key)
+    with uvicorn_server(app) as base, httpx.Client() as client:
+        client.get(f"{base}/endpoint", params={"label": "hashed"}, headers=ID)
+    session, user = mlflow_store.traces()["hashed"]
+    assert session == "session-1"
+    assert user is not None and user.startswith("u-") and "user-1" not in user
