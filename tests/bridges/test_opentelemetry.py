@@ -82,6 +82,13 @@ def test_every_span_in_context_and_the_app_wins(otel: Otel) -> None:
     }
 
 
+def test_the_processor_added_by_hand(otel: Otel) -> None:
+    otel.provider.add_span_processor(sessiontrace.bridges.SessionTraceSpanProcessor())
+    with sessiontrace.user_session("hu", "hs"), otel.tracer.start_as_current_span("by-hand"):
+        pass
+    assert otel.ids() == {"by-hand": ("hs", "hu")}
+
+
 def test_enable_needs_an_sdk_provider() -> None:
     from opentelemetry.trace import NoOpTracerProvider
 

@@ -30,7 +30,17 @@ from typing import Any
 
 from ._base import Bridge, registry
 
-__all__ = ["NAMES", "disable", "enable", "enabled"]
+__all__ = ["NAMES", "SessionTraceSpanProcessor", "disable", "enable", "enabled"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: it needs opentelemetry-sdk.
+    if name == "SessionTraceSpanProcessor":
+        from ._otel import SessionTraceSpanProcessor
+
+        return SessionTraceSpanProcessor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The bridges there are.
 NAMES = ("mlflow", "opentelemetry", "openinference", "openlayer")
