@@ -163,3 +163,71 @@ def test_real_uvicorn_with_the_documented_log_config(tmp_path: Path) -> None:
     assert access[-2].startswith("uvicorn.access user=log-user session=log-sess "), out
     assert access[-1].startswith("uvicorn.access user=None session=None "), out
     assert any(line.startswith("uvicorn.error user=None") for line in lines), out
+
+
+WSGI_APP = textwrap.dedent(
+    """
+    import logging
+    import sessiontrace
+
+    def hello(environ, start_response):
+        logging.getLogger("app").info("handled")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    app = sessiontrace.WSGIMiddleware(hello)
+    """
+)
+
+
+@pytest.mark.slow
+def test_real_gunicorn_with_the_documented_log_config(tmp_path: Path) -> None:
+    config = json.loads(json.dumps(LOG_CONFIG))
+    loggers = config["loggers"]
+    loggers["gunicorn.error"] = loggers.pop("uvicorn")
+    loggers["gunicorn.access"] = loggers.pop("uvicorn.access")
+    # gunicorn merges this into its defaults, whose root logger names a "console" handler.
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}
+    (tmp_path / "logapp.py").write_text(WSGI_APP)
+    (tmp_path / "gunicorn.conf.py").write_text(f"logconfig_dict = {config!r}\n")
+    port = free_port()
+    env = {
+        "PYTHONPATH": f"{tmp_path}:{ROOT / 'src'}",
+        "SESSIONTRACE_TRACKING_URI": f"sqlite:///{tmp_path / 'traces.db'}",
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "-c", str(tmp_path / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread", "--threads", "2",
+            "logapp:app",
+        ],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/ping", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(proc.communicate()[0]) from None
+                time.sleep(0.1)
+        with httpx.Client() as client:
+            client.get(base, headers={"X-User-ID": "log-user", "X-Session-ID": "log-sess"})
+            client.get(base)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    lines = out.splitlines()
+    handled = [line for line in lines if line.startswith("app ")]
+    assert handled[-2:] == [
+        "app user=log-user session=log-sess handled",
+        "app user=None session=None handled",
+    ], out
+    # gunicorn logs the access line after the body, outside the request's context.
+    access = [line for line in lines if line.startswith("gunicorn.access ")]
+    assert len(access) == 3, out
+    assert all(line.startswith("gunicorn.access user=None session=None ") for line in access)
