@@ -39,9 +39,9 @@ async def seen(req: Request) -> Response:
     )
 
 
-def _request(headers: dict[str, str], body: bytes) -> bytes:
+def _request(headers: dict[str, str], body: bytes, path: str = "/") -> bytes:
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    head = f"POST / HTTP/1.1\r\nHost: test\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
 
 
@@ -49,12 +49,17 @@ def _request(headers: dict[str, str], body: bytes) -> bytes:
 @pytest.mark.parametrize("http", ["h11", "httptools"])
 def test_after_a_big_body_the_next_requests_start_clean(http: str, pipelined: bool) -> None:
     app = ASGIMiddleware(
-        Starlette(routes=[Route("/", seen, methods=["POST"])]),
+        Starlette(
+            routes=[Route("/", seen, methods=["POST"]), Route("/healthz", seen, methods=["POST"])]
+        ),
         bridges=["openlayer", "openinference"],
+        exclude_paths=["/healthz"],
     )
     ids = {"X-User-ID": "big-user", "X-Session-ID": "big-sess"}
     other = {"X-User-ID": "other-user", "X-Session-ID": "other-sess"}
-    requests = [_request(ids, BODY)] + [_request(h, b"{}") for h in ({}, other, {})]
+    requests = [_request(ids, BODY)]
+    requests.append(_request(ids, b"{}", "/healthz"))  # excluded: no ids, none carried on
+    requests += [_request(h, b"{}") for h in ({}, other, {})]
     with uvicorn_server(app, http=http) as base:
         host, port = base.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=20) as sock:
@@ -70,6 +75,6 @@ def test_after_a_big_body_the_next_requests_start_clean(http: str, pipelined: bo
             stream.close()
     first, *then = (json.loads(body) for _, body in answers)
     assert first == {k: ["big-user", "big-sess"] for k in ("ours", "openlayer", "openinference")}
-    expected = [[None, None], ["other-user", "other-sess"], [None, None]]
+    expected = [[None, None], [None, None], ["other-user", "other-sess"], [None, None]]
     for bridge in ("ours", "openlayer", "openinference"):
         assert [r[bridge] for r in then] == expected, bridge

@@ -275,7 +275,15 @@ class ASGIMiddleware:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         policy = self._policy
         if policy.excludes and policy.excluded(scope["path"]):
-            await self.app(scope, receive, send)
+            # As our own ids were (in _general), the bridges' are cleared: a reused
+            # context may still hold an earlier request's.
+            bridged = registry.scoped
+            entered = enter_all(bridged, None, None) if bridged else None
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if entered:
+                    exit_all(entered)
             return
 
         found, multi = self._scan(scope["headers"])
