@@ -226,10 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     args = parser.parse_args(argv)
     n, repeats = (2_000, 3) if args.quick else (20_000, 15)
+    with tempfile.TemporaryDirectory(prefix="bench-bridges-") as tmp:
+        return run(n, repeats, Path(tmp))
 
+
+def run(n: int, repeats: int, tmp: Path) -> int:
     import os
 
-    tmp = tempfile.mkdtemp(prefix="bench-bridges-")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     import logging
 
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     import sessiontrace
     from sessiontrace import bridges
 
-    sessiontrace.configure(tracking_uri=f"sqlite:///{Path(tmp) / 'traces.db'}")
+    sessiontrace.configure(tracking_uri=f"sqlite:///{tmp / 'traces.db'}")
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -285,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     bridges.disable()
     sessiontrace.flush()
+    from sessiontrace import _runtime
+
+    _runtime.reset_for_tests()  # closes the store before its directory goes
     return 0 if ok else 1
 
 
