@@ -112,6 +112,12 @@ from .middleware import ASGIMiddleware, WSGIMiddleware
 from . import anthropic as anthropic  # isort: skip
 from . import openai as openai  # isort: skip
 
+# sessiontrace.bridges.enable("mlflow"), sessiontrace.logging.ContextFilter(),
+# sessiontrace.propagation.outgoing_headers(): none imports a third-party package.
+from . import bridges as bridges  # isort: skip
+from . import logging as logging  # isort: skip
+from . import propagation as propagation  # isort: skip
+
 __all__ = [
     "ASGIMiddleware",
     "Assessment",

@@ -8,6 +8,8 @@ from typing import Any
 from .._context import _user_session
 from .._runtime import count_internal_error, flush, settings
 from .._tracing import _current_span
+from ..bridges import check_names, enable
+from ..bridges._base import enter_all, exit_all, registry
 from ._config import (
     DEFAULT_ALLOWED_CHARS,
     REQUEST_KEY,
@@ -91,6 +93,9 @@ class ASGIMiddleware:
       status, duration, the response body up to ``max_body_bytes``), ending after
       the last body chunk or when the client disconnects; the app's traced
       functions become its children.
+    - ``bridges``: other tracers whose traces get the ids too: ``"mlflow"``,
+      ``"opentelemetry"``, ``"openinference"``, ``"openlayer"`` (see
+      :mod:`sessiontrace.bridges`; enabled for the whole process).
 
     Mounted twice (e.g. on an app and on a sub-app), only the outer instance acts: it
     leaves its node in the scope under ``"sessiontrace.request"``, and an inner
@@ -119,10 +124,14 @@ class ASGIMiddleware:
         trace_requests: bool = False,
         max_body_bytes: int = 64 * 1024,
         echo_trace_id: bool = False,
+        bridges: Iterable[str] = (),
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI callable, not {type(app).__name__}")
         self.app = app
+        names = check_names(bridges)
+        if names:
+            enable(*names)
         policy = IdPolicy(
             user_header=user_header,
             session_header=session_header,
@@ -225,12 +234,16 @@ class ASGIMiddleware:
         node = RequestNode(user, session, parent, request_id)
         scope[REQUEST_KEY] = node
         token = _user_session.set(node)
+        bridged = registry.scoped
+        entered = enter_all(bridged, user, session) if bridged else None
         try:
             if trace:
                 await self._traced(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
         finally:
+            if entered:
+                exit_all(entered)
             _user_session.reset(token)
 
     def _checked(self, headers: Any) -> tuple[str | None, str | None, str | None]:
@@ -276,7 +289,15 @@ class ASGIMiddleware:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         policy = self._policy
         if policy.excludes and policy.excluded(scope["path"]):
-            await self.app(scope, receive, send)
+            # As our own ids were (in _general), the bridges' are cleared: a reused
+            # context may still hold an earlier request's.
+            bridged = registry.scoped
+            entered = enter_all(bridged, None, None) if bridged else None
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if entered:
+                    exit_all(entered)
             return
 
         found, multi = self._scan(scope["headers"])
@@ -314,12 +335,16 @@ class ASGIMiddleware:
         node = RequestNode(user, session, _user_session.get(), request_id, reserved)
         scope[REQUEST_KEY] = node
         token = _user_session.set(node)
+        bridged = registry.scoped
+        entered = enter_all(bridged, user, session) if bridged else None
         try:
             if policy.trace_requests and kind == "http":
                 await self._traced(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
         finally:
+            if entered:
+                exit_all(entered)
             _user_session.reset(token)
 
     async def _resolve(self, scope: Scope) -> Any:

@@ -10,6 +10,8 @@ from typing import Any
 from .._context import UserSession, _user_session
 from .._runtime import count_internal_error
 from .._tracing import LiveSpan, _current_span
+from ..bridges import check_names, enable
+from ..bridges._base import Bridge, enter_all, exit_all, registry
 from ._config import (
     DEFAULT_ALLOWED_CHARS,
     REQUEST_KEY,
@@ -72,10 +74,14 @@ class WSGIMiddleware:
         trace_requests: bool = False,
         max_body_bytes: int = 64 * 1024,
         echo_trace_id: bool = False,
+        bridges: Iterable[str] = (),
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
         self.app = app
+        names = check_names(bridges)
+        if names:
+            enable(*names)
         policy = IdPolicy(
             user_header=user_header,
             session_header=session_header,
@@ -203,15 +209,23 @@ class WSGIMiddleware:
         """
         environ[REQUEST_KEY] = node
         token = _user_session.set(node)
+        bridged = registry.scoped
+        entered = enter_all(bridged, node.user_id, node.session_id) if bridged else None
         try:
             if traced:
-                return self._traced(environ, start_response, node)
-            iterable = self.app(environ, start_response)
+                iterable = self._traced(environ, start_response, node)
+            else:
+                iterable = self.app(environ, start_response)
         finally:
+            if entered:
+                exit_all(entered)
             _user_session.reset(token)
         if type(iterable) is list or type(iterable) is tuple:
             return iterable  # already materialised: nothing runs while it is sent
-        return _ScopedResponse(iterable, node, clear_span)
+        if not traced:
+            iterable = _ScopedResponse(iterable, node, clear_span)
+        chunked = registry.chunked if bridged else ()
+        return _BridgedResponse(iterable, node, chunked) if chunked else iterable
 
     def _traced(
         self, environ: Environ, start_response: StartResponse, node: UserSession
@@ -310,6 +324,51 @@ class _ScopedResponse:
                 if span_token is not None:
                     _current_span.reset(span_token)
                 _user_session.reset(token)
+
+
+class _BridgedResponse:
+    """The body with the bridges entered around every chunk and ``close()``.
+
+    It wraps ``_ScopedResponse``/``_TracedResponse``; the ids come from ``node``.
+    """
+
+    __slots__ = ("_bridges", "_iterable", "_node")
+
+    def __init__(
+        self, iterable: Iterable[bytes], node: UserSession, bridges: tuple[Bridge, ...]
+    ) -> None:
+        self._iterable = iterable
+        self._node = node
+        self._bridges = bridges
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        node, bridges = self._node, self._bridges
+        entered = enter_all(bridges, node.user_id, node.session_id)
+        try:
+            iterator = iter(self._iterable)
+        finally:
+            exit_all(entered)
+        while True:
+            entered = enter_all(bridges, node.user_id, node.session_id)
+            try:
+                chunk = next(iterator, _END)
+            finally:
+                exit_all(entered)
+            if chunk is _END:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._iterable, "close", None)
+        if close is not None:
+            entered = enter_all(self._bridges, self._node.user_id, self._node.session_id)
+            try:
+                close()
+            finally:
+                exit_all(entered)
 
 
 class _TracedResponse:
