@@ -78,6 +78,7 @@ from ._entities import (
     TraceInfo,
     TraceState,
 )
+from ._export._otlp import OTLPTarget
 from ._feedback_api import (
     delete_assessment,
     get_assessment,
@@ -86,7 +87,6 @@ from ._feedback_api import (
     override_feedback,
     update_assessment,
 )
-from ._export._otlp import OTLPTarget
 from ._runtime import configure, flush, get_stats, get_trace
 from ._search import FilterSyntaxError, Page, TraceList, search_traces
 from ._store import SQLiteStore, TraceNotFoundError
