@@ -231,3 +231,21 @@ def test_trace_search_assessments(store: Any) -> None:
     assert trace.search_assessments(type="expectation") == [e]
     found = trace.search_assessments(span_id="s1", all=True, type="feedback")
     assert ids(found) == ids([old, new])
+
+
+def test_text_no_store_can_hold_is_cleaned_not_refused(store: Any) -> None:
+    """A NUL (PostgreSQL's text cannot hold one) and a lone surrogate (UTF-8 cannot
+    encode it), in a name, rationale, source id or value, on both stores."""
+    tid = _logged_trace()
+    fb = sessiontrace.log_feedback(
+        trace_id=tid,
+        name="n\x00",
+        value="v\ud800\x00",
+        rationale="r\x00\ud83d",
+        source=AssessmentSource(source_type="HUMAN", source_id="u\x00"),
+        metadata={"k\ud800": "x\x00"},
+    )
+    got = sessiontrace.get_assessment(tid, fb.assessment_id)
+    assert got.name == "n\ufffd" and got.rationale == "r\ufffd?"
+    assert got.value == "v?\x00"  # JSON escapes the NUL: kept
+    assert got.source.source_id == "u\ufffd" and got.metadata == {"k?": "x\x00"}
