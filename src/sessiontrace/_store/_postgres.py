@@ -362,25 +362,6 @@ class PostgresConnection:
             self._conn = self._store._replace_reader(self._conn)
             return self._conn.execute(query, params, prepare=prepare)
 
-    def run_pipelined(
-        self, *statements: tuple[str, Any, bool | None]
-    ) -> list[list[tuple[Any, ...]]]:
-        """The rows of several reads (psycopg-style SQL, parameters, ``prepare``)
-        sent in one round trip (psycopg's pipeline mode)."""
-
-        def send(conn: psycopg.Connection[Any]) -> list[list[tuple[Any, ...]]]:
-            with conn.pipeline():
-                cursors = [conn.execute(q, p, prepare=prep) for q, p, prep in statements]
-            return [cursor.fetchall() for cursor in cursors]
-
-        try:
-            return send(self._conn)
-        except psycopg.OperationalError:
-            if not self._conn.broken:
-                raise
-            self._conn = self._store._replace_reader(self._conn)
-            return send(self._conn)
-
     def transaction(self, work: Callable[[psycopg.Connection[Any]], None]) -> None:
         """Run ``work(conn)`` in a transaction; once more on a new connection when
         this one turns out broken (nothing of the first attempt was committed)."""
@@ -694,15 +675,9 @@ class PostgresStore:
         ids = list(trace_ids)
         if not ids:
             return []
-        # The traces and their assessments in one round trip (the ids are known).
-        trace_rows, assessment_rows = self.connection().run_pipelined(
-            (_LOAD_TRACES, (ids,), None), (_ASSESSMENTS_FOR, (ids,), False)
-        )
-        found = {row[0]: row for row in trace_rows}
-        return self._traces_from_rows(
-            [found[tid] for tid in ids if tid in found],
-            include_spans=include_spans,
-            assessments=_assess.by_trace(assessment_rows),
+        found = {row[0]: row for row in self.connection().run(_LOAD_TRACES, (ids,))}
+        return self.traces_from_rows(
+            [found[tid] for tid in ids if tid in found], include_spans=include_spans
         )
 
     def trace_select(self) -> str:
@@ -714,20 +689,11 @@ class PostgresStore:
     ) -> list[Trace]:
         """Traces from rows of ``trace_select()`` (extra trailing columns are ignored),
         in their order, with their spans."""
-        found = self.assessments_for([row[0] for row in rows]) if rows else {}
-        return self._traces_from_rows(rows, include_spans=include_spans, assessments=found)
-
-    def _traces_from_rows(
-        self,
-        rows: Sequence[Sequence[Any]],
-        *,
-        include_spans: bool,
-        assessments: dict[str, list[Assessment]],
-    ) -> list[Trace]:
         infos = [info_from_row(row) for row in rows]
-        if assessments:
+        if infos:
+            found = self.assessments_for([info.trace_id for info in infos])
             for info in infos:
-                info.assessments = assessments.get(info.trace_id, [])
+                info.assessments = found.get(info.trace_id, [])
         return traces_from_rows(
             rows,
             infos,
