@@ -481,8 +481,24 @@ def value_columns(value: Any) -> tuple[str | None, float | None, int | None]:
     return text, None, None
 
 
+def _storable(value: Any) -> Any:
+    """Text both stores can hold: a lone surrogate (half an emoji from a cut byte
+    stream) becomes ``?``, a NUL (PostgreSQL's text cannot hold one) U+FFFD, as
+    trace rows are cleaned. JSON text has its NULs escaped already."""
+    if isinstance(value, str):
+        if not value.isascii():
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+    return value
+
+
 def assessment_row(a: Assessment) -> tuple[Any, ...]:
     """The row of ``a`` in ``ASSESSMENT_COLUMNS`` order (``a`` has its id and trace id)."""
+    return tuple([_storable(v) for v in _row(a)])
+
+
+def _row(a: Assessment) -> tuple[Any, ...]:
     value_json, value_num, value_bool = value_columns(a.value)
     return (
         a.assessment_id,

@@ -348,17 +348,19 @@ class PostgresConnection:
         # Always bind (even nothing): psycopg then reads %% as % in every statement.
         return self.run(to_psycopg(sql), () if params is None else params)
 
-    def run(self, query: str, params: Any = ()) -> psycopg.Cursor[Any]:
-        """``execute`` for SQL in psycopg's own style."""
+    def run(
+        self, query: str, params: Any = (), *, prepare: bool | None = None
+    ) -> psycopg.Cursor[Any]:
+        """``execute`` for SQL in psycopg's own style (``prepare``: psycopg's)."""
         try:
-            return self._conn.execute(query, params)
+            return self._conn.execute(query, params, prepare=prepare)
         except psycopg.OperationalError:
             if not self._conn.broken:
                 raise
             # The server restarted or dropped this idle connection: a read in
             # autocommit is safe to send again, once, on a new one.
             self._conn = self._store._replace_reader(self._conn)
-            return self._conn.execute(query, params)
+            return self._conn.execute(query, params, prepare=prepare)
 
     def transaction(self, work: Callable[[psycopg.Connection[Any]], None]) -> None:
         """Run ``work(conn)`` in a transaction; once more on a new connection when
@@ -654,7 +656,9 @@ class PostgresStore:
         ids = list(trace_ids)
         if not ids:
             return {}
-        return _assess.by_trace(self.connection().run(_ASSESSMENTS_FOR, (ids,)))
+        # Planned for each page, never from a cached generic plan: one made for an
+        # array of unknown length scanned the table (measured 5 ms against 0.5 ms).
+        return _assess.by_trace(self.connection().run(_ASSESSMENTS_FOR, (ids,), prepare=False))
 
     def trace_owner(self, trace_id: str) -> tuple[str | None, str | None] | None:
         row = self.connection().execute(_assess.TRACE_OWNER, (trace_id,)).fetchone()
