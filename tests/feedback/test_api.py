@@ -213,3 +213,21 @@ def test_dataframe_assessments_column(store: Any) -> None:
         traces = dict(zip(df["trace_id"], df["trace"], strict=True))
         assert traces[tids[0]].info.assessments == [fb]  # built when first read
         assert traces[tids[1]].info.assessments == []
+
+
+def test_trace_search_assessments(store: Any) -> None:
+    tid = _logged_trace()
+    old = sessiontrace.log_feedback(trace_id=tid, name="q", value=1, span_id="s1")
+    new = sessiontrace.override_feedback(trace_id=tid, assessment_id=old.assessment_id, value=2)
+    e = sessiontrace.log_expectation(trace_id=tid, name="q", value="x")
+    trace = sessiontrace.get_trace(tid)
+    assert trace is not None
+
+    def ids(found: list[Any]) -> list[str]:  # in creation order; ties in a ms by id
+        return sorted(str(a.assessment_id) for a in found)
+
+    assert ids(trace.search_assessments("q")) == ids([new, e])
+    assert ids(trace.search_assessments("q", all=True)) == ids([old, new, e])
+    assert trace.search_assessments(type="expectation") == [e]
+    found = trace.search_assessments(span_id="s1", all=True, type="feedback")
+    assert ids(found) == ids([old, new])
