@@ -743,3 +743,36 @@ def test_a_bug_in_the_endpoint_is_a_500_and_the_app_goes_on(
     assert broken.status_code == 500 and broken.json()["error"] == "internal_error"
     assert after
     assert _runtime.get_stats()["internal_errors"] == {"feedback_endpoint": 1}
+
+
+def test_with_a_resolver_and_pseudonymised_ids_a_spoofed_header_gets_403() -> None:
+    # The set-up the README recommends: the signed-in user comes from the app (here a
+    # bearer token standing for a session cookie), not from X-User-ID.
+    def signed_in(scope: dict[str, Any]) -> tuple[str | None, str | None] | None:
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value.startswith(b"Bearer "):
+                return value[7:].decode(), None
+        return None
+
+    key = "k" * 32
+    # user_header=None: without a signed-in user, a client's X-User-ID is never the fallback.
+    app = _app("uvicorn", resolver=signed_in, user_header=None, user_id_hmac_key=key)
+    alice = {"Authorization": "Bearer alice", "X-Session-ID": "s-1"}
+    mallory = {"Authorization": "Bearer mallory", "X-User-ID": "alice", "X-Session-ID": "s-1"}
+    with serve(app, "uvicorn") as base, httpx.Client(base_url=base, headers=alice) as front:
+        tid = ask(front, "t")
+        own = post(front, {"trace_id": tid, "name": "thumbs_up", "value": True})
+        spoofed = as_post(base, mallory, {"trace_id": tid, "name": "thumbs_up", "value": False})
+        header_only = as_post(
+            base,
+            {"X-User-ID": "alice", "X-Session-ID": "s-1"},
+            {"trace_id": tid, "name": "rating", "value": 1},
+        )
+    assert own.status_code == 200
+    assert spoofed.status_code == 403
+    assert header_only.status_code == 401
+    (row,) = stored_feedback(tid)
+    assert row.source.source_id is not None and row.source.source_id.startswith("u-")
+    assert (
+        row.source.source_id == sessiontrace.get_trace(tid).info.trace_metadata["mlflow.trace.user"]
+    )

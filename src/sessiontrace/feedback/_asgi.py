@@ -173,6 +173,7 @@ def feedback_app(**options: Any) -> FeedbackApp:
 
     .. warning:: The 403 check is as strong as the ids: from the default headers
        anyone can claim any user. Give the middleware a ``resolver`` returning the
-       signed-in user (and session) so the check means something.
+       signed-in user (and session), and ``user_header=None`` so that a client's
+       header is never the fallback, and the check means something.
     """
     return FeedbackApp(FeedbackOptions(**options))
