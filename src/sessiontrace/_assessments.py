@@ -459,6 +459,8 @@ class Expectation(Assessment):
 
 # -- the row form both stores write ----------------------------------------------------
 
+_new = object.__new__
+
 ASSESSMENT_COLUMNS = (
     "assessment_id, trace_id, kind, name, value_json, value_num, value_bool, rationale, "
     "metadata_json, error_json, source_type, source_id, span_id, create_time_ms, "
@@ -479,8 +481,24 @@ def value_columns(value: Any) -> tuple[str | None, float | None, int | None]:
     return text, None, None
 
 
+def _storable(value: Any) -> Any:
+    """Text both stores can hold: a lone surrogate (half an emoji from a cut byte
+    stream) becomes ``?``, a NUL (PostgreSQL's text cannot hold one) U+FFFD, as
+    trace rows are cleaned. JSON text has its NULs escaped already."""
+    if isinstance(value, str):
+        if not value.isascii():
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+    return value
+
+
 def assessment_row(a: Assessment) -> tuple[Any, ...]:
     """The row of ``a`` in ``ASSESSMENT_COLUMNS`` order (``a`` has its id and trace id)."""
+    return tuple([_storable(v) for v in _row(a)])
+
+
+def _row(a: Assessment) -> tuple[Any, ...]:
     value_json, value_num, value_bool = value_columns(a.value)
     return (
         a.assessment_id,
@@ -524,38 +542,24 @@ def assessment_from_row(row: Any) -> Assessment:
         valid,
         overrides,
     ) = row[:17]
-    value = None if value_json is None else json.loads(value_json)
-    source = AssessmentSource(source_type=source_type, source_id=source_id)
-    metadata = None if metadata_json is None else json.loads(metadata_json)
-    a: Assessment
-    if kind == "expectation":
-        a = Expectation(
-            name=name,
-            value=value if value is not None else "",
-            source=source,
-            metadata=metadata,
-            span_id=span_id,
-            create_time_ms=int(create_ms),
-            last_update_time_ms=int(update_ms),
-        )
-        a.value = value
-        a.overrides = overrides
-        a.valid = bool(valid)
-    else:
-        error = None if error_json is None else AssessmentError(**json.loads(error_json))
-        a = Feedback(
-            name=name,
-            value=value,
-            error=error,
-            source=source,
-            metadata=metadata,
-            span_id=span_id,
-            create_time_ms=int(create_ms),
-            last_update_time_ms=int(update_ms),
-            rationale=rationale,
-            overrides=overrides,
-            valid=bool(valid),
-        )
-    a.trace_id = trace_id
-    a.assessment_id = assessment_id
+    # Rows were checked when written: built without the constructors' checks (a
+    # page of search results reads many).
+    source = _new(AssessmentSource)
+    source.__dict__.update(source_type=source_type, source_id=source_id)
+    a = _new(Expectation if kind == "expectation" else Feedback)
+    a.__dict__.update(
+        name=name,
+        source=source,
+        trace_id=trace_id,
+        rationale=rationale,
+        metadata=None if metadata_json is None else json.loads(metadata_json),
+        span_id=span_id,
+        create_time_ms=int(create_ms),
+        last_update_time_ms=int(update_ms),
+        assessment_id=assessment_id,
+        error=None if error_json is None else AssessmentError(**json.loads(error_json)),
+        overrides=overrides,
+        valid=bool(valid),
+        value=None if value_json is None else json.loads(value_json),
+    )
     return a

@@ -223,6 +223,25 @@ class Trace:
             if (name is None or s.name == name) and (span_type is None or s.span_type == span_type)
         ]
 
+    def search_assessments(
+        self,
+        name: str | None = None,
+        *,
+        span_id: str | None = None,
+        all: bool = False,  # MLflow's names
+        type: str | None = None,
+    ) -> list[Assessment]:
+        """The trace's assessments of that name, span and type (``"feedback"`` or
+        ``"expectation"``); only valid (not overridden) ones unless ``all=True``."""
+        return [
+            a
+            for a in self.info.assessments
+            if (name is None or a.name == name)
+            and (span_id is None or a.span_id == span_id)
+            and (all or a.valid in (True, None))
+            and (type is None or a.kind == type)
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "info": self.info.to_dict(),

@@ -25,6 +25,7 @@ from ._assessments import (
 )
 from ._records import AssessmentChange
 from ._store import TraceNotFoundError
+from ._store._assess import update_fields
 
 __all__ = [
     "delete_assessment",
@@ -147,19 +148,7 @@ def update_assessment(trace_id: str, assessment_id: str, assessment: Assessment)
         )
         return assessment
     store = _runtime.get_store()
-    old = store.get_assessment(trace_id, assessment_id)
-    if old.kind != assessment.kind:
-        raise ValueError(
-            f"Cannot update assessment type from {old.kind} to {assessment.kind}: "
-            f"{assessment_id} is a {old.kind}"
-        )
-    changes: dict[str, Any] = {"name": assessment.name, "value": assessment.value}
-    if isinstance(assessment, Feedback):
-        changes["error"] = assessment.error
-        if assessment.rationale is not None:
-            changes["rationale"] = assessment.rationale
-    if assessment.metadata is not None:
-        changes["metadata"] = {**(old.metadata or {}), **assessment.metadata}
+    changes = update_fields(store.connection().execute, trace_id, assessment_id, assessment)
     return store.update_assessment(trace_id, assessment_id, **changes)
 
 

@@ -213,3 +213,39 @@ def test_dataframe_assessments_column(store: Any) -> None:
         traces = dict(zip(df["trace_id"], df["trace"], strict=True))
         assert traces[tids[0]].info.assessments == [fb]  # built when first read
         assert traces[tids[1]].info.assessments == []
+
+
+def test_trace_search_assessments(store: Any) -> None:
+    tid = _logged_trace()
+    old = sessiontrace.log_feedback(trace_id=tid, name="q", value=1, span_id="s1")
+    new = sessiontrace.override_feedback(trace_id=tid, assessment_id=old.assessment_id, value=2)
+    e = sessiontrace.log_expectation(trace_id=tid, name="q", value="x")
+    trace = sessiontrace.get_trace(tid)
+    assert trace is not None
+
+    def ids(found: list[Any]) -> list[str]:  # in creation order; ties in a ms by id
+        return sorted(str(a.assessment_id) for a in found)
+
+    assert ids(trace.search_assessments("q")) == ids([new, e])
+    assert ids(trace.search_assessments("q", all=True)) == ids([old, new, e])
+    assert trace.search_assessments(type="expectation") == [e]
+    found = trace.search_assessments(span_id="s1", all=True, type="feedback")
+    assert ids(found) == ids([old, new])
+
+
+def test_text_no_store_can_hold_is_cleaned_not_refused(store: Any) -> None:
+    """A NUL (PostgreSQL's text cannot hold one) and a lone surrogate (UTF-8 cannot
+    encode it), in a name, rationale, source id or value, on both stores."""
+    tid = _logged_trace()
+    fb = sessiontrace.log_feedback(
+        trace_id=tid,
+        name="n\x00",
+        value="v\ud800\x00",
+        rationale="r\x00\ud83d",
+        source=AssessmentSource(source_type="HUMAN", source_id="u\x00"),
+        metadata={"k\ud800": "x\x00"},
+    )
+    got = sessiontrace.get_assessment(tid, fb.assessment_id)
+    assert got.name == "n\ufffd" and got.rationale == "r\ufffd?"
+    assert got.value == "v?\x00"  # JSON escapes the NUL: kept
+    assert got.source.source_id == "u\ufffd" and got.metadata == {"k?": "x\x00"}

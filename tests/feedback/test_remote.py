@@ -158,3 +158,21 @@ def test_ingest_refuses_a_nan_number() -> None:
     )
     with pytest.raises(IngestError):
         parse_batch(body, max_items=10)
+
+
+def test_a_remote_update_merges_metadata_as_a_local_one(server: ServerProcess) -> None:
+    sessiontrace.configure(tracking_uri=server.url, flush_interval=0.01)
+    with sessiontrace.start_span("chat") as span:
+        tid = span.trace_id
+    fb = sessiontrace.log_feedback(
+        trace_id=tid, name="n", value=1, rationale="r", metadata={"a": 1}
+    )
+    sessiontrace.update_assessment(
+        tid, fb.assessment_id, sessiontrace.Feedback(name="n", value=2, metadata={"b": 2})
+    )
+    wrong = sessiontrace.Expectation(name="n", value=3)
+    sessiontrace.update_assessment(tid, fb.assessment_id, wrong)  # dropped by the server
+    assert sessiontrace.flush(10)
+    [stored] = _stored(server.db, tid)
+    assert stored.value == 2 and stored.rationale == "r" and stored.metadata == {"a": "1", "b": "2"}
+    assert sessiontrace.get_stats()["dropped"] == 0

@@ -197,6 +197,28 @@ def update(
     return new
 
 
+def update_fields(
+    execute: Execute, trace_id: str, assessment_id: str, new: Assessment
+) -> dict[str, Any]:
+    """What ``update_assessment(trace_id, assessment_id, new)`` changes, as MLflow's
+    does: name and value (a feedback's error too), the rationale when ``new`` has one,
+    and ``new``'s metadata keys merged into the old ones. The kinds must match."""
+    old = get(execute, trace_id, assessment_id)
+    if old.kind != new.kind:
+        raise ValueError(
+            f"Cannot update assessment type from {old.kind} to {new.kind}: "
+            f"{assessment_id} is a {old.kind}"
+        )
+    changes: dict[str, Any] = {"name": new.name, "value": new.value}
+    if isinstance(new, Feedback):
+        changes["error"] = new.error
+        if new.rationale is not None:
+            changes["rationale"] = new.rationale
+    if new.metadata is not None:
+        changes["metadata"] = {**(old.metadata or {}), **new.metadata}
+    return changes
+
+
 def _source(value: Any) -> AssessmentSource:
     if not isinstance(value, AssessmentSource):
         raise ValueError(f"source must be an AssessmentSource, got {type(value).__name__}")
@@ -259,10 +281,12 @@ def apply(execute: Execute, change: AssessmentChange) -> None:
         elif op == "override" and new is not None:
             override(execute, trace_id, change.assessment_id, new, once=True)
         elif op == "update" and new is not None:
-            fields = {"name": new.name, "value": new.value, "metadata": new.metadata}
-            if isinstance(new, Feedback):
-                fields.update(rationale=new.rationale, error=new.error)
-            update(execute, trace_id, change.assessment_id, fields)
+            update(
+                execute,
+                trace_id,
+                change.assessment_id,
+                update_fields(execute, trace_id, change.assessment_id, new),
+            )
         elif op == "delete":
             delete(execute, trace_id, change.assessment_id)
     except (AssessmentNotFoundError, ValueError, TypeError, KeyError):
