@@ -1376,7 +1376,8 @@ def feedback_over_time(
         expr, join, has_key = _value_expr(metadata_key)
         groups.append(expr)
         conditions.append(has_key)
-    sql = _feedback_sql(groups, " AND ".join(conditions), join)
+    # One user's: from their traces (the user index), as the user report does.
+    sql = _feedback_sql(groups, " AND ".join(conditions), join, traces_first=user_id is not None)
     with pattern_errors(where):
         by_group = _tally(st.connection().execute(sql, params), len(groups))
     if metadata_key is None:
