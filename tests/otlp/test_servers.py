@@ -79,6 +79,9 @@ def test_mlflow_round_trip(mlflow_server: Any, store_path: Path) -> None:
         otlp_targets=[OTLPTarget(mlflow_server.traces_url, mlflow_server.headers)],
     )
     ids = conversation(run)
+    with pytest.raises(ValueError), sessiontrace.start_span("failing_turn", span_type="CHAIN"):
+        raise ValueError("model unavailable")
+    failed = sessiontrace.get_last_active_trace_id()
     assert sessiontrace.flush(60)
     stats = sessiontrace.get_stats()["otlp"][0]
     assert stats["dropped"] == 0 and stats["refused_requests"] == 0, stats
@@ -88,7 +91,14 @@ def test_mlflow_round_trip(mlflow_server: Any, store_path: Path) -> None:
     got = read(mlflow_server, MLFLOW, experiment, ids["A"])
     traces = {t["trace_id"]: t for t in got["traces"]}
     # MLflow keeps our trace ids (the same tr-<hex> form).
-    assert set(traces) == {ids["trace_a1"], ids["trace_a2"], ids["trace_b"], ids["trace_long"]}
+    assert set(traces) == {
+        ids["trace_a1"],
+        ids["trace_a2"],
+        ids["trace_b"],
+        ids["trace_long"],
+        failed,
+    }
+    assert "ERROR" in traces[failed]["state"]  # status and the exception event arrive
     a1 = traces[ids["trace_a1"]]
     assert a1["name"] == "chat_turn"
     assert (a1["session"], a1["user"]) == (ids["A"], ids["u1"])
