@@ -3,11 +3,13 @@
 
     python scripts/otlp_servers.py install mlflow phoenix   # .venv-mlflow, .venv-phoenix (pinned)
     python scripts/otlp_servers.py run mlflow -- CMD ARGS   # the command sees $OTLP_MLFLOW_URL
-    python scripts/otlp_servers.py client phoenix -- CODE   # run Python in the server's venv
+                                                            # and $OTLP_MLFLOW_HEADERS (JSON)
 
     from otlp_servers import start                          # loaded by path: see tests/otlp
     with start("mlflow", workdir) as server:
-        server.url, server.traces_url, server.python         # the venv's interpreter
+        server.url, server.traces_url, server.headers        # headers: a fresh experiment/project
+        server.client("import mlflow; ...")                  # Python in the server's own venv
+        server.restart()                                     # same port, same data
 
 Both servers pin versions (and dependencies: MLflow wants its own opentelemetry,
 Phoenix its own SQLAlchemy and pandas) that the project's ``.venv`` should not take,

@@ -206,9 +206,18 @@ def _sink(s: Settings) -> Sink:
     from ._export._otlp import FanOut, OTLPExporter
 
     resource = otlp_resource(s)
+    try:
+        exporters = [OTLPExporter(target, resource=resource) for target in targets]
+    except ImportError as exc:
+        if s.otlp_only:
+            raise
+        # An OTEL_EXPORTER_OTLP_* variable meant for another tracer, and no otlp extra:
+        # keep recording locally rather than lose every trace.
+        logger.error("sessiontrace does not send OTLP (pip install 'sessiontrace[otlp]'): %s", exc)
+        return _local_sink(s)
     return FanOut(
         None if s.otlp_only else _local_sink(s),
-        [OTLPExporter(target, resource=resource) for target in targets],
+        exporters,
         max_queue_size=s.max_queue_size,
         batch_size=min(s.batch_size, 512),
         flush_interval=s.flush_interval,

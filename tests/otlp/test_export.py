@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -413,3 +414,22 @@ def test_gzip_body_is_valid(fake_otlp: FakeOTLP) -> None:
     body, stats = exporter.encode([])
     assert stats.spans == 0 and gzip.compress(body)  # an empty batch encodes
     exporter.close()
+
+
+def test_otel_env_without_the_extra_keeps_local_tracing(
+    monkeypatch: pytest.MonkeyPatch, store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A variable meant for another tracer, and no opentelemetry-proto: traces still land
+    # in the local store, and the log says why OTLP is off.
+    import sessiontrace._otlp
+
+    monkeypatch.setitem(sys.modules, "sessiontrace._otlp._encode", None)  # import fails
+    monkeypatch.delattr(sessiontrace._otlp, "_encode", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("SESSIONTRACE_TRACKING_URI", f"sqlite:///{store_path}")
+    _runtime.swap_settings(None)  # resolved lazily, from the environment
+    one_trace()
+    trace_id = sessiontrace.get_last_active_trace_id()
+    assert trace_id is not None and sessiontrace.get_trace(trace_id) is not None
+    assert "does not send OTLP" in caplog.text
+    assert sessiontrace.get_stats()["otlp"] == []

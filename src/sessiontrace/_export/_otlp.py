@@ -169,7 +169,7 @@ class OTLPExporter:
         from .._otlp import _encode  # fails here (configure time) without the otlp extra
 
         self.target = target
-        self._encode = _encode.encode_request
+        self._encode = _encode.encode_bytes
         self._resource = dict(resource or {})
         self._headers = {
             "Content-Type": "application/x-protobuf",
@@ -227,13 +227,13 @@ class OTLPExporter:
         return self._client
 
     def encode(self, items: Sequence[Any]) -> tuple[bytes, Any]:
-        request, stats = self._encode(
+        body, stats = self._encode(
             items,
             resource=self._resource,
             max_id_length=self.target.max_id_length,
             scope_version=__version__,
         )
-        return request.SerializeToString(), stats
+        return body, stats
 
     def export(self, items: Sequence[Any]) -> None:
         body, stats = self.encode(items)

@@ -25,18 +25,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from .._records import SpanRecord, TagChange, TraceRecord
 from . import _keys as k
 
-__all__ = ["EncodeStats", "encode_request", "otlp_span_id", "otlp_trace_id", "shorten_id"]
+__all__ = [
+    "EncodeStats",
+    "encode_bytes",
+    "encode_request",
+    "otlp_span_id",
+    "otlp_trace_id",
+    "shorten_id",
+]
 
 METADATA_USER = "mlflow.trace.user"
 METADATA_SESSION = "mlflow.trace.session"
@@ -45,11 +51,7 @@ _MODEL = "mlflow.llm.model"
 _PROVIDER = "mlflow.llm.provider"
 _LLM_TYPES = frozenset({"LLM", "CHAT_MODEL"})
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_STATUS: dict[str, Any] = {"OK": k.STATUS_CODE_OK, "ERROR": k.STATUS_CODE_ERROR}
-_KIND_SERVER: Any = 2
-_KIND_CLIENT: Any = 3
-_KIND_INTERNAL: Any = 1
-_ERROR: Any = k.STATUS_CODE_ERROR
+_STATUS = {"OK": k.STATUS_CODE_OK, "ERROR": k.STATUS_CODE_ERROR}
 _CLIENT_TYPES = frozenset({"LLM", "CHAT_MODEL", "EMBEDDING", "RETRIEVER", "RERANKER"})
 
 
@@ -94,50 +96,101 @@ def shorten_id(value: str, max_length: int) -> str:
     return value[: max(max_length - 17, 0)] + "~" + digest[: max(max_length - 1, 0)]
 
 
-def _set_any(target: AnyValue, value: Any) -> None:
-    """Write a JSON-able value into an ``AnyValue`` (dicts as kvlists, lists as arrays)."""
+# -- protobuf wire format, written directly ------------------------------------------------
+# Field tags of trace.proto / common.proto (field number << 3 | wire type).
+_pack_d = struct.Struct("<d").pack
+_pack_q = struct.Struct("<Q").pack
+_pack_i = struct.Struct("<I").pack
+_KV_CACHE: dict[tuple[str, Any], bytes] = {}
+_KV_CACHE_MAX = 8192
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _ld(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    n = len(payload)
+    return tag + (bytes((n,)) if n < 0x80 else _varint(n)) + payload
+
+
+def _text(value: str) -> bytes:
+    # "replace": a lone surrogate in captured text must not make the request unparsable.
+    return value.encode("utf-8", "replace")
+
+
+def _any(value: Any) -> bytes:
+    """An ``AnyValue`` (dicts as kvlists, lists as arrays, None as the empty value)."""
     t = type(value)
     if t is str:
-        target.string_value = value
-    elif t is bool:
-        target.bool_value = value
-    elif t is int:
-        if _INT64_MIN <= value <= _INT64_MAX:
-            target.int_value = value
-        else:
-            target.string_value = str(value)
-    elif t is float:
-        target.double_value = value
-    elif value is None:
-        return  # an empty AnyValue: OTLP's null
-    elif isinstance(value, (list, tuple)):
-        values = target.array_value.values
-        for item in value:
-            _set_any(values.add(), item)
-        if not value:
-            target.array_value.SetInParent()
-    elif isinstance(value, dict):
-        kvs = target.kvlist_value.values
-        for key, item in value.items():
-            kv = kvs.add(key=str(key))
-            _set_any(kv.value, item)
-        if not value:
-            target.kvlist_value.SetInParent()
-    elif isinstance(value, str):  # a str subclass
-        target.string_value = str(value)
-    elif isinstance(value, int):
-        _set_any(target, int(value))
-    elif isinstance(value, float):
-        target.double_value = float(value)
+        return _ld(b"\x0a", _text(value))
+    if t is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if t is int:
+        if 0 <= value <= _INT64_MAX:
+            return b"\x18" + _varint(value)
+        if _INT64_MIN <= value < 0:
+            return b"\x18" + _varint(value + 2**64)
+        return _ld(b"\x0a", str(value).encode())
+    if t is float:
+        return b"\x21" + _pack_d(value)
+    if value is None:
+        return b""
+    if isinstance(value, (list, tuple)):
+        return _ld(b"\x2a", b"".join([_ld(b"\x0a", _any(item)) for item in value]))
+    if isinstance(value, dict):
+        return _ld(b"\x32", b"".join([_ld(b"\x0a", _kv(str(k_), v)) for k_, v in value.items()]))
+    if isinstance(value, str):
+        return _any(str(value))
+    if isinstance(value, bool):
+        return _any(bool(value))
+    if isinstance(value, int):
+        return _any(int(value))
+    if isinstance(value, float):
+        return _any(float(value))
+    return _any(str(value))
+
+
+def _kv(key: str, value: Any) -> bytes:
+    """A ``KeyValue`` message (without its own tag)."""
+    return _ld(b"\x0a", _text(key)) + _ld(b"\x12", _any(value))
+
+
+def _sized_kv(key: str, value: Any) -> bytes:
+    payload = _kv(key, value)
+    n = len(payload)
+    return (bytes((n,)) if n < 0x80 else _varint(n)) + payload
+
+
+def _add(attributes: list[bytes], key: str, value: Any) -> None:
+    """Append one attribute (a ``KeyValue`` with its length; ``_attributes`` adds the
+    tags). Short string and int attributes repeat from span to span: cached."""
+    if (type(value) is str and len(value) <= 64) or type(value) is int:
+        cache_key = (key, value)
+        encoded = _KV_CACHE.get(cache_key)
+        if encoded is None:
+            if len(_KV_CACHE) >= _KV_CACHE_MAX:
+                _KV_CACHE.clear()
+            encoded = _KV_CACHE[cache_key] = _sized_kv(key, value)
+        attributes.append(encoded)
     else:
-        target.string_value = str(value)
+        attributes.append(_sized_kv(key, value))
 
 
-def _add(attributes: Any, key: str, value: Any) -> None:
-    _set_any(attributes.add(key=key).value, value)
+def _attributes(tag: bytes, attributes: list[bytes]) -> bytes:
+    """A repeated ``KeyValue`` field from ``_add``'s list."""
+    return tag + tag.join(attributes) if attributes else b""
 
 
-def _io(attributes: Any, value_key: str, mime_key: str, text: str | None) -> None:
+def _io(attributes: list[bytes], value_key: str, mime_key: str, text: str | None) -> None:
     """Inputs/outputs (JSON text): a JSON string goes as text/plain, anything else as JSON."""
     if text is None:
         return
@@ -154,7 +207,7 @@ def _io(attributes: Any, value_key: str, mime_key: str, text: str | None) -> Non
     _add(attributes, mime_key, k.MIME_JSON)
 
 
-def _llm(attributes: Any, own: Mapping[str, Any]) -> None:
+def _llm(attributes: list[bytes], own: Mapping[str, Any]) -> None:
     _add(attributes, k.GENAI_OPERATION_NAME, "chat")
     model = own.get(_MODEL)
     if isinstance(model, str) and model:
@@ -198,36 +251,18 @@ class _Encoder:
 
     def span(
         self,
-        out: Any,
         span: SpanRecord,
         trace_bytes: bytes,
-        who: tuple[tuple[str, str], ...],
-    ) -> None:
-        s: Span = out.add()
-        s.trace_id = trace_bytes
-        s.span_id = otlp_span_id(span.span_id)
-        if span.parent_id:
-            s.parent_span_id = otlp_span_id(span.parent_id)
-        s.flags = k.FLAG_HAS_IS_REMOTE
-        s.name = span.name
+        who: list[bytes],
+        root_of: TraceRecord | None = None,
+    ) -> bytes:
+        """One ``Span`` message (tagged, ready to join into ``ScopeSpans``)."""
         span_type = span.span_type or "UNKNOWN"
-        s.kind = (
-            _KIND_SERVER
-            if span_type == "HTTP"
-            else _KIND_CLIENT
-            if span_type in _CLIENT_TYPES
-            else _KIND_INTERNAL
-        )
-        s.start_time_unix_nano = max(int(span.start_ns), 0)
-        s.end_time_unix_nano = max(int(span.end_ns or span.start_ns), 0)
+        kind = 2 if span_type == "HTTP" else 3 if span_type in _CLIENT_TYPES else 1
         code = _STATUS.get(span.status, k.STATUS_CODE_UNSET)
-        if code:
-            s.status.code = code
-            if span.status_message and code == k.STATUS_CODE_ERROR:
-                s.status.message = span.status_message
-        attributes = s.attributes
-        for key, value in who:
-            _add(attributes, key, value)
+        if root_of is not None and root_of.state == "ERROR" and not code:
+            code = k.STATUS_CODE_ERROR
+        attributes = list(who)
         _io(attributes, k.INPUT_VALUE, k.INPUT_MIME_TYPE, span.inputs_json)
         _io(attributes, k.OUTPUT_VALUE, k.OUTPUT_MIME_TYPE, span.outputs_json)
         _add(attributes, k.OPENINFERENCE_SPAN_KIND, k.SPAN_KIND_FROM_TYPE.get(span_type, "CHAIN"))
@@ -237,42 +272,59 @@ class _Encoder:
             _llm(attributes, own)
         for key, value in own.items():
             _add(attributes, key, value)
+        if root_of is not None:
+            self.root(attributes, root_of)
+        start = max(int(span.start_ns), 0)
+        parts = [
+            _ld(b"\x0a", trace_bytes),
+            _ld(b"\x12", otlp_span_id(span.span_id)),
+        ]
+        if span.parent_id:
+            parts.append(_ld(b"\x22", otlp_span_id(span.parent_id)))
+        parts += [
+            _ld(b"\x2a", _text(span.name)),
+            b"\x30" + bytes((kind,)),
+            b"\x39" + _pack_q(start),
+            b"\x41" + _pack_q(max(int(span.end_ns or span.start_ns), 0)),
+            _attributes(b"\x4a", attributes),
+        ]
         for event in span.events or ():
-            e = s.events.add()
-            e.name = str(event.get("name", ""))
-            e.time_unix_nano = max(int(event.get("timestamp_ns") or span.start_ns), 0)
+            event_attributes: list[bytes] = []
             for key, value in (event.get("attributes") or {}).items():
-                _add(e.attributes, str(key), value)
+                _add(event_attributes, str(key), value)
+            when = max(int(event.get("timestamp_ns") or start), 0)
+            body = b"\x09" + _pack_q(when) + _ld(b"\x12", _text(str(event.get("name", ""))))
+            parts.append(_ld(b"\x5a", body + _attributes(b"\x1a", event_attributes)))
+        if code:
+            status = b""
+            if span.status_message and code == k.STATUS_CODE_ERROR:
+                status = _ld(b"\x12", _text(span.status_message))
+            parts.append(_ld(b"\x7a", status + b"\x18" + bytes((code,))))
+        parts.append(b"\x85\x01" + _pack_i(k.FLAG_HAS_IS_REMOTE))
+        return _ld(b"\x12", b"".join(parts))
 
-    def trace(self, out: Any, trace: TraceRecord) -> None:
+    def trace(self, out: list[bytes], trace: TraceRecord) -> None:
         metadata = trace.metadata or {}
-        session = metadata.get(METADATA_SESSION)
-        user = metadata.get(METADATA_USER)
-        short_session, short_user = self.ident(session), self.ident(user)
-        who: list[tuple[str, str]] = []
-        if short_session:
-            who += [(k.SESSION_ID, short_session), (k.GENAI_CONVERSATION_ID, short_session)]
-        if short_user:
-            who.append((k.USER_ID, short_user))
+        session = self.ident(metadata.get(METADATA_SESSION))
+        user = self.ident(metadata.get(METADATA_USER))
+        who: list[bytes] = []
+        if session:
+            _add(who, k.SESSION_ID, session)
+            _add(who, k.GENAI_CONVERSATION_ID, session)
+        if user:
+            _add(who, k.USER_ID, user)
         trace_bytes = otlp_trace_id(trace.trace_id)
         root_id = trace.root.span_id
         for span in trace.spans:
-            if span.end_ns is None and span.span_id != root_id:
+            is_root = span.span_id == root_id
+            if span.end_ns is None and not is_root:
                 self.stats.unfinished_spans += 1  # sent when it ends, as a late span
                 continue
-            self.span(out, span, trace_bytes, tuple(who))
+            out.append(self.span(span, trace_bytes, who, trace if is_root else None))
             self.stats.spans += 1
-            if span.span_id == root_id:
-                self.root(out[len(out) - 1], trace, metadata)
         self.stats.traces += 1
 
-    def root(
-        self,
-        s: Span,
-        trace: TraceRecord,
-        metadata: Mapping[str, str],
-    ) -> None:
-        attributes = s.attributes
+    def root(self, attributes: list[bytes], trace: TraceRecord) -> None:
         name = trace.root.name
         _add(attributes, k.MLFLOW_TRACE_NAME_TAG, name)
         _add(attributes, k.LANGFUSE_TRACE_NAME, name)
@@ -282,7 +334,7 @@ class _Encoder:
         if tags:
             _add(attributes, k.TAG_TAGS, [f"{key}:{value}" for key, value in tags.items()])
         shown: dict[str, str] = {}
-        for key, value in metadata.items():
+        for key, value in (trace.metadata or {}).items():
             if key in (METADATA_SESSION, METADATA_USER):
                 # Travel as session.id / user.id; kept here only when those were shortened.
                 if len(value) <= self.max_id_length:
@@ -295,13 +347,48 @@ class _Encoder:
             _add(attributes, k.METADATA_JSON, json.dumps(shown, ensure_ascii=False))
         if trace.client_request_id:
             _add(attributes, k.CLIENT_REQUEST_ID, trace.client_request_id)
-        if trace.state == "ERROR" and not s.status.code:
-            s.status.code = _ERROR
 
-    def late(self, out: Any, span: SpanRecord) -> None:
-        self.span(out, span, otlp_trace_id(span.trace_id), ())
+    def late(self, out: list[bytes], span: SpanRecord) -> None:
+        out.append(self.span(span, otlp_trace_id(span.trace_id), []))
         self.stats.spans += 1
         self.stats.late_spans += 1
+
+
+def encode_bytes(
+    items: Iterable[Any],
+    *,
+    resource: Mapping[str, Any] | None = None,
+    max_id_length: int = k.MLFLOW_SESSION_MAX_LENGTH,
+    scope_version: str = "",
+) -> tuple[bytes, EncodeStats]:
+    """One serialized ``ExportTraceServiceRequest`` for a batch of records (the protobuf
+    wire format, written directly: about 4x cheaper than building message objects), and
+    what it left out. ``resource`` are the resource attributes (``service.name``, ...).
+    Tag changes are skipped and counted; unknown item types raise ``TypeError``."""
+    if max_id_length < 20:
+        raise ValueError("max_id_length must be at least 20")
+    encoder = _Encoder(max_id_length)
+    spans: list[bytes] = []
+    for item in items:
+        if isinstance(item, TraceRecord):
+            encoder.trace(spans, item)
+        elif isinstance(item, SpanRecord):
+            encoder.late(spans, item)
+        elif isinstance(item, TagChange):
+            encoder.stats.tag_changes_skipped += 1
+        else:
+            raise TypeError(f"cannot encode {type(item).__name__} as OTLP")
+    resource_attributes: list[bytes] = []
+    for key, value in (resource or {}).items():
+        _add(resource_attributes, key, value)
+    scope = _ld(b"\x0a", _text(k.SCOPE_NAME))
+    if scope_version:
+        scope += _ld(b"\x12", _text(scope_version))
+    scope_spans = _ld(b"\x0a", scope) + b"".join(spans)
+    resource_spans = _ld(b"\x0a", _attributes(b"\x0a", resource_attributes)) + _ld(
+        b"\x12", scope_spans
+    )
+    return _ld(b"\x0a", resource_spans), encoder.stats
 
 
 def encode_request(
@@ -311,30 +398,9 @@ def encode_request(
     max_id_length: int = k.MLFLOW_SESSION_MAX_LENGTH,
     scope_version: str = "",
 ) -> tuple[ExportTraceServiceRequest, EncodeStats]:
-    """One ``ExportTraceServiceRequest`` for a batch of records, and what it left out.
-
-    ``resource`` are the resource attributes (``service.name``, ...). Tag changes are
-    skipped and counted; unknown item types raise ``TypeError``.
-    """
-    if max_id_length < 20:
-        raise ValueError("max_id_length must be at least 20")
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    for key, value in (resource or {}).items():
-        _add(resource_spans.resource.attributes, key, value)
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = k.SCOPE_NAME
-    if scope_version:
-        scope_spans.scope.version = scope_version
-    out = scope_spans.spans
-    encoder = _Encoder(max_id_length)
-    for item in items:
-        if isinstance(item, TraceRecord):
-            encoder.trace(out, item)
-        elif isinstance(item, SpanRecord):
-            encoder.late(out, item)
-        elif isinstance(item, TagChange):
-            encoder.stats.tag_changes_skipped += 1
-        else:
-            raise TypeError(f"cannot encode {type(item).__name__} as OTLP")
-    return request, encoder.stats
+    """``encode_bytes`` parsed into an ``ExportTraceServiceRequest`` (for tests and tools;
+    the exporter sends the bytes)."""
+    body, stats = encode_bytes(
+        items, resource=resource, max_id_length=max_id_length, scope_version=scope_version
+    )
+    return ExportTraceServiceRequest.FromString(body), stats
