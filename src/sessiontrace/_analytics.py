@@ -912,7 +912,8 @@ def _turn_feedback(store: Store, session_id: str) -> dict[str, tuple[dict[str, A
         "a.source_type, a.source_id, a.create_time_ms, a.valid "
         "FROM traces t CROSS JOIN assessments a "  # the session's traces first
         "WHERE t.session_id = ? AND a.trace_id = t.trace_id AND a.kind = 'feedback' "
-        "ORDER BY a.create_time_ms, a.assessment_id",
+        # An override made in the same millisecond still follows what it overrides.
+        "ORDER BY a.create_time_ms, a.overrides IS NOT NULL, a.assessment_id",
         (session_id,),
     ):
         by_trace.setdefault(tid, []).append(

@@ -219,9 +219,8 @@ def test_trace_owner(store: Any) -> None:
 SCHEMA_4 = Path(__file__).parent / "data" / "schema4.sqlite3"
 
 
+@pytest.mark.only_backend("sqlite")
 def test_sqlite_migrates_a_schema_4_file(tmp_path: Path, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite's file")
     path = tmp_path / "old.db"
     shutil.copy(SCHEMA_4, path)
     with sqlite3.connect(path) as conn:
@@ -243,9 +242,8 @@ def test_sqlite_migrates_a_schema_4_file(tmp_path: Path, backend: str) -> None:
     conn.close()
 
 
+@pytest.mark.only_backend("postgresql")
 def test_postgres_migrates_a_schema_4_database(backend: str, tracking_uri: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL's database")
     from tests.feedback._traces import one_trace
 
     first = open_store(tracking_uri)

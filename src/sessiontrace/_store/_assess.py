@@ -106,7 +106,11 @@ _UPDATE = (
 _INVALIDATE = "UPDATE assessments SET valid = 0 WHERE assessment_id = ? AND trace_id = ?"
 _REVALIDATE = "UPDATE assessments SET valid = 1 WHERE assessment_id = ? AND trace_id = ?"
 _DELETE = "DELETE FROM assessments WHERE assessment_id = ? AND trace_id = ?"
-BY_TRACE = _SELECT + " WHERE trace_id IN ({marks}) ORDER BY create_time_ms, assessment_id"
+# Oldest first; an override made in the same millisecond follows what it overrides.
+BY_TRACE = (
+    _SELECT + " WHERE trace_id IN ({marks}) "
+    "ORDER BY create_time_ms, overrides IS NOT NULL, assessment_id"
+)
 TRACE_OWNER = "SELECT user_id, session_id FROM traces WHERE trace_id = ?"
 
 _CHANGEABLE = {"name", "value", "rationale", "metadata", "error", "source", "span_id", "valid"}
