@@ -19,12 +19,17 @@ Where things live:
   ``_feedback_api``: ``log_feedback`` and its siblings;
 - ``_pipeline``: the queue and its writer thread, handing batches of records to a sink;
 - ``_store/``: where traces are written and read back (``_rows``: the rows every SQL
-  backend writes); ``_export/``: sinks that send records elsewhere (HTTP);
+  backend writes); ``_export/``: sinks that send records elsewhere (our HTTP wire,
+  OTLP); ``_otlp/``: the OTLP mapping both ways (``_encode``, ``_decode``, ``_keys``);
 - ``_runtime``: settings, and the pipeline, pricing and store wired together on first use;
 - ``_search/``: where a filter becomes SQL; ``_analytics``: reports over a store;
 - ``llm/``: autolog for the OpenAI and Anthropic SDKs, and pricing (on the writer thread);
 - ``feedback/``: the endpoint a chat front end posts its users' feedback to;
-- ``server/``: the UI, its JSON API and the ingest endpoint; ``__main__``: the CLI.
+- ``bridges/``: other tracers (MLflow, OpenTelemetry, OpenInference, Openlayer) get the
+  request's ids; ``logging``: the ids in log records; ``propagation``: the ids sent on
+  to other services (opt-in);
+- ``server/``: the UI, its JSON API and the ingest endpoints (ours, OTLP's
+  ``/v1/traces``); ``__main__``: the CLI.
 
 Writes flow one way, tracing -> records -> pipeline -> sinks: the records, the
 pipeline, the stores, the exporters, pricing and ingest never import tracing or the
