@@ -298,8 +298,11 @@ def waitress_server(app: Any) -> Iterator[str]:
         ):
             time.sleep(0.01)
         dispatcher.shutdown(timeout=5)
-        server.close()
+        # Close the sockets on the server's own thread, between two select() calls:
+        # closed from here while that select() waits on them, it fails with EBADF.
+        server.trigger.pull_trigger(server.close)
         thread.join(15)
+        assert not thread.is_alive(), "waitress did not stop"
 
 
 @pytest.mark.parametrize("trace_requests", [False, True])
