@@ -50,6 +50,7 @@ from .._store import TraceNotFoundError, open_location
 from .._store._base import Store
 from .._store._rows import llm_totals
 from ..llm._pricing import price_items
+from ._body import BodyTooLarge, read_body
 from ._ingest import IngestError, parse_batch
 from ._otlp import otlp_traces_endpoint
 from ._security import LOOPBACK_HOSTS, SESSION_COOKIE, Auth, SecurityMiddleware
@@ -453,7 +454,7 @@ _TAG_FIELDS = frozenset({"trace_id", "key", "value"})
 async def _json_body(request: Request, limit: int) -> Any:
     import json
 
-    body = await _read_body(request, limit)
+    body = await read_body(request, limit)
     try:
         return json.loads(body)
     except ValueError:
@@ -471,24 +472,6 @@ def _tag_args(body: Any, *, with_value: bool) -> tuple[str, str, str | None]:
     if with_value and (not isinstance(value, str) or len(value) > 8000):
         raise _BadRequest("value must be a string of at most 8000 characters")
     return trace_id, key, value if with_value else None
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _Writer:
@@ -585,8 +568,8 @@ def create_app(
 
     async def ingest(request: Request) -> Response:
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _BodyTooLarge:
+            body = await read_body(request, max_body_bytes)
+        except BodyTooLarge:
             return _error(f"the body is larger than {max_body_bytes} bytes", 413)
         try:
             items = await anyio.to_thread.run_sync(
@@ -610,7 +593,7 @@ def create_app(
         try:
             body = await _json_body(request, 64 * 1024)
             trace_id, key, value = _tag_args(body, with_value=request.method == "PUT")
-        except _BodyTooLarge:
+        except BodyTooLarge:
             return _error("the body is too large", 413)
         except _BadRequest as exc:
             return _error(str(exc), 400)

@@ -44,6 +44,7 @@ from .._records import SpanRecord, TraceRecord
 from .._serialize import dumps
 from .._store._base import Store
 from ..llm._keys import TRACE_COST, TRACE_TOKEN_USAGE
+from ._body import BodyTooLarge, read_body
 
 __all__ = ["MAX_INFLATED_BYTES", "assemble", "otlp_traces_endpoint"]
 
@@ -62,10 +63,6 @@ class _Writer(Protocol):
     store: Store
 
     def export(self, items: Sequence[Any]) -> None: ...
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def otlp_traces_endpoint(
@@ -98,8 +95,8 @@ def otlp_traces_endpoint(
         if encoding not in ("identity", "", "gzip", "deflate"):
             return _status(content_type, 415, "Content-Encoding must be gzip, deflate or none")
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _TooLarge:
+            body = await read_body(request, max_body_bytes)
+        except BodyTooLarge:
             return _status(content_type, 413, f"the body is larger than {max_body_bytes} bytes")
 
         def decode() -> Decoded:
@@ -108,7 +105,7 @@ def otlp_traces_endpoint(
 
         try:
             decoded = await anyio.to_thread.run_sync(decode)
-        except _TooLarge:
+        except BodyTooLarge:
             return _status(
                 content_type, 413, f"inflated, the body is over {max_inflated_bytes} bytes"
             )
@@ -136,25 +133,11 @@ def otlp_traces_endpoint(
     return endpoint
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    """The body decompressed, never past ``limit`` bytes (``_TooLarge`` beyond)."""
+    """The body decompressed, never past ``limit`` bytes (``BodyTooLarge`` beyond)."""
     if encoding in ("identity", ""):
         if len(body) > limit:
-            raise _TooLarge
+            raise BodyTooLarge
         return body
     if encoding == "gzip":
         return _inflate_with(body, 31, limit)
@@ -175,7 +158,7 @@ def _inflate_with(body: bytes, wbits: int, limit: int) -> bytes:
                 chunk = inflater.decompress(data, min(_CHUNK, limit - size + 1))
                 size += len(chunk)
                 if size > limit:
-                    raise _TooLarge
+                    raise BodyTooLarge
                 out.append(chunk)
                 data = inflater.unconsumed_tail
                 if inflater.eof:
